@@ -1,0 +1,1 @@
+"""lyre's command line: a Typer app that parses, calls the library, prints."""
