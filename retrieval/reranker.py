@@ -1,0 +1,334 @@
+"""Rerankers: score (query, document) pairs with a yes/no LLM (lychee-rerank) or a cross-encoder.
+
+yes/no recipe (lychee-rerank, Qwen3-Reranker): a causal LM reads a hand-built prompt and the score is
+p(yes) = softmax(l_yes, l_no)[0] at the last position, in float32. Only the last position's logits are
+computed (``logits_to_keep=1``): the 152k-row output layer over every position is the main waste of naive
+implementations. Padding is on the left so the last position is the answer slot in every row, and
+position ids are counted from each row's first real token, so a pair scores the same alone or in a batch.
+The document is truncated to a token budget before formatting, so the prompt's suffix and the answer
+slot are never cut. Pairs are sorted by length and packed by a token budget (padding is pure waste), and
+a CUDA out-of-memory error halves the budget and retries instead of losing the run.
+
+cross-encoder recipe: a sequence classification head over ``[CLS] query [SEP] document [SEP]``; the
+score is the single logit, or p(relevant) for a two-class head.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrieval import progress
+from retrieval.batching import length_order, pad_batch
+from retrieval.errors import LyreError
+from retrieval.rerank_templates import DEFAULT_INSTRUCTION, RerankTemplate, get_template
+
+KINDS = ("auto", "yes-no", "cross-encoder")
+
+
+@dataclass(frozen=True)
+class RerankerSettings:
+    """Everything that determines the scores, recorded in the run's sidecar."""
+
+    model: str
+    kind: str
+    template: str
+    template_text: str
+    instruction: str
+    max_length: int
+    doc_max_tokens: int
+    token_budget: int
+    device: str
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def detect_kind(folder: Path) -> str:
+    """``yes-no`` for a causal LM, ``cross-encoder`` for a sequence classifier, from ``config.json``."""
+    architectures = (
+        json.loads((folder / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    )
+    if any(name.endswith("ForCausalLM") for name in architectures):
+        return "yes-no"
+    if any(name.endswith("ForSequenceClassification") for name in architectures):
+        return "cross-encoder"
+    raise LyreError(
+        f"{folder}: cannot tell the reranker kind from config.json architectures {architectures}; "
+        "pass --rerank-kind yes-no or cross-encoder"
+    )
+
+
+def yes_no_ids(tokenizer: Any) -> tuple[int, int]:
+    """The ids of ``yes`` and ``no``, each of which must be a single token of this tokenizer."""
+    ids = []
+    for word in ("yes", "no"):
+        tokens = tokenizer.encode(word, add_special_tokens=False)
+        if len(tokens) != 1:
+            raise LyreError(
+                f"the reranker's tokenizer splits {word!r} into {len(tokens)} tokens {tokens}; "
+                "a yes/no reranker needs single-token answers "
+                "(use --rerank-kind cross-encoder for a classification model)"
+            )
+        ids.append(tokens[0])
+    return ids[0], ids[1]
+
+
+class Reranker:
+    """Scores (query, document) pairs; build it with :meth:`from_pretrained`."""
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        kind: str,
+        name: str,
+        template: str | RerankTemplate = "lychee",
+        instruction: str | None = None,
+        max_length: int = 1024,
+        doc_max_tokens: int = 512,
+        token_budget: int | None = None,
+    ) -> None:
+        if kind not in ("yes-no", "cross-encoder"):
+            raise LyreError(f"unknown reranker kind {kind!r}; use {', '.join(KINDS)}")
+        if max_length < 8 or doc_max_tokens < 1:
+            raise LyreError(f"rerank max_length {max_length} / doc_max_tokens {doc_max_tokens} are too small")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.kind = kind
+        self.template = template if isinstance(template, RerankTemplate) else get_template(template)
+        self.instruction = DEFAULT_INSTRUCTION if instruction is None else instruction
+        self.device = next(model.parameters()).device
+        if kind == "cross-encoder":
+            limit = getattr(model.config, "max_position_embeddings", max_length)
+            max_length = min(max_length, limit)
+            tokenizer.padding_side = "right"
+        else:
+            tokenizer.padding_side = "left"
+            self.yes_id, self.no_id = yes_no_ids(tokenizer)
+        self.max_length = max_length
+        self.doc_max_tokens = doc_max_tokens
+        default_budget = 32768 if self.device.type == "cuda" else 4096
+        self.token_budget = max(token_budget or default_budget, max_length)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = 0 if pad is None else pad
+        self.settings = RerankerSettings(
+            model=name,
+            kind=kind,
+            template=self.template.name if kind == "yes-no" else "",
+            template_text=self.template.text if kind == "yes-no" else "",
+            instruction=self.instruction if kind == "yes-no" else "",
+            max_length=self.max_length,
+            doc_max_tokens=doc_max_tokens,
+            token_budget=self.token_budget,
+            device=str(self.device),
+            dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path = "vec-ai/lychee-rerank",
+        *,
+        kind: str = "auto",
+        template: str | RerankTemplate = "lychee",
+        instruction: str | None = None,
+        max_length: int = 1024,
+        doc_max_tokens: int = 512,
+        token_budget: int | None = None,
+        device: str | None = None,
+    ) -> Reranker:
+        """Load a reranker from a hub id or a local folder (one-line error when the weights are missing)."""
+        from retrieval.models import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
+
+        if kind not in KINDS:
+            raise LyreError(f"unknown reranker kind {kind!r}; use {', '.join(KINDS)}")
+        folder = resolve_model(name_or_path, option="--rerank-model")
+        if kind == "auto":
+            kind = detect_kind(folder)
+        torch_device = pick_device(device)
+        auto_class = "AutoModelForCausalLM" if kind == "yes-no" else "AutoModelForSequenceClassification"
+        tokenizer = load_tokenizer(folder, padding_side="left" if kind == "yes-no" else "right")
+        model = load_model(
+            folder,
+            device=torch_device,
+            dtype=pick_dtype(torch_device),
+            auto_class=auto_class,
+            option="--rerank-model",
+        )
+        return cls(
+            model,
+            tokenizer,
+            kind=kind,
+            name=str(name_or_path),
+            template=template,
+            instruction=instruction,
+            max_length=max_length,
+            doc_max_tokens=doc_max_tokens,
+            token_budget=token_budget,
+        )
+
+    def score(self, query: str, documents: Sequence[str]) -> np.ndarray:
+        """Scores of ``documents`` for one query, float32, in input order."""
+        return self.score_pairs([(query, document) for document in documents])
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
+        """Scores of (query, document) pairs, float32, in input order (batched by length internally)."""
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        encoded = self.encode_yes_no(pairs) if self.kind == "yes-no" else self.encode_cross(pairs)
+        return self._run(encoded)
+
+    # --- encoding -------------------------------------------------------------------------------------
+
+    def truncate_documents(self, documents: Sequence[str], budgets: Sequence[int]) -> list[str]:
+        """Each document cut to its longest prefix of at most ``budget`` tokens, at a token's end.
+
+        Cutting the text (by the tokenizer's character offsets) rather than the ids keeps the prompt a plain
+        string that is tokenized once as a whole, exactly as a reference implementation would.
+        """
+        offsets = self.tokenizer(
+            list(documents), add_special_tokens=False, return_offsets_mapping=True, verbose=False
+        )
+        cut = []
+        for document, spans, budget in zip(documents, offsets["offset_mapping"], budgets, strict=True):
+            if len(spans) <= budget:
+                cut.append(document)
+            else:
+                cut.append(document[: spans[budget - 1][1]] if budget > 0 else "")
+        return cut
+
+    def prompt(self, query: str, document: str) -> str:
+        """The exact text the yes/no model reads for one pair (document already truncated)."""
+        return self.template.format(instruction=self.instruction, query=query, doc=document)
+
+    def encode_yes_no(self, pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
+        """Token ids of each pair's prompt, the document cut so the whole fits in ``max_length``."""
+        queries = sorted({query for query, _ in pairs})
+        empty_prompts = self._ids([self.prompt(query, "") for query in queries])
+        overhead = {query: len(ids) for query, ids in zip(queries, empty_prompts, strict=True)}
+        too_long = [query for query in queries if overhead[query] >= self.max_length]
+        if too_long:
+            raise LyreError(
+                f"a query's rerank prompt alone takes {overhead[too_long[0]]} tokens, max_length is "
+                f"{self.max_length}; raise --rerank-max-length"
+            )
+        budgets = [min(self.doc_max_tokens, self.max_length - overhead[query]) for query, _ in pairs]
+        documents = self.truncate_documents([document for _, document in pairs], budgets)
+        encoded = self._ids(
+            [self.prompt(query, doc) for (query, _), doc in zip(pairs, documents, strict=True)]
+        )
+        for i, ids in enumerate(encoded):
+            # Tokens can merge across the document's edges; cut further until the whole prompt fits.
+            while len(ids) > self.max_length:
+                budgets[i] -= len(ids) - self.max_length
+                query, document = pairs[i]
+                ids = self._ids([self.prompt(query, self.truncate_documents([document], [budgets[i]])[0])])[0]
+            encoded[i] = ids
+        return encoded
+
+    def encode_cross(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, list[int]]]:
+        """``[CLS] query [SEP] document [SEP]`` per pair, only the document truncated."""
+        documents = self.truncate_documents(
+            [document for _, document in pairs], [self.doc_max_tokens] * len(pairs)
+        )
+        tokens = self.tokenizer(
+            [query for query, _ in pairs],
+            documents,
+            truncation="only_second",
+            max_length=self.max_length,
+        )
+        keys = [key for key in ("input_ids", "token_type_ids") if key in tokens]
+        return [{key: tokens[key][i] for key in keys} for i in range(len(pairs))]
+
+    def _ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+    # --- batched forward ------------------------------------------------------------------------------
+
+    def _run(self, encoded: list[Any]) -> np.ndarray:
+        import torch
+
+        lengths = [len(item["input_ids"] if isinstance(item, dict) else item) for item in encoded]
+        # Batches are cut lazily from the length order so an out-of-memory can shrink the ones to come.
+        pending = deque(int(i) for i in length_order(lengths))
+        scores = np.zeros(len(encoded), dtype=np.float32)
+        with progress.bar(len(encoded), "rerank", unit="pair") as bar:
+            while pending:
+                # Longest first: a batch's padded size is its first row's length times its rows.
+                rows = max(1, self.token_budget // max(lengths[pending[0]], 1))
+                batch = [pending.popleft() for _ in range(min(rows, len(pending)))]
+                try:
+                    scores[batch] = self._forward([encoded[i] for i in batch])
+                except torch.cuda.OutOfMemoryError:
+                    torch.cuda.empty_cache()
+                    if len(batch) == 1:
+                        raise LyreError(
+                            f"one rerank pair of {lengths[batch[0]]} tokens does not fit in GPU memory; "
+                            "lower --rerank-max-length"
+                        ) from None
+                    self.token_budget = max(self.token_budget // 2, 1)
+                    progress.say(
+                        f"GPU out of memory on {len(batch)} pairs x {lengths[batch[0]]} tokens; "
+                        f"token budget halved to {self.token_budget}"
+                    )
+                    pending.extendleft(reversed(batch))
+                    continue
+                bar.update(len(batch))
+        return scores
+
+    def _forward(self, items: list[Any]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            if self.kind == "yes-no":
+                return self._forward_yes_no(items)
+            return self._forward_cross(items)
+
+    def _tensors(self, rows: list[list[int]], pad_id: int, side: str) -> tuple[Any, Any]:
+        import torch
+
+        ids, mask = pad_batch(rows, pad_id, side)
+        return torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
+
+    def _forward_yes_no(self, items: list[list[int]]) -> np.ndarray:
+        import torch
+
+        input_ids, mask = self._tensors(items, self.pad_id, "left")
+        # Positions count from each row's first real token, as they do when the row is alone.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            logits_to_keep=1,
+            use_cache=False,
+        )
+        pair_logits = out.logits[:, -1, [self.yes_id, self.no_id]].float()
+        return torch.softmax(pair_logits, dim=-1)[:, 0].cpu().numpy()
+
+    def _forward_cross(self, items: list[dict[str, list[int]]]) -> np.ndarray:
+        import torch
+
+        input_ids, mask = self._tensors([item["input_ids"] for item in items], self.pad_id, "right")
+        inputs = {"input_ids": input_ids, "attention_mask": mask}
+        if "token_type_ids" in items[0]:
+            types, _ = self._tensors([item["token_type_ids"] for item in items], 0, "right")
+            inputs["token_type_ids"] = types
+        logits = self.model(**inputs).logits.float()
+        if logits.shape[-1] == 1:
+            return logits[:, 0].cpu().numpy()
+        if logits.shape[-1] == 2:
+            return torch.softmax(logits, dim=-1)[:, 1].cpu().numpy()
+        raise LyreError(
+            f"the cross-encoder has {logits.shape[-1]} output labels; "
+            "a reranker needs 1 (a score) or 2 (not relevant / relevant)"
+        )

@@ -1,0 +1,48 @@
+import pytest
+
+from retrieval.errors import LyreError
+from retrieval.fusion import FUSION_METHODS, fuse, rrf
+
+
+def test_rrf_closed_form_with_one_based_ranks():
+    bm25 = {"q": {"a": 3.0, "b": 2.0, "c": 1.0}}
+    dense = {"q": {"b": 0.9, "d": 0.8}}
+    out = rrf([bm25, dense], k=60)
+    assert out["q"] == pytest.approx(
+        {"a": 1 / 61, "b": 1 / 62 + 1 / 61, "c": 1 / 63, "d": 1 / 62}, rel=0, abs=1e-15
+    )
+
+
+def test_absent_documents_get_no_credit():
+    out = rrf([{"q": {"a": 1.0}}, {"q": {"b": 1.0}}], k=0)
+    assert out == {"q": {"a": 1.0, "b": 1.0}}
+
+
+def test_ties_are_ranked_in_evaluated_order_docid_descending():
+    # Equal scores: trec_eval ranks "b" before "a" (docid descending), so "b" is rank 1.
+    out = rrf([{"q": {"a": 5.0, "b": 5.0}}], k=0)
+    assert out == {"q": {"b": 1.0, "a": 0.5}}
+
+
+def test_empty_safe_when_a_side_has_no_hits():
+    bm25 = {"q1": {}, "q2": {"x": 2.0}}
+    dense = {"q1": {"y": 0.5, "z": 0.4}}
+    out = rrf([bm25, dense], k=60)
+    assert out == {"q1": {"y": 1 / 61, "z": 1 / 62}, "q2": {"x": 1 / 61}}
+    assert rrf([{"q": {}}, {}], k=60) == {"q": {}}
+    assert rrf([], k=60) == {}
+
+
+def test_negative_k_is_rejected():
+    with pytest.raises(LyreError, match="k must be >= 0"):
+        rrf([{"q": {"a": 1.0}}], k=-1)
+
+
+def test_registry_lists_methods_and_validates_parameters():
+    assert set(FUSION_METHODS) == {"rrf", "linear"}
+    assert [param.name for param in FUSION_METHODS["rrf"].params] == ["k"]
+    assert fuse([{"q": {"a": 1.0}}], "rrf", k=1) == {"q": {"a": 0.5}}
+    with pytest.raises(LyreError, match="no parameter 'alpha'"):
+        fuse([{"q": {"a": 1.0}}], "rrf", alpha=0.5)
+    with pytest.raises(LyreError, match="unknown fusion method 'comb'"):
+        fuse([], "comb")
