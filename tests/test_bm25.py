@@ -1,0 +1,181 @@
+import json
+import math
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from indexes.analyzer import Analyzer
+from indexes.bm25 import BM25Index, bm25_stage, build_bm25
+from indexes.manifest import stage_record
+from retrieval.errors import LyreError
+from retrieval.records import Document, document_text
+
+SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
+
+
+class ListStore:
+    """The docstore's streaming interface over a list (the builder needs nothing more)."""
+
+    def __init__(self, docs: list[Document]) -> None:
+        self.docs = docs
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def iter_batches(self, batch_size: int, start: int = 0, stop: int | None = None):
+        stop = len(self.docs) if stop is None else stop
+        for first in range(start, stop, batch_size):
+            yield first, self.docs[first : min(first + batch_size, stop)]
+
+
+DOCS = [
+    Document("d0", "Cats", "cats chase mice"),
+    Document("d1", "", "dogs chase cats and cats run"),
+    Document("d2", "Mice", "mice eat cheese"),
+    Document("d3", "Birds", "birds sing"),
+]
+
+
+@pytest.fixture
+def index(tmp_path) -> BM25Index:
+    build_bm25(ListStore(DOCS), tmp_path / "bm25", analyzer=Analyzer(), batch_size=3)
+    return BM25Index.load(tmp_path / "bm25")
+
+
+def lucene_score(tf: int, df: int, dl: int, n: int, avgdl: float, k1: float = 0.9, b: float = 0.4) -> float:
+    return math.log(1 + (n - df + 0.5) / (df + 0.5)) * tf / (tf + k1 * (1 - b + b * dl / avgdl))
+
+
+def test_scores_are_lucene_bm25_in_closed_form(index):
+    # terms per doc (title + text, "and" stopped): d0 4, d1 5, d2 4, d3 3 -> avgdl 4; "cat" twice in d0, d1
+    rows, scores = index.search(["cat"], k=4, n_threads=1)
+    assert rows[0].tolist() == [0, 1, -1, -1]  # the shorter document first
+    expected = [lucene_score(2, 2, 4, 4, 4.0), lucene_score(2, 2, 5, 4, 4.0)]
+    np.testing.assert_allclose(scores[0, :2], expected, rtol=1e-6)
+    assert scores[0, 2:].tolist() == [0.0, 0.0]
+
+
+def test_repeated_query_term_counts_twice(index):
+    _, once = index.search(["mice"], k=1)
+    _, twice = index.search(["mice mice"], k=1)
+    np.testing.assert_allclose(twice, 2 * once, rtol=1e-6)
+
+
+def test_queries_without_known_terms_have_no_hits(index):
+    rows, scores = index.search(["the and of", "zebra", ""], k=3, n_threads=2)
+    assert (rows == -1).all() and (scores == 0).all()
+
+
+def test_k_larger_than_corpus_pads_and_threads_agree(index):
+    queries = ["cats chase", "birds", "cheese mice dogs"] * 20
+    rows1, scores1 = index.search(queries, k=10, n_threads=1)
+    rows4, scores4 = index.search(queries, k=10, n_threads=4)
+    assert rows1.shape == (60, 10) and rows1.dtype == np.int64 and scores1.dtype == np.float32
+    np.testing.assert_array_equal(rows1, rows4)
+    np.testing.assert_array_equal(scores1, scores4)
+    assert rows1[1].tolist() == [3] + [-1] * 9
+
+
+def test_saved_files_are_bm25s_format_and_match_bm25s_own_index(tmp_path):
+    import bm25s
+
+    analyzer = Analyzer()
+    for method in ("lucene", "robertson", "atire", "bm25l", "bm25+"):
+        build_bm25(ListStore(DOCS), tmp_path / method, analyzer=analyzer, method=method, batch_size=2)
+        ours = bm25s.BM25.load(tmp_path / method, mmap=True)
+        reference = bm25s.BM25(k1=0.9, b=0.4, method=method)
+        reference.index([analyzer.analyze(document_text(d)) for d in DOCS], show_progress=False)
+        for query in (["cat", "chase"], ["chees"], ["bird", "bird", "mice"]):
+            np.testing.assert_allclose(ours.get_scores(query), reference.get_scores(query), rtol=1e-6)
+
+
+def test_round_trip_keeps_analyzer_and_params(tmp_path):
+    analyzer = Analyzer(stemmer="english", stopwords=("dogs",))
+    record = build_bm25(ListStore(DOCS), tmp_path / "bm25", analyzer=analyzer, k1=1.2, b=0.75, method="atire")
+    loaded = BM25Index.load(tmp_path / "bm25")
+    assert loaded.analyzer == analyzer
+    assert (loaded.record["k1"], loaded.record["b"], loaded.record["method"]) == (1.2, 0.75, "atire")
+    assert record["documents"] == 4 and record["analyzer"]["stopwords"] == ["dogs"]
+    assert json.loads((tmp_path / "bm25" / "params.index.json").read_text())["k1"] == 1.2
+    assert loaded.search(["dogs"], k=2)[0].tolist() == [[-1, -1]]  # "dogs" was a stopword at build time
+
+
+def test_rebuild_replaces_the_folder_atomically(tmp_path):
+    build_bm25(ListStore(DOCS), tmp_path / "bm25")
+    build_bm25(ListStore(DOCS[:2]), tmp_path / "bm25")
+    assert BM25Index.load(tmp_path / "bm25").num_docs == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bm25"]
+
+
+@pytest.mark.parametrize(
+    "override", [{"k1": 1.2}, {"b": 0.75}, {"method": "robertson"}, {"analyzer": Analyzer(stemmer="english")}]
+)
+def test_overrides_that_change_scores_are_refused(index, override):
+    with pytest.raises(LyreError, match="built with"):
+        BM25Index.load(index.directory, **override)
+
+
+def test_overrides_equal_to_saved_values_are_accepted(index):
+    assert BM25Index.load(index.directory, k1=0.9, b=0.4, method="lucene", analyzer=Analyzer()).num_docs == 4
+
+
+def test_bad_inputs_are_lyre_errors(tmp_path, index):
+    with pytest.raises(LyreError, match="empty"):
+        build_bm25(ListStore([]), tmp_path / "empty")
+    with pytest.raises(LyreError, match="method"):
+        build_bm25(ListStore(DOCS), tmp_path / "x", method="bm42")
+    with pytest.raises(LyreError, match="no BM25 index"):
+        BM25Index.load(tmp_path)
+    with pytest.raises(LyreError, match="k must be"):
+        index.search(["cat"], k=0)
+
+
+def test_stage_builds_from_the_real_docstore_and_records_itself(tmp_path):
+    from retrieval.ingest import ingest
+
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text(
+        "".join(json.dumps({"_id": d.docid, "title": d.title, "text": d.text}) + "\n" for d in DOCS),
+        encoding="utf-8",
+    )
+    ingest(corpus, tmp_path / "index")
+    record = bm25_stage(tmp_path / "index", batch_size=3)
+    assert stage_record(tmp_path / "index", "bm25")["postings"] == record["postings"] == 12
+    rows, _ = BM25Index.load(tmp_path / "index" / "bm25").search(["cheese"], k=2)
+    assert rows.tolist() == [[2, -1]]
+
+
+def read_jsonl(path: Path, n: int) -> list[dict]:
+    with open(path, encoding="utf-8") as handle:
+        return [json.loads(line) for line in islice(handle, n)]
+
+
+@pytest.mark.skipif(not SCIFACT.exists(), reason="needs shared/data/scifact")
+def test_parity_with_rank_bm25_okapi_on_scifact_slice(tmp_path):
+    """rank_bm25.BM25Okapi is the reference: same tokens, same idf, scores equal up to bm25s' constant.
+
+    BM25Okapi's idf is log((N - df + 0.5) / (df + 0.5)) with negative values replaced by epsilon x mean
+    idf; bm25s' robertson idf floors them at 0, so epsilon=0 makes both identical. Its tf part carries the
+    (k1 + 1) factor that bm25s' robertson tf omits (rank-equivalent), so lyre x (k1 + 1) must equal it.
+    """
+    from rank_bm25 import BM25Okapi
+
+    docs = [Document(o["_id"], o["title"], o["text"]) for o in read_jsonl(SCIFACT / "corpus.jsonl", 500)]
+    queries = [o["text"] for o in read_jsonl(SCIFACT / "queries.jsonl", 20)]
+    analyzer, k1, b = Analyzer(), 1.5, 0.75
+    build_bm25(
+        ListStore(docs), tmp_path / "bm25", analyzer=analyzer, k1=k1, b=b, method="robertson", batch_size=128
+    )
+    rows, scores = BM25Index.load(tmp_path / "bm25").search(queries, k=len(docs))
+    oracle = BM25Okapi([analyzer.analyze(document_text(d)) for d in docs], k1=k1, b=b, epsilon=0.0)
+    compared = 0
+    for i, query in enumerate(queries):
+        expected = oracle.get_scores(analyzer.analyze(query))
+        hit = rows[i] >= 0
+        np.testing.assert_allclose(scores[i, hit] * (k1 + 1), expected[rows[i, hit]], rtol=1e-5)
+        missing = np.setdiff1d(np.arange(len(docs)), rows[i, hit])
+        assert (expected[missing] == 0).all()
+        compared += int(hit.sum())
+    assert compared > 1000
