@@ -1,0 +1,131 @@
+"""Evaluation of TREC runs against qrels through ir-measures (trec_eval-compatible, no external binary).
+
+Conventions, chosen to match ``trec_eval -c`` and stated once here:
+
+- Averages are taken over every query id in the qrels. A qrels query that a run does not answer counts
+  as 0 for every measure (ir-measures' default: its evaluator fills such queries with the measure's
+  default, 0). Run queries absent from the qrels are ignored (unjudged, as trec_eval does).
+- Each query's documents are ranked in trec_eval's order (score descending, ties by docid descending),
+  and that order is handed to ir-measures as strictly decreasing scores, so every ir-measures provider
+  (pytrec_eval, msmarco, judged) sees the same ranking whatever its own tie-breaking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from retrieval.errors import LyreError
+from retrieval.qrels import qrels_dict, read_qrels
+from retrieval.records import Run
+from retrieval.runs import rank_order, read_run
+
+DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100", "R@1000", "AP", "Judged@10")
+
+
+@dataclass(frozen=True)
+class EvalTable:
+    """Mean of each measure per run (``means[run][measure]``), and optionally per query
+    (``per_query[run][qid][measure]``, qids in qrels order) over ``num_queries`` qrels queries."""
+
+    qrels: str
+    runs: list[str]
+    measures: list[str]
+    num_queries: int
+    means: dict[str, dict[str, float]]
+    per_query: dict[str, dict[str, dict[str, float]]] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _parse_measures(measures: Sequence[str] | None) -> list[Any]:
+    import ir_measures
+
+    parsed = []
+    for text in measures or DEFAULT_MEASURES:
+        try:
+            parsed.append(ir_measures.parse_measure(text))
+        except (ValueError, NameError, SyntaxError, TypeError):
+            raise LyreError(
+                f"unknown measure {text!r}; use ir-measures names such as nDCG@10, RR@10, R@100, AP, P@5"
+            ) from None
+    return parsed
+
+
+def _trec_eval_ranking(run: Run, judged_qids: dict[str, Any]) -> Run:
+    """The run on judged queries only, scores replaced by strictly decreasing ranks in trec_eval order."""
+    ranked: Run = {}
+    for qid, doc_scores in run.items():
+        if qid in judged_qids:
+            order = rank_order(doc_scores)
+            ranked[qid] = {docid: float(len(order) - i) for i, (docid, _) in enumerate(order)}
+    return ranked
+
+
+def evaluate_run(
+    qrels: dict[str, dict[str, int]], run: Run, measures: list[Any]
+) -> dict[str, dict[str, float]]:
+    """Per-query values ``qid -> measure -> value`` for every qrels query (0 where the run has none)."""
+    import ir_measures
+
+    values: dict[str, dict[str, float]] = {qid: {} for qid in qrels}
+    for metric in ir_measures.evaluator(measures, qrels).iter_calc(_trec_eval_ranking(run, qrels)):
+        if metric.query_id in values:
+            values[metric.query_id][str(metric.measure)] = float(metric.value)
+    return values
+
+
+def evaluate(
+    qrels_path: str | Path,
+    run_paths: Sequence[str | Path],
+    measures: Sequence[str] | None = None,
+    per_query: bool = False,
+) -> EvalTable:
+    """Evaluate each run file against the qrels file; see the module docstring for the averaging rules."""
+    if not run_paths:
+        raise LyreError("no run files given; pass at least one RUN")
+    parsed = _parse_measures(measures)
+    names = [str(m) for m in parsed]
+    qrels = qrels_dict(read_qrels(qrels_path))
+    means: dict[str, dict[str, float]] = {}
+    details: dict[str, dict[str, dict[str, float]]] = {}
+    for path in run_paths:
+        values = evaluate_run(qrels, read_run(path), parsed)
+        key = str(path)
+        means[key] = {name: sum(v.get(name, 0.0) for v in values.values()) / len(values) for name in names}
+        details[key] = values
+    return EvalTable(
+        qrels=str(qrels_path),
+        runs=[str(p) for p in run_paths],
+        measures=names,
+        num_queries=len(qrels),
+        means=means,
+        per_query=details if per_query else None,
+    )
+
+
+def format_table(table: EvalTable, digits: int = 4) -> str:
+    """A plain-text table: one row per run (and per query of each run when per-query values are present)."""
+    header = ["run", *(["query"] if table.per_query else []), *table.measures]
+    rows = []
+    for run in table.runs:
+        if table.per_query:
+            for qid, values in table.per_query[run].items():
+                rows.append([run, qid, *(f"{values.get(m, 0.0):.{digits}f}" for m in table.measures)])
+            rows.append([run, "all", *(f"{table.means[run][m]:.{digits}f}" for m in table.measures)])
+        else:
+            rows.append([run, *(f"{table.means[run][m]:.{digits}f}" for m in table.measures)])
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    text_columns = 2 if table.per_query else 1
+    lines = []
+    for row in [header, *rows]:
+        cells = [
+            str(cell).ljust(width) if i < text_columns else str(cell).rjust(width)
+            for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    lines.append(f"({table.num_queries} queries in {table.qrels}; unanswered queries count as 0)")
+    return "\n".join(lines)

@@ -1,0 +1,110 @@
+"""TREC run files: ``qid Q0 docid rank score tag``, written in the order trec_eval evaluates.
+
+trec_eval ignores the rank column: it re-sorts each query's lines by score (descending) and breaks ties
+by docid (descending). Writing lines in exactly that order with 1-based ranks makes the printed ranks
+the evaluated ranks; printing scores with ``repr`` (shortest round-trip form of the double) means two
+distinct float32 or float64 scores never print equal, so no ties are created by rounding.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from retrieval.atomic import atomic_path, write_json_atomic
+from retrieval.errors import InputError, LyreError
+from retrieval.provenance import provenance
+from retrieval.records import Run
+
+_WHITESPACE = re.compile(r"\s")
+
+
+def rank_order(doc_scores: dict[str, float]) -> list[tuple[str, float]]:
+    """(docid, score) pairs by score descending, ties by docid descending: trec_eval's evaluation order."""
+    return sorted(doc_scores.items(), key=lambda item: (item[1], item[0]), reverse=True)
+
+
+def meta_path(path: str | Path) -> Path:
+    """The sidecar of a run file: ``RUN.meta.json`` beside it."""
+    path = Path(path)
+    return path.with_name(path.name + ".meta.json")
+
+
+def format_score(score: float) -> str:
+    """The shortest text that reads back as the same double (float32 values are exact in a double)."""
+    return repr(float(score))
+
+
+def write_run(path: str | Path, run: Run, tag: str, meta: dict[str, Any]) -> None:
+    """Write ``run`` atomically (queries in the run's order) and its sidecar ``RUN.meta.json``."""
+    if not tag or _WHITESPACE.search(tag):
+        raise LyreError(f"run tag {tag!r} must be non-empty without whitespace; pick another --tag")
+    lines = 0
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        for qid, doc_scores in run.items():
+            if not qid or _WHITESPACE.search(qid):
+                raise LyreError(
+                    f"query id {qid!r} is empty or contains whitespace; it cannot go in a TREC run"
+                )
+            chunk = []
+            for rank, (docid, score) in enumerate(rank_order(doc_scores), start=1):
+                if not docid or _WHITESPACE.search(docid):
+                    raise LyreError(
+                        f"document id {docid!r} is empty or contains whitespace; fix the corpus ids"
+                    )
+                if math.isnan(score):
+                    raise LyreError(
+                        f"score of query {qid!r}, document {docid!r} is NaN; check the model output"
+                    )
+                chunk.append(f"{qid} Q0 {docid} {rank} {format_score(score)} {tag}\n")
+            out.writelines(chunk)
+            lines += len(chunk)
+    record = {"run": Path(path).name, "tag": tag, "queries": len(run), "lines": lines, **meta}
+    record.setdefault("provenance", provenance())
+    write_json_atomic(meta_path(path), record)
+
+
+def read_run(path: str | Path) -> Run:
+    """Read a TREC run, checking 6 columns, integer rank, finite numeric score, no repeated (qid, docid)."""
+    path = Path(path)
+    if not path.is_file():
+        raise LyreError(f"{path}: no such run file; check the path")
+    run: Run = {}
+    first_line: dict[tuple[str, str], int] = {}
+    with open(path, "rb") as handle:
+        for number, data in enumerate(handle, start=1):
+            try:
+                fields = data.decode("utf-8").split()
+            except UnicodeDecodeError:
+                raise InputError(path, number, "invalid UTF-8", "re-encode the file as UTF-8") from None
+            if not fields:
+                continue
+            if len(fields) != 6:
+                raise InputError(
+                    path,
+                    number,
+                    f"expected 6 columns 'qid Q0 docid rank score tag', found {len(fields)}",
+                    "fix the line",
+                )
+            qid, _, docid, rank, score_text, _ = fields
+            try:
+                int(rank)
+                score = float(score_text)
+            except ValueError:
+                raise InputError(
+                    path, number, "rank must be an integer and score a number", "fix the line"
+                ) from None
+            if not math.isfinite(score):
+                raise InputError(path, number, f"score {score_text} is not finite", "write finite scores")
+            if (qid, docid) in first_line:
+                raise InputError(
+                    path,
+                    number,
+                    f"duplicate doc {docid!r} for query {qid!r} (first at line {first_line[qid, docid]})",
+                    "keep one line per (query, document)",
+                )
+            first_line[qid, docid] = number
+            run.setdefault(qid, {})[docid] = score
+    return run

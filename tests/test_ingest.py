@@ -1,0 +1,99 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from indexes.manifest import record_stage, stage_record
+from retrieval import ingest as ingest_module
+from retrieval.docstore import DocStore
+from retrieval.errors import InputError, LyreError
+from retrieval.ingest import ingest
+from retrieval.provenance import sha256_file
+from retrieval.records import Document
+
+SHARED = Path("/work/shared/data")
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+def _rec(docid: str, text: str = "some text", title: str = "") -> str:
+    return json.dumps({"_id": docid, "title": title, "text": text})
+
+
+def test_ingest_writes_docstore_and_manifest(tmp_path):
+    corpus = _write(tmp_path / "c.jsonl", [_rec("a", title="T"), _rec("b", text=""), _rec("c")])
+    report = ingest(corpus, tmp_path / "idx")
+    assert (report.documents, report.empty_text, report.skipped) == (3, 1, {})
+    assert report.mapping == {"id": "_id", "title": "title", "text": "text"}
+    store = DocStore.open(tmp_path / "idx" / "docstore")
+    assert store.fetch([0, 1]) == [Document("a", "T", "some text"), Document("b", "", "")]
+    record = stage_record(tmp_path / "idx", "docstore")
+    assert record["documents"] == 3 and record["empty_text"] == 1 and record["format"] == "jsonl"
+    assert record["corpus_sha256"] == sha256_file(corpus)
+    assert record["mapping"]["id"] == "_id" and "versions" in record["provenance"]
+    assert not [p for p in (tmp_path / "idx").iterdir() if p.name.startswith(".")]
+    assert report.summary().startswith("3 documents (jsonl; id=_id title=title text=text) -> ")
+    assert report.summary().endswith("; 1 with empty text")
+
+
+def test_duplicate_id_fails_at_its_line_across_batches(tmp_path, monkeypatch):
+    monkeypatch.setattr(ingest_module, "BATCH_SIZE", 2)
+    corpus = _write(tmp_path / "c.jsonl", [_rec("a"), _rec("b"), _rec("c"), _rec("d"), _rec("b")])
+    with pytest.raises(InputError) as error:
+        ingest(corpus, tmp_path / "idx")
+    assert str(error.value).startswith(f"{corpus}:5: duplicate id 'b' (already the id of document 2)")
+    assert not (tmp_path / "idx" / "docstore").exists()
+    assert stage_record(tmp_path / "idx", "docstore") is None
+
+
+def test_earliest_problem_is_reported_first(tmp_path):
+    corpus = _write(tmp_path / "c.jsonl", [_rec("a"), _rec("a"), _rec("b"), "{broken"])
+    with pytest.raises(InputError, match=r"c\.jsonl:2: duplicate id 'a'"):
+        ingest(corpus, tmp_path / "idx")
+
+
+def test_skip_counts_each_kind_and_keeps_empty_text(tmp_path):
+    lines = [_rec("a"), _rec("a"), "{broken", _rec("x y"), json.dumps({"text": "no id"}), _rec("e", text=" ")]
+    corpus = _write(tmp_path / "c.jsonl", lines)
+    report = ingest(corpus, tmp_path / "idx", on_error="skip")
+    assert report.documents == 2 and report.empty_text == 1
+    assert report.skipped == {"duplicate_id": 1, "malformed": 1, "missing_id": 1, "whitespace_id": 1}
+    assert DocStore.open(tmp_path / "idx").docids() == ["a", "e"]
+
+
+def test_failed_overwrite_keeps_the_complete_docstore(tmp_path):
+    good = _write(tmp_path / "good.jsonl", [_rec("a"), _rec("b")])
+    ingest(good, tmp_path / "idx")
+    record_stage(tmp_path / "idx", "bm25", {"k1": 0.9})
+    with pytest.raises(LyreError, match="--overwrite"):
+        ingest(good, tmp_path / "idx")
+    bad = _write(tmp_path / "bad.jsonl", [_rec("z"), "{broken"])
+    with pytest.raises(InputError, match=r"bad\.jsonl:2: malformed JSON"):
+        ingest(bad, tmp_path / "idx", overwrite=True)
+    assert DocStore.open(tmp_path / "idx").docids() == ["a", "b"]
+    assert stage_record(tmp_path / "idx", "docstore")["documents"] == 2
+    assert stage_record(tmp_path / "idx", "bm25") is not None
+    ingest(_write(tmp_path / "new.jsonl", [_rec("n")]), tmp_path / "idx", overwrite=True)
+    assert DocStore.open(tmp_path / "idx").docids() == ["n"]
+    assert stage_record(tmp_path / "idx", "bm25") is None  # built on the old rows: no longer valid
+
+
+def test_empty_corpus_is_an_error(tmp_path):
+    corpus = _write(tmp_path / "c.jsonl", [_rec("a b")])
+    with pytest.raises(InputError, match="no documents were read"):
+        ingest(corpus, tmp_path / "idx", on_error="skip")
+
+
+@pytest.mark.parametrize(("name", "count"), [("scifact", 5183), ("nfcorpus", 3633)])
+def test_shared_beir_collections(tmp_path, name, count):
+    if not (SHARED / name).exists():
+        pytest.skip("shared BEIR data not present")
+    report = ingest(SHARED / name, tmp_path / name)
+    assert (report.documents, report.skipped, report.empty_text) == (count, {}, 0)
+    store = DocStore.open(tmp_path / name)
+    first = json.loads((SHARED / name / "corpus.jsonl").open(encoding="utf-8").readline())
+    assert store.fetch([0])[0] == Document(first["_id"], first["title"], first["text"])
+    assert store.rows_of([first["_id"]]).tolist() == [0]
