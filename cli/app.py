@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -27,21 +27,27 @@ ExistingPath = Annotated[Path, typer.Argument(exists=True, help="An existing fil
 IndexOption = Annotated[Path, typer.Option("--index", exists=True, file_okay=False, help="An index folder.")]
 OutIndex = Annotated[Path, typer.Option("--out", help="The index folder to create or complete.")]
 OutRun = Annotated[Path, typer.Option("--out", help="The TREC run file to write (plus RUN.meta.json).")]
-QueriesOption = Annotated[Path, typer.Option("--queries", exists=True, help="TSV, JSONL, TREC topics or Parquet.")]
-QrelsOption = Annotated[Optional[Path], typer.Option("--qrels", exists=True, help="Keep only judged queries.")]
+QueriesOption = Annotated[
+    Path, typer.Option("--queries", exists=True, help="TSV, JSONL, TREC topics or Parquet.")
+]
+QrelsOption = Annotated[Path | None, typer.Option("--qrels", exists=True, help="Keep only judged queries.")]
 TopicField = Annotated[str, typer.Option(help="TREC topics: title, desc or title+desc.")]
-IdField = Annotated[Optional[str], typer.Option(help="Corpus field holding the document id (default: guessed).")]
-TitleField = Annotated[Optional[str], typer.Option(help="Corpus field holding the title (default: guessed).")]
-TextField = Annotated[Optional[str], typer.Option(help="Corpus field holding the text (default: guessed).")]
-OnError = Annotated[str, typer.Option(help="fail: stop at the first bad document; skip: skip and count them.")]
+IdField = Annotated[str | None, typer.Option(help="Corpus field holding the document id (default: guessed).")]
+TitleField = Annotated[str | None, typer.Option(help="Corpus field holding the title (default: guessed).")]
+TextField = Annotated[str | None, typer.Option(help="Corpus field holding the text (default: guessed).")]
+OnError = Annotated[
+    str, typer.Option(help="fail: stop at the first bad document; skip: skip and count them.")
+]
 EmbedModel = Annotated[str, typer.Option(help="Hub id or local folder of the embedding model.")]
 RerankModel = Annotated[str, typer.Option(help="Hub id or local folder of the reranker.")]
-ShardId = Annotated[Optional[int], typer.Option(help="Encode only this slice (default: SLURM_ARRAY_TASK_ID).")]
-NumShards = Annotated[Optional[int], typer.Option(help="Number of slices (default: SLURM_ARRAY_TASK_COUNT).")]
+ShardId = Annotated[int | None, typer.Option(help="Encode only this slice (default: SLURM_ARRAY_TASK_ID).")]
+NumShards = Annotated[int | None, typer.Option(help="Number of slices (default: SLURM_ARRAY_TASK_COUNT).")]
 
 
 @app.callback()
-def _global(quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or status lines.")] = False) -> None:
+def _global(
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or status lines.")] = False,
+) -> None:
     progress.set_quiet(quiet)
 
 
@@ -59,8 +65,13 @@ def ingest(
     from retrieval.ingest import ingest as run_ingest
 
     report = run_ingest(
-        corpus, out, id_field=id_field, title_field=title_field, text_field=text_field,
-        on_error=on_error, overwrite=overwrite,
+        corpus,
+        out,
+        id_field=id_field,
+        title_field=title_field,
+        text_field=text_field,
+        on_error=on_error,
+        overwrite=overwrite,
     )
     typer.echo(report.summary())
 
@@ -76,25 +87,52 @@ def index(
     title_field: TitleField = None,
     text_field: TextField = None,
     on_error: OnError = "fail",
-    stemmer: Annotated[str, typer.Option(help="Snowball language for BM25, or none.")] = "english",
+    analyzer: Annotated[
+        str, typer.Option(help="BM25 analyzer: english, english-snowball, cjk-bigram, plain.")
+    ] = "english",
+    stemmer: Annotated[
+        str | None, typer.Option(help="Override: porter, a Snowball language, or none.")
+    ] = None,
+    stopwords: Annotated[
+        str | None, typer.Option(help="Override: lucene, none, or comma-separated words.")
+    ] = None,
+    bm25_method: Annotated[str, typer.Option(help="lucene, robertson, atire, bm25l or bm25+.")] = "lucene",
     k1: Annotated[float, typer.Option(help="BM25 k1.")] = 0.9,
     b: Annotated[float, typer.Option(help="BM25 b.")] = 0.4,
-    max_length: Annotated[Optional[int], typer.Option(help="Token limit per document.")] = None,
-    dim: Annotated[Optional[int], typer.Option(help="Matryoshka: keep the first DIM dimensions.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Token limit per document.")] = None,
+    dim: Annotated[int | None, typer.Option(help="Matryoshka: keep the first DIM dimensions.")] = None,
     shard_id: ShardId = None,
     num_shards: NumShards = None,
     engine: Annotated[str, typer.Option(help="local, or ray to encode on a Ray cluster.")] = "local",
-    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (default: start Ray locally).")] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start Ray locally).")
+    ] = None,
     overwrite: Annotated[bool, typer.Option(help="Rebuild every stage from scratch.")] = False,
 ) -> None:
-    """Build (or resume) an index: docstore, BM25, embeddings, dense Faiss shards. Reruns redo only what is missing."""
+    """Build or resume an index (docstore, BM25, embeddings, Faiss shards); reruns redo what is missing."""
     from indexes.build import IndexPlan, build_index
 
     plan = IndexPlan(
-        bm25_only=bm25_only, embed_model=embed_model, index_type=index_type, id_field=id_field,
-        title_field=title_field, text_field=text_field, on_error=on_error, stemmer=stemmer, k1=k1, b=b,
-        max_length=max_length, dim=dim, shard_id=shard_id, num_shards=num_shards, engine=engine,
-        ray_address=ray_address, overwrite=overwrite,
+        bm25_only=bm25_only,
+        embed_model=embed_model,
+        index_type=index_type,
+        id_field=id_field,
+        title_field=title_field,
+        text_field=text_field,
+        on_error=on_error,
+        analyzer=analyzer,
+        stemmer=stemmer,
+        stopwords=stopwords,
+        bm25_method=bm25_method,
+        k1=k1,
+        b=b,
+        max_length=max_length,
+        dim=dim,
+        shard_id=shard_id,
+        num_shards=num_shards,
+        engine=engine,
+        ray_address=ray_address,
+        overwrite=overwrite,
     )
     typer.echo(build_index(corpus, out, plan))
 
@@ -111,25 +149,44 @@ def search(
     fusion: Annotated[str, typer.Option(help="rrf or linear.")] = "rrf",
     rrf_k: Annotated[int, typer.Option(help="RRF constant k.")] = 60,
     normalization: Annotated[str, typer.Option(help="linear fusion: min_max, zscore or none.")] = "min_max",
-    weight: Annotated[float, typer.Option(help="linear fusion: weight of the dense side (BM25 gets 1-w).")] = 0.5,
+    weight: Annotated[
+        float, typer.Option(help="linear fusion: weight of the dense side (BM25 gets 1-w).")
+    ] = 0.5,
     rerank_model: RerankModel = "vec-ai/lychee-rerank",
-    rerank_depth: Annotated[int, typer.Option(help="Rerank the top K of the fused list; 0 turns it off.")] = 100,
-    rerank_template: Annotated[str, typer.Option(help="lychee, qwen3-reranker, or a custom template.")] = "lychee",
-    instruction: Annotated[Optional[str], typer.Option(help="Task instruction for queries and reranker.")] = None,
-    nprobe: Annotated[Optional[int], typer.Option(help="IVF lists probed (default: tuned at build).")] = None,
-    refine: Annotated[Optional[int], typer.Option(help="Re-score the top R candidates exactly.")] = None,
+    rerank_depth: Annotated[
+        int, typer.Option(help="Rerank the top K of the fused list; 0 turns it off.")
+    ] = 100,
+    rerank_template: Annotated[
+        str, typer.Option(help="lychee, qwen3-reranker, or a custom template.")
+    ] = "lychee",
+    instruction: Annotated[
+        str | None, typer.Option(help="Task instruction for queries and reranker.")
+    ] = None,
+    nprobe: Annotated[int | None, typer.Option(help="IVF lists probed (default: tuned at build).")] = None,
+    refine: Annotated[int | None, typer.Option(help="Re-score the top R candidates exactly.")] = None,
     topic_field: TopicField = "title",
     remove_query_id: Annotated[bool, typer.Option(help="Drop hits whose docid equals the qid.")] = False,
-    tag: Annotated[Optional[str], typer.Option(help="Run tag (default: made from the settings).")] = None,
+    tag: Annotated[str | None, typer.Option(help="Run tag (default: made from the settings).")] = None,
 ) -> None:
     """Search a query file in batch and write a TREC run (hybrid BM25 + dense, fused, then reranked)."""
     from retrieval.pipeline import SearchSettings, search_to_run
 
     settings = SearchSettings(
-        mode=mode, k=k, depth=depth, fusion=fusion, rrf_k=rrf_k, normalization=normalization,
-        dense_weight=weight, rerank_model=rerank_model if rerank_depth > 0 else None, rerank_depth=rerank_depth,
-        rerank_template=rerank_template, instruction=instruction, nprobe=nprobe, refine=refine,
-        remove_query_id=remove_query_id, tag=tag,
+        mode=mode,
+        k=k,
+        depth=depth,
+        fusion=fusion,
+        rrf_k=rrf_k,
+        normalization=normalization,
+        dense_weight=weight,
+        rerank_model=rerank_model if rerank_depth > 0 else None,
+        rerank_depth=rerank_depth,
+        rerank_template=rerank_template,
+        instruction=instruction,
+        nprobe=nprobe,
+        refine=refine,
+        remove_query_id=remove_query_id,
+        tag=tag,
     )
     typer.echo(search_to_run(index, queries, out, settings, qrels=qrels, topic_field=topic_field))
 
@@ -142,18 +199,28 @@ def rerank(
     out: OutRun,
     rerank_model: RerankModel = "vec-ai/lychee-rerank",
     rerank_depth: Annotated[int, typer.Option(help="Rerank the top K of each query.")] = 100,
-    rerank_template: Annotated[str, typer.Option(help="lychee, qwen3-reranker, or a custom template.")] = "lychee",
-    instruction: Annotated[Optional[str], typer.Option(help="Task instruction for the reranker.")] = None,
+    rerank_template: Annotated[
+        str, typer.Option(help="lychee, qwen3-reranker, or a custom template.")
+    ] = "lychee",
+    instruction: Annotated[str | None, typer.Option(help="Task instruction for the reranker.")] = None,
     topic_field: TopicField = "title",
-    tag: Annotated[Optional[str], typer.Option(help="Run tag.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Run tag.")] = None,
 ) -> None:
     """Rerank the top K of any existing run with the index's document texts."""
     from retrieval.pipeline import rerank_run_file
 
     typer.echo(
         rerank_run_file(
-            index, queries, run, out, model=rerank_model, depth=rerank_depth, template=rerank_template,
-            instruction=instruction, topic_field=topic_field, tag=tag,
+            index,
+            queries,
+            run,
+            out,
+            model=rerank_model,
+            depth=rerank_depth,
+            template=rerank_template,
+            instruction=instruction,
+            topic_field=topic_field,
+            tag=tag,
         )
     )
 
@@ -165,23 +232,26 @@ def fuse(
     fusion: Annotated[str, typer.Option(help="rrf or linear.")] = "rrf",
     rrf_k: Annotated[int, typer.Option(help="RRF constant k.")] = 60,
     normalization: Annotated[str, typer.Option(help="linear fusion: min_max, zscore or none.")] = "min_max",
-    weights: Annotated[Optional[str], typer.Option(help="linear fusion: comma-separated weights.")] = None,
+    weights: Annotated[str | None, typer.Option(help="linear fusion: comma-separated weights.")] = None,
     k: Annotated[int, typer.Option(help="Documents per query kept.")] = 1000,
-    tag: Annotated[Optional[str], typer.Option(help="Run tag.")] = None,
+    tag: Annotated[str | None, typer.Option(help="Run tag.")] = None,
 ) -> None:
     """Fuse existing run files (RRF or normalised linear combination) into one run."""
     from retrieval.pipeline import fuse_run_files
 
     parsed = [float(value) for value in weights.split(",")] if weights else None
-    typer.echo(fuse_run_files(runs, out, fusion=fusion, rrf_k=rrf_k, normalization=normalization,
-                              weights=parsed, k=k, tag=tag))
+    typer.echo(
+        fuse_run_files(
+            runs, out, fusion=fusion, rrf_k=rrf_k, normalization=normalization, weights=parsed, k=k, tag=tag
+        )
+    )
 
 
 @app.command("eval")
 def evaluate(
     qrels: ExistingPath,
     runs: Annotated[list[Path], typer.Argument(exists=True, help="One or more run files.")],
-    measures: Annotated[Optional[str], typer.Option(help="Comma-separated, e.g. nDCG@10,RR@10,R@100.")] = None,
+    measures: Annotated[str | None, typer.Option(help="Comma-separated, e.g. nDCG@10,RR@10,R@100.")] = None,
     per_query: Annotated[bool, typer.Option(help="One row per query as well.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
@@ -195,8 +265,10 @@ def evaluate(
 
 @app.command()
 def doctor(
-    embed_model: Annotated[Optional[str], typer.Option(help="Check this embedding model's recipe end to end.")] = None,
-    max_length: Annotated[Optional[int], typer.Option(help="Token limit to check with.")] = None,
+    embed_model: Annotated[
+        str | None, typer.Option(help="Check this embedding model's recipe end to end.")
+    ] = None,
+    max_length: Annotated[int | None, typer.Option(help="Token limit to check with.")] = None,
 ) -> None:
     """Report the environment (versions, devices, faiss GPU support) and self-check an embedding model."""
     from retrieval.doctor import doctor as run_doctor

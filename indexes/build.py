@@ -1,0 +1,127 @@
+"""`lyre index`: run the index stages in order, each skipped when the manifest says it is complete.
+
+Stages: ingest -> BM25 -> encode -> dense. Each stage clears its manifest record before it starts and
+records itself when done, so rerunning the same command after an interruption redoes only what is
+missing, and search never accepts a half-built stage.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from indexes.manifest import stage_record
+from retrieval.errors import LyreError
+
+
+@dataclass(frozen=True)
+class IndexPlan:
+    """The options of ``lyre index``; what each stage needs of them is passed on explicitly."""
+
+    bm25_only: bool = False
+    embed_model: str = "vec-ai/lychee-embed"
+    index_type: str = "auto"
+    id_field: str | None = None
+    title_field: str | None = None
+    text_field: str | None = None
+    on_error: str = "fail"
+    analyzer: str = "english"
+    stemmer: str | None = None
+    stopwords: str | None = None
+    bm25_method: str = "lucene"
+    k1: float = 0.9
+    b: float = 0.4
+    max_length: int | None = None
+    dim: int | None = None
+    shard_id: int | None = None
+    num_shards: int | None = None
+    engine: str = "local"
+    ray_address: str | None = None
+    overwrite: bool = False
+
+
+def _ingest_stage(corpus: Path, out: Path, plan: IndexPlan) -> str:
+    from retrieval.corpus import corpus_file
+    from retrieval.ingest import ingest
+    from retrieval.provenance import sha256_file
+
+    record = stage_record(out, "docstore")
+    if record and not plan.overwrite:
+        if record.get("corpus_sha256") != sha256_file(corpus_file(corpus)):
+            raise LyreError(
+                f"{out}: was built from another corpus (or the corpus changed); "
+                "pass --overwrite to rebuild it, or choose another --out"
+            )
+        return f"docstore: up to date ({record['documents']} documents)"
+    report = ingest(
+        corpus,
+        out,
+        id_field=plan.id_field,
+        title_field=plan.title_field,
+        text_field=plan.text_field,
+        on_error=plan.on_error,
+        overwrite=True,
+    )
+    return report.summary()
+
+
+def _bm25_stage(out: Path, plan: IndexPlan) -> str:
+    from indexes.analyzer import Analyzer
+    from indexes.bm25 import bm25_stage
+
+    overrides: dict[str, object] = {}
+    if plan.stemmer is not None:
+        overrides["stemmer"] = plan.stemmer
+    if plan.stopwords is not None:
+        words = tuple(word.strip() for word in plan.stopwords.split(",") if word.strip())
+        overrides["stopwords"] = words if "," in plan.stopwords else plan.stopwords
+    analyzer = Analyzer.preset(plan.analyzer, **overrides)
+    wanted = {"k1": plan.k1, "b": plan.b, "method": plan.bm25_method}
+    record = stage_record(out, "bm25")
+    up_to_date = record is not None and all(record.get(key) == value for key, value in wanted.items())
+    if up_to_date and Analyzer.from_dict(record["analyzer"]) == analyzer and not plan.overwrite:
+        return "bm25: up to date"
+    record = bm25_stage(out, analyzer=analyzer, k1=plan.k1, b=plan.b, method=plan.bm25_method)
+    return f"bm25: {record['documents']:,} documents, {record['vocabulary']:,} terms"
+
+
+def _encode_stage(out: Path, plan: IndexPlan) -> str:
+    if plan.engine == "ray":
+        from indexes.ray_engine import encode_stage_on_ray as encode
+    elif plan.engine == "local":
+        from indexes.encode import encode_stage as encode
+    else:
+        raise LyreError(f"--engine {plan.engine!r} is not known; use local or ray")
+    kwargs = {"ray_address": plan.ray_address} if plan.engine == "ray" else {}
+    record = encode(
+        out,
+        model=plan.embed_model,
+        max_length=plan.max_length,
+        dim=plan.dim,
+        shard_id=plan.shard_id,
+        num_shards=plan.num_shards,
+        overwrite=plan.overwrite,
+        **kwargs,
+    )
+    return str(record["summary"])
+
+
+def _dense_stage(out: Path, plan: IndexPlan) -> str:
+    from indexes.dense import build_dense
+
+    record = build_dense(out, index_type=plan.index_type, overwrite=plan.overwrite)
+    return str(record["summary"])
+
+
+def build_index(corpus: Path, out: Path, plan: IndexPlan) -> str:
+    """Build or complete the index at ``out``; return one summary line per stage."""
+    lines = [_ingest_stage(corpus, out, plan), _bm25_stage(out, plan)]
+    if not plan.bm25_only:
+        lines.append(_encode_stage(out, plan))
+        if stage_record(out, "embeddings") is None:
+            lines.append(
+                "dense: waiting for the other --shard-id slices; rerun without --shard-id once all are done"
+            )
+        else:
+            lines.append(_dense_stage(out, plan))
+    return "\n".join(lines)

@@ -1,0 +1,142 @@
+"""The `lyre` command line as a user runs it: real subprocesses, real exit codes, real files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from retrieval.runs import read_run
+
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+
+
+def lyre(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "cli", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0]
+
+
+def test_help_does_not_import_heavy_libraries() -> None:
+    heavy = "('torch', 'transformers', 'faiss', 'bm25s')"
+    code = f"import sys, cli.app; print(sorted(m for m in {heavy} if m in sys.modules))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.strip() == "[]"
+    assert "search" in lyre("--help").stdout
+
+
+@pytest.fixture(scope="module")
+def bm25_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    index = tmp_path_factory.mktemp("cli") / "index"
+    lyre("--quiet", "index", SAMPLE / "corpus.jsonl", "--out", index, "--bm25-only")
+    return index
+
+
+def test_bm25_search_and_eval_on_the_sample(bm25_index: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bm25.run"
+    summary = lyre(
+        "search",
+        "--index",
+        bm25_index,
+        "--queries",
+        SAMPLE / "queries.tsv",
+        "--mode",
+        "bm25",
+        "--rerank-depth",
+        "0",
+        "--k",
+        "10",
+        "--out",
+        out,
+    ).stdout
+    assert "30 queries" in summary
+    run = read_run(out)
+    assert len(run) == 30 and all(len(docs) <= 10 for docs in run.values())
+    meta = json.loads(out.with_name("bm25.run.meta.json").read_text())
+    assert meta["settings"]["mode"] == "bm25"
+    assert meta["index"]["stages"]["bm25"]["k1"] == 0.9
+    assert "lyre" in meta["provenance"]["command"]
+    table = lyre("eval", SAMPLE / "qrels.tsv", out, "--json").stdout
+    ndcg = json.loads(table)["means"][str(out)]["nDCG@10"]
+    assert 0.5 < ndcg <= 1.0  # BM25 on the sample finds most judged documents; 0 would mean broken ids
+
+
+def test_rerunning_index_is_a_no_op(bm25_index: Path) -> None:
+    before = (bm25_index / "bm25" / "bm25.json").stat().st_mtime_ns
+    summary = lyre("index", SAMPLE / "corpus.jsonl", "--out", bm25_index, "--bm25-only").stdout
+    assert "docstore: up to date" in summary and "bm25: up to date" in summary
+    assert (bm25_index / "bm25" / "bm25.json").stat().st_mtime_ns == before
+
+
+def test_index_refuses_a_different_corpus(bm25_index: Path, tmp_path: Path) -> None:
+    other = tmp_path / "other.tsv"
+    other.write_text("a\tsome text\n")
+    assert_one_line_error(
+        lyre("index", other, "--out", bm25_index, "--bm25-only", check=False), "--overwrite"
+    )
+
+
+def test_hybrid_search_on_a_bm25_only_index_says_how_to_fix(bm25_index: Path, tmp_path: Path) -> None:
+    result = lyre(
+        "search",
+        "--index",
+        bm25_index,
+        "--queries",
+        SAMPLE / "queries.tsv",
+        "--out",
+        tmp_path / "x.run",
+        check=False,
+    )
+    assert_one_line_error(result, "dense", "--embed-model")
+    assert not (tmp_path / "x.run").exists()
+
+
+def test_malformed_corpus_line_is_one_line_error_and_keeps_existing_index(tmp_path: Path) -> None:
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"_id": "a", "text": "alpha"}\n')
+    lyre("ingest", good, "--out", tmp_path / "index")
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"_id": "a", "text": "alpha"}\n{"_id": "b", "text": \n')
+    result = lyre("ingest", bad, "--out", tmp_path / "index", "--overwrite", check=False)
+    assert_one_line_error(result, f"{bad}:2")
+    store = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from retrieval.docstore import DocStore; import sys; print(DocStore.open(sys.argv[1]).docids())",
+            str(tmp_path / "index"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert store.stdout.strip() == "['a']"
+
+
+def test_fuse_cli_writes_rrf_of_two_runs(tmp_path: Path) -> None:
+    first, second = tmp_path / "a.run", tmp_path / "b.run"
+    first.write_text("q Q0 d1 1 2.0 a\nq Q0 d2 2 1.0 a\n")
+    second.write_text("q Q0 d2 1 9.0 b\nq Q0 d3 2 8.0 b\n")
+    lyre("fuse", first, second, "--out", tmp_path / "f.run")
+    fused = read_run(tmp_path / "f.run")["q"]
+    assert fused["d2"] == pytest.approx(1 / 62 + 1 / 61)
+    assert fused["d1"] == pytest.approx(1 / 61) and fused["d3"] == pytest.approx(1 / 62)
+
+
+def test_eval_of_a_malformed_run_names_file_and_line(tmp_path: Path) -> None:
+    run = tmp_path / "bad.run"
+    run.write_text("q Q0 d1 1 2.0 a\nq Q0 d2 two 1.0 a\n")
+    assert_one_line_error(lyre("eval", SAMPLE / "qrels.tsv", run, check=False), f"{run}:2")
