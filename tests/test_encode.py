@@ -1,0 +1,142 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from embed_fixtures import build_tiny_qwen, reference_last_token
+
+from indexes.embeddings import EmbeddingStore
+from indexes.encode import encode_queries_for_index, encode_stage, load_index_embedder, slice_of_job
+from indexes.manifest import stage_record
+from retrieval.errors import LyreError
+
+DOCS = [
+    {"_id": f"d{i}", "title": f"Title {i}", "text": "lorem ipsum " * (i % 7) + f"document {i}"}
+    for i in range(24)
+]
+TEXTS = [f"{doc['title']} {doc['text']}" for doc in DOCS]
+
+
+@pytest.fixture(scope="module")
+def qwen_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+def _index(folder: Path) -> Path:
+    from retrieval.ingest import ingest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = folder.parent / f"{folder.name}-corpus.jsonl"
+    corpus.write_text("".join(json.dumps(doc) + "\n" for doc in DOCS), encoding="utf-8")
+    ingest(corpus, folder)
+    return folder
+
+
+def _vectors(index: Path) -> np.ndarray:
+    return EmbeddingStore.open(index / "embeddings").fetch(np.arange(len(DOCS)))
+
+
+def test_slice_defaults_from_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("SLURM_ARRAY_TASK_ID", "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN"):
+        monkeypatch.delenv(name, raising=False)
+    assert slice_of_job(None, None) == (0, 1)
+    monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "7")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_COUNT", "4")
+    monkeypatch.setenv("SLURM_ARRAY_TASK_MIN", "5")
+    assert slice_of_job(None, None) == (2, 4)
+    assert slice_of_job(1, 3) == (1, 3)  # explicit flags win
+    with pytest.raises(LyreError, match="both"):
+        slice_of_job(1, None)
+    with pytest.raises(LyreError):
+        slice_of_job(3, 3)
+
+
+def test_encode_stage_matches_the_reference_and_records_the_stage(tmp_path: Path, qwen_folder: Path) -> None:
+    index = _index(tmp_path / "index")
+    report = encode_stage(index, model=str(qwen_folder), chunk_rows=5, device="cpu")
+    assert report["complete"] and report["encoded_chunks"] == 5 and report["documents"] == len(DOCS)
+    np.testing.assert_allclose(
+        _vectors(index), reference_last_token(qwen_folder, TEXTS), atol=2e-3
+    )  # float16
+    record = stage_record(index, "embeddings")
+    assert record["recipe_hash"] == report["recipe_hash"] and record["dim"] == 64 and record["num_rows"] == 24
+    again = encode_stage(index, model=str(qwen_folder), chunk_rows=5, device="cpu")
+    assert again["encoded_chunks"] == 0 and again["complete"]
+
+
+def test_slices_complete_the_stage_only_together(tmp_path: Path, qwen_folder: Path) -> None:
+    index = _index(tmp_path / "index")
+    first = encode_stage(index, model=str(qwen_folder), chunk_rows=5, shard_id=0, num_shards=2, device="cpu")
+    assert not first["complete"] and first["missing_chunks"] == [1, 3]
+    assert "still missing" in first["summary"] and stage_record(index, "embeddings") is None
+    second = encode_stage(index, model=str(qwen_folder), chunk_rows=5, shard_id=1, num_shards=2, device="cpu")
+    assert second["complete"] and second["encoded_chunks"] == 2 and stage_record(index, "embeddings")
+    np.testing.assert_allclose(_vectors(index), reference_last_token(qwen_folder, TEXTS), atol=2e-3)
+
+
+def test_resume_refuses_other_settings_unless_overwrite(tmp_path: Path, qwen_folder: Path) -> None:
+    index = _index(tmp_path / "index")
+    encode_stage(index, model=str(qwen_folder), chunk_rows=5, shard_id=0, num_shards=2, device="cpu")
+    with pytest.raises(LyreError, match="other settings"):
+        encode_stage(index, model=str(qwen_folder), chunk_rows=5, dim=32, device="cpu")
+    report = encode_stage(index, model=str(qwen_folder), chunk_rows=5, dim=32, device="cpu", overwrite=True)
+    assert report["complete"] and report["encoded_chunks"] == 5 and _vectors(index).shape == (24, 32)
+
+
+def test_queries_use_the_recorded_recipe(tmp_path: Path, qwen_folder: Path) -> None:
+    index = _index(tmp_path / "index")
+    encode_stage(index, model=str(qwen_folder), chunk_rows=8, device="cpu", query_instruction="Given a claim")
+    got = encode_queries_for_index(index, ["is x true?"], device="cpu")
+    expected = reference_last_token(qwen_folder, ["Instruct: Given a claim\nQuery:is x true?"])
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    with pytest.raises(LyreError, match="change pooling"):
+        load_index_embedder(index, pooling="mean")
+    other = build_tiny_qwen(tmp_path / "other", seed=1)
+    with pytest.raises(LyreError, match="was encoded with"):
+        load_index_embedder(index, model=str(other))
+
+
+KILLABLE = """
+import sys, time
+from indexes.embeddings import EmbeddingStore
+from indexes.encode import encode_stage
+
+write = EmbeddingStore.write_chunk
+def slow_write(self, *args, **kwargs):
+    write(self, *args, **kwargs)
+    time.sleep(0.25)  # widen the window between chunks so the parent can kill mid-run
+EmbeddingStore.write_chunk = slow_write
+encode_stage(sys.argv[1], model=sys.argv[2], chunk_rows=3, device="cpu")
+"""
+
+
+def test_kill_9_then_rerun_gives_identical_embeddings(tmp_path: Path, qwen_folder: Path) -> None:
+    killed = _index(tmp_path / "killed")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLABLE, str(killed), str(qwen_folder)], env=env, stderr=subprocess.DEVNULL
+    )
+    deadline = time.monotonic() + 120
+    while len(list((killed / "embeddings").glob("*.done.json"))) < 2 and time.monotonic() < deadline:
+        assert child.poll() is None, "the encoding finished before it could be killed"
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    done = len(list((killed / "embeddings").glob("*.done.json")))
+    assert 2 <= done < 8 and stage_record(killed, "embeddings") is None
+    resumed = encode_stage(killed, model=str(qwen_folder), chunk_rows=3, device="cpu")
+    assert resumed["encoded_chunks"] == 8 - done and resumed["complete"]
+
+    clean = _index(tmp_path / "clean")
+    encode_stage(clean, model=str(qwen_folder), chunk_rows=3, device="cpu")
+    for chunk in range(8):
+        for suffix in (".npy", ".rows.npy"):
+            name = f"chunk-{chunk:06d}{suffix}"
+            assert (killed / "embeddings" / name).read_bytes() == (clean / "embeddings" / name).read_bytes()
