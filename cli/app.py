@@ -41,7 +41,16 @@ OnError = Annotated[
 EmbedModel = Annotated[str, typer.Option(help="Hub id or local folder of the embedding model.")]
 RerankModel = Annotated[str, typer.Option(help="Hub id or local folder of the reranker.")]
 ShardId = Annotated[int | None, typer.Option(help="Encode only this slice (default: SLURM_ARRAY_TASK_ID).")]
+Pooling = Annotated[str | None, typer.Option(help="Override the recipe: last-token, mean or cls.")]
+QueryTemplate = Annotated[str | None, typer.Option(help="Override, e.g. 'Instruct: {task}\\nQuery:{query}'.")]
+QueryInstruction = Annotated[str | None, typer.Option(help="Override the task instruction given to queries.")]
+Dtype = Annotated[str | None, typer.Option(help="auto (bf16 on CUDA, float32 on CPU), float32 or bfloat16.")]
 NumShards = Annotated[int | None, typer.Option(help="Number of slices (default: SLURM_ARRAY_TASK_COUNT).")]
+
+
+def _unescape(template: str | None) -> str | None:
+    """Templates typed in a shell carry a literal backslash-n; the models need the newline itself."""
+    return template.replace("\\n", "\n") if template else template
 
 
 @app.callback()
@@ -103,10 +112,15 @@ def index(
     dim: Annotated[int | None, typer.Option(help="Matryoshka: keep the first DIM dimensions.")] = None,
     shard_id: ShardId = None,
     num_shards: NumShards = None,
+    pooling: Pooling = None,
+    query_template: QueryTemplate = None,
+    query_instruction: QueryInstruction = None,
+    dtype: Dtype = None,
     engine: Annotated[str, typer.Option(help="local, or ray to encode on a Ray cluster.")] = "local",
     ray_address: Annotated[
-        str | None, typer.Option(help="Ray cluster address (default: start Ray locally).")
+        str | None, typer.Option(help="Ray cluster address (default: a local Ray).")
     ] = None,
+    ray_cpu_actors: Annotated[int | None, typer.Option(help="Ray actors on a cluster without GPUs.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Rebuild every stage from scratch.")] = False,
 ) -> None:
     """Build or resume an index (docstore, BM25, embeddings, Faiss shards); reruns redo what is missing."""
@@ -132,9 +146,53 @@ def index(
         num_shards=num_shards,
         engine=engine,
         ray_address=ray_address,
+        ray_cpu_actors=ray_cpu_actors,
+        pooling=pooling,
+        query_template=_unescape(query_template),
+        query_instruction=query_instruction,
+        dtype=dtype,
         overwrite=overwrite,
     )
     typer.echo(build_index(corpus, out, plan))
+
+
+@app.command()
+def encode(
+    index: IndexOption,
+    embed_model: EmbedModel = "vec-ai/lychee-embed",
+    max_length: Annotated[int | None, typer.Option(help="Token limit per document.")] = None,
+    dim: Annotated[int | None, typer.Option(help="Matryoshka: keep the first DIM dimensions.")] = None,
+    pooling: Pooling = None,
+    query_template: QueryTemplate = None,
+    query_instruction: QueryInstruction = None,
+    dtype: Dtype = None,
+    shard_id: ShardId = None,
+    num_shards: NumShards = None,
+    chunk_rows: Annotated[
+        int, typer.Option(help="Documents per embedding chunk (the unit of resume).")
+    ] = 8192,
+    token_budget: Annotated[int | None, typer.Option(help="Padded tokens per batch.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Discard existing embeddings.")] = False,
+) -> None:
+    """Encode the docstore of an index into embedding chunks (resumable; one slice with --shard-id)."""
+    from indexes.encode import encode_stage
+
+    report = encode_stage(
+        index,
+        model=embed_model,
+        max_length=max_length,
+        dim=dim,
+        pooling=pooling,
+        query_template=_unescape(query_template),
+        query_instruction=query_instruction,
+        dtype=dtype,
+        shard_id=shard_id,
+        num_shards=num_shards,
+        chunk_rows=chunk_rows,
+        token_budget=token_budget,
+        overwrite=overwrite,
+    )
+    typer.echo(report["summary"])
 
 
 @app.command()
@@ -181,7 +239,7 @@ def search(
         dense_weight=weight,
         rerank_model=rerank_model if rerank_depth > 0 else None,
         rerank_depth=rerank_depth,
-        rerank_template=rerank_template,
+        rerank_template=_unescape(rerank_template),
         instruction=instruction,
         nprobe=nprobe,
         refine=refine,
@@ -217,7 +275,7 @@ def rerank(
             out,
             model=rerank_model,
             depth=rerank_depth,
-            template=rerank_template,
+            template=_unescape(rerank_template),
             instruction=instruction,
             topic_field=topic_field,
             tag=tag,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from indexes.manifest import stage_record
 from retrieval.errors import LyreError
@@ -37,6 +38,11 @@ class IndexPlan:
     num_shards: int | None = None
     engine: str = "local"
     ray_address: str | None = None
+    ray_cpu_actors: int | None = None
+    pooling: str | None = None
+    query_template: str | None = None
+    query_instruction: str | None = None
+    dtype: str | None = None
     overwrite: bool = False
 
 
@@ -85,43 +91,62 @@ def _bm25_stage(out: Path, plan: IndexPlan) -> str:
     return f"bm25: {record['documents']:,} documents, {record['vocabulary']:,} terms"
 
 
-def _encode_stage(out: Path, plan: IndexPlan) -> str:
-    if plan.engine == "ray":
-        from indexes.ray_engine import encode_stage_on_ray as encode
-    elif plan.engine == "local":
-        from indexes.encode import encode_stage as encode
-    else:
+def _encode_stage(out: Path, plan: IndexPlan) -> dict[str, Any]:
+    if plan.engine not in ("local", "ray"):
         raise LyreError(f"--engine {plan.engine!r} is not known; use local or ray")
-    kwargs = {"ray_address": plan.ray_address} if plan.engine == "ray" else {}
-    record = encode(
-        out,
-        model=plan.embed_model,
-        max_length=plan.max_length,
-        dim=plan.dim,
-        shard_id=plan.shard_id,
-        num_shards=plan.num_shards,
-        overwrite=plan.overwrite,
-        **kwargs,
-    )
-    return str(record["summary"])
+    options: dict[str, Any] = {
+        "model": plan.embed_model,
+        "max_length": plan.max_length,
+        "dim": plan.dim,
+        "shard_id": plan.shard_id,
+        "num_shards": plan.num_shards,
+        "overwrite": plan.overwrite,
+    }
+    recipe_overrides = {
+        "pooling": plan.pooling,
+        "query_template": plan.query_template,
+        "query_instruction": plan.query_instruction,
+        "dtype": plan.dtype,
+    }
+    if plan.engine == "ray":
+        from indexes.ray_engine import encode_stage_on_ray
+
+        if any(value is not None for value in recipe_overrides.values()):
+            raise LyreError("--engine ray takes the recipe from the model folder; drop the recipe overrides")
+        return encode_stage_on_ray(
+            out, ray_address=plan.ray_address, cpu_actors=plan.ray_cpu_actors, **options
+        )
+    from indexes.encode import encode_stage
+
+    return encode_stage(out, **options, **recipe_overrides)
 
 
 def _dense_stage(out: Path, plan: IndexPlan) -> str:
     from indexes.dense import build_dense
 
+    record = stage_record(out, "dense")
+    if record and not plan.overwrite and plan.index_type in ("auto", record["index_type"]):
+        return f"dense: up to date ({record['factory']}, {record['num_shards']} shards)"
     record = build_dense(out, index_type=plan.index_type, overwrite=plan.overwrite)
-    return str(record["summary"])
+    recall = f", overlap@100 with exact {record['recall']:.3f}" if record.get("recall") is not None else ""
+    return (
+        f"dense: {record['factory']}, {record['num_shards']} shards, "
+        f"nprobe {record['nprobe']}, refine {record['refine']}{recall}"
+    )
 
 
 def build_index(corpus: Path, out: Path, plan: IndexPlan) -> str:
     """Build or complete the index at ``out``; return one summary line per stage."""
     lines = [_ingest_stage(corpus, out, plan), _bm25_stage(out, plan)]
     if not plan.bm25_only:
-        lines.append(_encode_stage(out, plan))
-        if stage_record(out, "embeddings") is None:
-            lines.append(
-                "dense: waiting for the other --shard-id slices; rerun without --shard-id once all are done"
-            )
+        encoded = _encode_stage(out, plan)
+        lines.append(str(encoded["summary"]))
+        if list(encoded.get("slice", [0, 1]))[1] != 1:
+            # Array tasks finish at different times; only the finalize run (no slice) may train IVF-PQ,
+            # otherwise two tasks could write the same dense folder at once.
+            lines.append("dense: left to the finalize step: rerun `lyre index` without slice options")
+        elif stage_record(out, "embeddings") is None:
+            lines.append("dense: waiting for missing embedding chunks; rerun `lyre index` to finish them")
         else:
             lines.append(_dense_stage(out, plan))
     return "\n".join(lines)

@@ -12,7 +12,7 @@ import os
 import queue
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ from retrieval.recipes import EmbedRecipe
 from retrieval.records import document_text
 
 DEFAULT_CHUNK_ROWS = 8192
+#: Runs the missing chunks elsewhere (Ray): (index_dir, model folder, recipe, chunks, token budget, tracker).
+ChunkRunner = Callable[[Path, str, EmbedRecipe, list[int], "int | None", Any], None]
 EMBEDDINGS_DIR = "embeddings"
 
 
@@ -220,6 +222,7 @@ def encode_stage(
     chunk_rows: int = DEFAULT_CHUNK_ROWS,
     token_budget: int | None = None,
     overwrite: bool = False,
+    runner: ChunkRunner | None = None,
 ) -> dict[str, Any]:
     """Encode this job's slice of the docstore into ``INDEX/embeddings`` and, when every chunk of every
     slice is complete, record the "embeddings" stage. Returns a plain report (with a one-line ``summary``)."""
@@ -261,7 +264,9 @@ def encode_stage(
             f"(recipe {effective.hash()}: {_describe(effective)})"
         )
         gpus = _visible_gpus() if device in (None, "auto", "cuda") else 0
-        if gpus > 1 and len(todo) > 1:
+        if runner is not None:
+            runner(index_dir, str(folder), effective, todo, token_budget, tracker)
+        elif gpus > 1 and len(todo) > 1:
             _run_on_gpus(index_dir, str(folder), effective, todo, token_budget, tracker)
         else:
             embedder = Embedder.from_pretrained(

@@ -66,6 +66,8 @@ def _check_destination(index_dir: Path, overwrite: bool) -> None:
             f"{target}: a complete docstore exists already; pass --overwrite to replace it "
             "(this also invalidates the index stages built on it)"
         )
+    for stale in index_dir.glob(f".{STAGE}.*.tmp"):  # left by a killed ingest; never renamed into place
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _copy_documents(

@@ -141,6 +141,7 @@ def search(index_dir: Path, queries: Sequence[Query], settings: SearchSettings) 
 
     if settings.mode not in MODES:
         raise LyreError(f"--mode {settings.mode!r} is not known; use one of {', '.join(MODES)}")
+    require_stage(index_dir, "docstore")
     store = DocStore.open(index_dir / "docstore")
     sides: list[Run] = []
     if settings.mode in ("bm25", "hybrid"):
