@@ -116,6 +116,16 @@ def index(
     query_template: QueryTemplate = None,
     query_instruction: QueryInstruction = None,
     dtype: Dtype = None,
+    shard_rows: Annotated[int | None, typer.Option(help="Documents per Faiss shard file.")] = None,
+    nlist: Annotated[int | None, typer.Option(help="IVF lists (default: from N).")] = None,
+    pq_m: Annotated[
+        int | None, typer.Option(help="PQ bytes per vector (default: from the dimension).")
+    ] = None,
+    recall_target: Annotated[float, typer.Option(help="Overlap@100 with exact search to tune for.")] = 0.95,
+    nprobe: Annotated[int | None, typer.Option(help="Fix nprobe instead of tuning it.")] = None,
+    refine: Annotated[
+        int | None, typer.Option(help="Fix the exact re-scoring depth instead of tuning it.")
+    ] = None,
     engine: Annotated[str, typer.Option(help="local, or ray to encode on a Ray cluster.")] = "local",
     ray_address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: a local Ray).")
@@ -147,6 +157,12 @@ def index(
         engine=engine,
         ray_address=ray_address,
         ray_cpu_actors=ray_cpu_actors,
+        shard_rows=shard_rows,
+        nlist=nlist,
+        pq_m=pq_m,
+        recall_target=recall_target,
+        nprobe=nprobe,
+        refine=refine,
         pooling=pooling,
         query_template=_unescape(query_template),
         query_instruction=query_instruction,

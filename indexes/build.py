@@ -43,6 +43,12 @@ class IndexPlan:
     query_template: str | None = None
     query_instruction: str | None = None
     dtype: str | None = None
+    shard_rows: int | None = None
+    nlist: int | None = None
+    pq_m: int | None = None
+    recall_target: float = 0.95
+    nprobe: int | None = None
+    refine: int | None = None
     overwrite: bool = False
 
 
@@ -125,14 +131,23 @@ def _dense_stage(out: Path, plan: IndexPlan) -> str:
     from indexes.dense import build_dense
 
     record = stage_record(out, "dense")
-    if record and not plan.overwrite and plan.index_type in ("auto", record["index_type"]):
+    chosen = {"shard_rows": plan.shard_rows, "nlist": plan.nlist, "m": plan.pq_m, "nprobe": plan.nprobe}
+    asked = any(value is not None for value in chosen.values()) or plan.refine is not None
+    asked = asked or plan.recall_target != IndexPlan.recall_target
+    same_type = record is not None and plan.index_type in ("auto", record["index_type"])
+    if same_type and not asked and not plan.overwrite:
         return f"dense: up to date ({record['factory']}, {record['num_shards']} shards)"
-    record = build_dense(out, index_type=plan.index_type, overwrite=plan.overwrite)
-    recall = f", overlap@100 with exact {record['recall']:.3f}" if record.get("recall") is not None else ""
-    return (
-        f"dense: {record['factory']}, {record['num_shards']} shards, "
-        f"nprobe {record['nprobe']}, refine {record['refine']}{recall}"
+    # Dense options given explicitly, or another index type, rebuild the dense stage alone (the
+    # embeddings stay), which is what a user comparing flat and IVF-PQ settings wants.
+    record = build_dense(
+        out,
+        index_type=plan.index_type,
+        recall_target=plan.recall_target,
+        refine=plan.refine,
+        overwrite=plan.overwrite or record is not None,
+        **{name: value for name, value in chosen.items() if value is not None},
     )
+    return str(record["summary"])
 
 
 def build_index(corpus: Path, out: Path, plan: IndexPlan) -> str:

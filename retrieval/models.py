@@ -171,6 +171,8 @@ def load_model(
     """The model in ``folder`` on ``device`` in eval mode, with SDPA attention where supported."""
     import transformers
 
+    # lyre reports its own progress (and honours --quiet); the per-tensor loading bar is noise in logs.
+    transformers.utils.logging.disable_progress_bar()
     loader = getattr(transformers, auto_class)
     try:
         try:
