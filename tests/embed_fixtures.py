@@ -23,10 +23,13 @@ def qwen_tokenizer_dir() -> Path:
     return Path(spec.submodule_search_locations[0]) / "tokenizer_files"
 
 
-def build_tiny_qwen(folder: Path, seed: int = 0) -> Path:
-    """A random 2-layer Qwen2 (hidden 64, 4 heads, 2 KV heads, real vocabulary) with the real tokenizer."""
+def build_tiny_qwen(
+    folder: Path, seed: int = 0, *, causal_lm: bool = False, initializer_range: float = 0.02
+) -> Path:
+    """A random 2-layer Qwen2 (hidden 64, 4 heads, 2 KV heads, real vocabulary) with the real tokenizer:
+    the embedding model's shape, or with ``causal_lm`` the yes/no reranker's (a language-model head)."""
     import torch
-    from transformers import Qwen2Config, Qwen2Model
+    from transformers import Qwen2Config, Qwen2ForCausalLM, Qwen2Model
 
     torch.manual_seed(seed)
     config = Qwen2Config(
@@ -36,12 +39,13 @@ def build_tiny_qwen(folder: Path, seed: int = 0) -> Path:
         num_attention_heads=4,
         num_key_value_heads=2,
         vocab_size=151936,
-        max_position_embeddings=512,
+        max_position_embeddings=2048,
         rope_theta=1e6,
         rms_norm_eps=1e-6,
         tie_word_embeddings=True,
+        initializer_range=initializer_range,
     )
-    Qwen2Model(config).eval().save_pretrained(folder)
+    (Qwen2ForCausalLM if causal_lm else Qwen2Model)(config).eval().save_pretrained(folder)
     for path in qwen_tokenizer_dir().iterdir():
         shutil.copy(path, folder / path.name)
     return folder

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from embed_fixtures import build_tiny_qwen
 
 from retrieval.errors import LyreError
 from retrieval.reranker import Reranker, yes_no_ids
@@ -46,24 +47,9 @@ def lychee_text(query: str, doc: str) -> str:
 
 @pytest.fixture(scope="module")
 def qwen_folder(tmp_path_factory) -> Path:
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(0)
-    config = Qwen2Config(
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        vocab_size=151936,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        initializer_range=0.5,  # large weights: p(yes) spread far from 0.5, so mismatches show
-    )
+    # large weights: p(yes) spread far from 0.5, so mismatches show
     folder = tmp_path_factory.mktemp("tiny-qwen2-reranker")
-    Qwen2ForCausalLM(config).save_pretrained(folder)
-    AutoTokenizer.from_pretrained(QWEN_TOKENIZER).save_pretrained(folder)
-    return folder
+    return build_tiny_qwen(folder, causal_lm=True, initializer_range=0.5)
 
 
 @pytest.fixture(scope="module")
