@@ -107,11 +107,29 @@ def cut(run: Run, k: int, remove_query_id: bool = False) -> Run:
     }
 
 
+RERANK_GROUP_PAIRS = 8192
+"""Pairs prepared at a time: token ids and texts of a group are held in memory, so reranking 10k queries
+x 100 documents stays bounded; groups are large enough that token-budget batches still mix queries."""
+
+
+def _query_groups(heads: dict[str, list[str]], max_pairs: int) -> list[list[str]]:
+    groups: list[list[str]] = [[]]
+    pairs = 0
+    for qid, head in heads.items():
+        if pairs and pairs + len(head) > max_pairs:
+            groups.append([])
+            pairs = 0
+        groups[-1].append(qid)
+        pairs += len(head)
+    return groups
+
+
 def rerank(run: Run, queries: Sequence[Query], store: Any, reranker: Any, depth: int) -> Run:
     """Rerank the top ``depth`` of each query and splice the untouched tail below them.
 
-    All (query, document) pairs of all queries go to the reranker at once so its token-budget batches
-    mix queries, which keeps batches full when some queries have few candidates.
+    Queries go to the reranker in groups of about :data:`RERANK_GROUP_PAIRS` pairs, so its token-budget
+    batches mix queries (full batches even when some queries have few candidates) while memory stays
+    bounded by one group.
     """
     from retrieval.runs import rank_order
     from retrieval.splice import splice
@@ -119,20 +137,22 @@ def rerank(run: Run, queries: Sequence[Query], store: Any, reranker: Any, depth:
     texts_by_qid = {query.qid: query.text for query in queries}
     ordered = {qid: rank_order(docs) for qid, docs in run.items() if qid in texts_by_qid}
     heads = {qid: [docid for docid, _ in ranking[:depth]] for qid, ranking in ordered.items()}
-    all_docids = [docid for head in heads.values() for docid in head]
-    rows = store.rows_of(all_docids)
-    if (rows < 0).any():
-        unknown = all_docids[int(np.flatnonzero(rows < 0)[0])]
-        raise LyreError(
-            f"document {unknown!r} of the run is not in the index; rerank with the index it came from"
-        )
-    documents = iter(store.fetch(rows))
-    pairs = [(texts_by_qid[qid], document_text(next(documents))) for qid, head in heads.items() for _ in head]
-    scores = iter(reranker.score_pairs(pairs).tolist())
-    return {
-        qid: dict(splice(ordered[qid], {docid: next(scores) for docid in head}))
-        for qid, head in heads.items()
-    }
+    reranked: Run = {}
+    with progress.bar(sum(map(len, heads.values())), "rerank", unit="pair") as bar:
+        for group in _query_groups(heads, RERANK_GROUP_PAIRS):
+            docids = [docid for qid in group for docid in heads[qid]]
+            rows = store.rows_of(docids)
+            if (rows < 0).any():
+                unknown = docids[int(np.flatnonzero(rows < 0)[0])]
+                raise LyreError(
+                    f"document {unknown!r} of the run is not in the index; rerank with the index it came from"
+                )
+            documents = iter(store.fetch(rows))
+            pairs = [(texts_by_qid[qid], document_text(next(documents))) for qid in group for _ in heads[qid]]
+            scores = iter(reranker.score_pairs(pairs, bar=bar).tolist())
+            for qid in group:
+                reranked[qid] = dict(splice(ordered[qid], {docid: next(scores) for docid in heads[qid]}))
+    return reranked
 
 
 def search(index_dir: Path, queries: Sequence[Query], settings: SearchSettings) -> Run:

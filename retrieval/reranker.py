@@ -180,12 +180,18 @@ class Reranker:
         """Scores of ``documents`` for one query, float32, in input order."""
         return self.score_pairs([(query, document) for document in documents])
 
-    def score_pairs(self, pairs: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Scores of (query, document) pairs, float32, in input order (batched by length internally)."""
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], bar: Any = None) -> np.ndarray:
+        """Scores of (query, document) pairs, float32, in input order (batched by length internally).
+
+        ``bar``: a progress bar to advance instead of opening one, for callers that score in groups.
+        """
         if not pairs:
             return np.zeros(0, dtype=np.float32)
         encoded = self.encode_yes_no(pairs) if self.kind == "yes-no" else self.encode_cross(pairs)
-        return self._run(encoded)
+        if bar is not None:
+            return self._run(encoded, bar)
+        with progress.bar(len(encoded), "rerank", unit="pair") as own_bar:
+            return self._run(encoded, own_bar)
 
     # --- encoding -------------------------------------------------------------------------------------
 
@@ -254,35 +260,34 @@ class Reranker:
 
     # --- batched forward ------------------------------------------------------------------------------
 
-    def _run(self, encoded: list[Any]) -> np.ndarray:
+    def _run(self, encoded: list[Any], bar: Any) -> np.ndarray:
         import torch
 
         lengths = [len(item["input_ids"] if isinstance(item, dict) else item) for item in encoded]
         # Batches are cut lazily from the length order so an out-of-memory can shrink the ones to come.
         pending = deque(int(i) for i in length_order(lengths))
         scores = np.zeros(len(encoded), dtype=np.float32)
-        with progress.bar(len(encoded), "rerank", unit="pair") as bar:
-            while pending:
-                # Longest first: a batch's padded size is its first row's length times its rows.
-                rows = max(1, self.token_budget // max(lengths[pending[0]], 1))
-                batch = [pending.popleft() for _ in range(min(rows, len(pending)))]
-                try:
-                    scores[batch] = self._forward([encoded[i] for i in batch])
-                except torch.cuda.OutOfMemoryError:
-                    torch.cuda.empty_cache()
-                    if len(batch) == 1:
-                        raise LyreError(
-                            f"one rerank pair of {lengths[batch[0]]} tokens does not fit in GPU memory; "
-                            "lower --rerank-max-length"
-                        ) from None
-                    self.token_budget = max(self.token_budget // 2, 1)
-                    progress.say(
-                        f"GPU out of memory on {len(batch)} pairs x {lengths[batch[0]]} tokens; "
-                        f"token budget halved to {self.token_budget}"
-                    )
-                    pending.extendleft(reversed(batch))
-                    continue
-                bar.update(len(batch))
+        while pending:
+            # Longest first: a batch's padded size is its first row's length times its rows.
+            rows = max(1, self.token_budget // max(lengths[pending[0]], 1))
+            batch = [pending.popleft() for _ in range(min(rows, len(pending)))]
+            try:
+                scores[batch] = self._forward([encoded[i] for i in batch])
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                if len(batch) == 1:
+                    raise LyreError(
+                        f"one rerank pair of {lengths[batch[0]]} tokens does not fit in GPU memory; "
+                        "lower --rerank-max-length"
+                    ) from None
+                self.token_budget = max(self.token_budget // 2, 1)
+                progress.say(
+                    f"GPU out of memory on {len(batch)} pairs x {lengths[batch[0]]} tokens; "
+                    f"token budget halved to {self.token_budget}"
+                )
+                pending.extendleft(reversed(batch))
+                continue
+            bar.update(len(batch))
         return scores
 
     def _forward(self, items: list[Any]) -> np.ndarray:

@@ -84,3 +84,17 @@ def test_a_query_with_no_bm25_hit_still_gets_the_dense_list(index: Path) -> None
     hybrid = search(index, [query], SearchSettings(mode="hybrid", k=10))["q-stop"]
     dense = search(index, [query], SearchSettings(mode="dense", k=10))["q-stop"]
     assert list(hybrid) == list(dense) and len(hybrid) == 10
+
+
+def test_query_groups_bound_the_pairs_held_at_once() -> None:
+    from retrieval.pipeline import _query_groups
+
+    heads = {"a": ["1", "2", "3"], "b": ["4", "5"], "c": ["6"], "d": ["7", "8", "9", "10"]}
+    assert _query_groups(heads, 5) == [["a", "b"], ["c", "d"]]
+    assert _query_groups(heads, 2) == [
+        ["a"],
+        ["b"],
+        ["c"],
+        ["d"],
+    ]  # one query over the bound still goes alone
+    assert _query_groups({}, 5) == [[]]
