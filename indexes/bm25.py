@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from indexes.analyzer import Analyzer, current_versions
-from retrieval.atomic import write_json_atomic
+from retrieval.atomic import replace_dir, write_json_atomic
 from retrieval.errors import LyreError
 from retrieval.progress import bar, say
 from retrieval.records import Document, document_text
@@ -222,7 +222,7 @@ def build_bm25(
             "provenance": provenance("bm25s", "PyStemmer", batch_size=batch_size),
         }
         write_json_atomic(tmp / RECORD_NAME, record)
-        _replace_dir(tmp, out_dir)
+        replace_dir(tmp, out_dir)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return record
@@ -258,17 +258,6 @@ def bm25_stage(
     record_stage(index_dir, "bm25", record)
     say(f"bm25: {record['documents']} documents, {record['vocabulary']} terms, {record['postings']} postings")
     return record
-
-
-def _replace_dir(new: Path, final: Path) -> None:
-    """Put the finished folder ``new`` at ``final``; an older index there is removed only afterwards."""
-    old = None
-    if final.exists():
-        old = final.with_name(f".{final.name}.old-{os.getpid()}")
-        os.replace(final, old)
-    os.replace(new, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 class BM25Index:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from retrieval import progress
+from retrieval.atomic import replace_dir
 from retrieval.corpus import CorpusReader, UniqueIds, open_corpus
 from retrieval.docstore import DocStoreWriter
 from retrieval.errors import InputError, LyreError
@@ -152,7 +153,7 @@ def ingest(
             clear_stage(index_dir, stage)
         for stage in DOWNSTREAM_STAGES:  # their files describe the old rows; resuming on them would be wrong
             shutil.rmtree(index_dir / stage, ignore_errors=True)
-        _swap_in(temp, index_dir / STAGE)
+        replace_dir(temp, index_dir / STAGE)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
@@ -179,14 +180,3 @@ def ingest(
         + (f"; {empty:,} with empty text" if empty else "")
     )
     return report
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Put the finished docstore at ``target``; the old one is moved aside first and deleted last."""
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

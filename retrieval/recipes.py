@@ -125,19 +125,9 @@ BUILTIN_RECIPES: dict[str, EmbedRecipe] = {
         normalize=True,
         max_length=512,
     ),
-    "cls": EmbedRecipe(
-        name="cls",
-        pooling="cls",
-        padding_side="right",
-        ensure_eos=False,
-        eos_token=None,
-        query_template="{query}",
-        query_task=None,
-        document_template="{document}",
-        normalize=True,
-        max_length=512,
-    ),
 }
+# BERT style with the [CLS] state instead of the mean: the mean recipe with one field changed.
+BUILTIN_RECIPES["cls"] = replace(BUILTIN_RECIPES["mean"], name="cls", pooling="cls")
 
 
 def builtin_recipe(name: str) -> EmbedRecipe:
