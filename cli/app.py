@@ -55,11 +55,21 @@ def _unescape(template: str | None) -> str | None:
     return template.replace("\\n", "\n") if template else template
 
 
+def _silence(quiet: bool) -> bool:
+    if quiet:
+        progress.set_quiet(True)
+    return quiet
+
+
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", callback=_silence, help="No progress bars or status lines.")
+]
+"""Accepted before the command (``lyre -q index``) and after it (``lyre index ... --quiet``)."""
+
+
 @app.callback()
-def _global(
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or status lines.")] = False,
-) -> None:
-    progress.set_quiet(quiet)
+def _global(quiet: Quiet = False) -> None:
+    """Only the global ``--quiet``; its callback does the work."""
 
 
 @app.command()
@@ -71,6 +81,7 @@ def ingest(
     text_field: TextField = None,
     on_error: OnError = "fail",
     overwrite: Annotated[bool, typer.Option(help="Replace an existing docstore.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Stream a corpus (JSONL[.gz], TSV[.gz], Parquet, BEIR folder) into the index's Parquet docstore."""
     from retrieval.ingest import ingest as run_ingest
@@ -134,6 +145,7 @@ def index(
     ] = None,
     ray_cpu_actors: Annotated[int | None, typer.Option(help="Ray actors on a cluster without GPUs.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Rebuild every stage from scratch.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Build or resume an index (docstore, BM25, embeddings, Faiss shards); reruns redo what is missing."""
     from indexes.build import IndexPlan, build_index
@@ -191,6 +203,7 @@ def encode(
     ] = 8192,
     token_budget: Annotated[int | None, typer.Option(help="Padded tokens per batch.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Discard existing embeddings.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Encode the docstore of an index into embedding chunks (resumable; one slice with --shard-id)."""
     from indexes.encode import encode_stage
@@ -243,6 +256,7 @@ def search(
     topic_field: TopicField = "title",
     remove_query_id: Annotated[bool, typer.Option(help="Drop hits whose docid equals the qid.")] = False,
     tag: Annotated[str | None, typer.Option(help="Run tag (default: made from the settings).")] = None,
+    quiet: Quiet = False,
 ) -> None:
     """Search a query file in batch and write a TREC run (hybrid BM25 + dense, fused, then reranked)."""
     from retrieval.pipeline import SearchSettings, search_to_run
@@ -281,6 +295,7 @@ def rerank(
     instruction: Annotated[str | None, typer.Option(help="Task instruction for the reranker.")] = None,
     topic_field: TopicField = "title",
     tag: Annotated[str | None, typer.Option(help="Run tag.")] = None,
+    quiet: Quiet = False,
 ) -> None:
     """Rerank the top K of any existing run with the index's document texts."""
     from retrieval.pipeline import rerank_run_file
@@ -311,6 +326,7 @@ def fuse(
     weights: Annotated[str | None, typer.Option(help="linear fusion: comma-separated weights.")] = None,
     k: Annotated[int, typer.Option(help="Documents per query kept.")] = 1000,
     tag: Annotated[str | None, typer.Option(help="Run tag.")] = None,
+    quiet: Quiet = False,
 ) -> None:
     """Fuse existing run files (RRF or normalised linear combination) into one run."""
     from retrieval.pipeline import fuse_run_files
@@ -330,6 +346,7 @@ def evaluate(
     measures: Annotated[str | None, typer.Option(help="Comma-separated, e.g. nDCG@10,RR@10,R@100.")] = None,
     per_query: Annotated[bool, typer.Option(help="One row per query as well.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Evaluate runs against qrels (trec_eval-compatible, through ir-measures), side by side."""
     from retrieval.evaluation import evaluate as run_eval
@@ -345,6 +362,7 @@ def doctor(
         str | None, typer.Option(help="Check this embedding model's recipe end to end.")
     ] = None,
     max_length: Annotated[int | None, typer.Option(help="Token limit to check with.")] = None,
+    quiet: Quiet = False,
 ) -> None:
     """Report the environment (versions, devices, faiss GPU support) and self-check an embedding model."""
     from retrieval.doctor import doctor as run_doctor

@@ -140,3 +140,10 @@ def test_eval_of_a_malformed_run_names_file_and_line(tmp_path: Path) -> None:
     run = tmp_path / "bad.run"
     run.write_text("q Q0 d1 1 2.0 a\nq Q0 d2 two 1.0 a\n")
     assert_one_line_error(lyre("eval", SAMPLE / "qrels.tsv", run, check=False), f"{run}:2")
+
+
+def test_quiet_after_the_command_silences_progress(tmp_path: Path) -> None:
+    loud = lyre("ingest", SAMPLE / "corpus.jsonl", "--out", tmp_path / "a")
+    quiet = lyre("ingest", SAMPLE / "corpus.jsonl", "--out", tmp_path / "b", "--quiet")
+    assert "ingested 120 documents" in loud.stderr
+    assert quiet.stderr == "" and "120 documents" in quiet.stdout
