@@ -52,14 +52,28 @@ class IndexPlan:
     overwrite: bool = False
 
 
+def _same_corpus(record: dict[str, Any], path: Path) -> bool:
+    """Whether the docstore was built from this file. Same path, size and mtime count as the same file (as
+    for make and rsync), so a rerun of a 50 GB corpus, or each task of a job array, does not hash it again;
+    anything else is decided by the sha256."""
+    from retrieval.provenance import sha256_file
+
+    stat = path.stat()
+    unchanged = (str(path.resolve()), stat.st_size, stat.st_mtime_ns) == (
+        record.get("corpus_file"),
+        record.get("corpus_size"),
+        record.get("corpus_mtime_ns"),
+    )
+    return unchanged or record.get("corpus_sha256") == sha256_file(path)
+
+
 def _ingest_stage(corpus: Path, out: Path, plan: IndexPlan) -> str:
     from retrieval.corpus import corpus_file
     from retrieval.ingest import ingest
-    from retrieval.provenance import sha256_file
 
     record = stage_record(out, "docstore")
     if record and not plan.overwrite:
-        if record.get("corpus_sha256") != sha256_file(corpus_file(corpus)):
+        if not _same_corpus(record, corpus_file(corpus)):
             raise LyreError(
                 f"{out}: was built from another corpus (or the corpus changed); "
                 "pass --overwrite to rebuild it, or choose another --out"

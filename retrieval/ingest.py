@@ -141,6 +141,8 @@ def ingest(
             "corpus": str(Path(corpus).resolve()),
             "corpus_file": str(reader.path.resolve()),
             "corpus_sha256": sha256_file(reader.path),
+            "corpus_size": reader.path.stat().st_size,
+            "corpus_mtime_ns": reader.path.stat().st_mtime_ns,
             "format": reader.format,
             "mapping": reader.mapping.to_dict(),
             "documents": writer.rows,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -147,3 +148,14 @@ def test_quiet_after_the_command_silences_progress(tmp_path: Path) -> None:
     quiet = lyre("ingest", SAMPLE / "corpus.jsonl", "--out", tmp_path / "b", "--quiet")
     assert "ingested 120 documents" in loud.stderr
     assert quiet.stderr == "" and "120 documents" in quiet.stdout
+
+
+def test_index_rerun_checks_the_corpus_by_content_when_its_mtime_changed(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text('{"_id": "a", "text": "alpha beta"}\n')
+    lyre("index", corpus, "--out", tmp_path / "index", "--bm25-only")
+    os.utime(corpus, ns=(0, 0))  # same bytes, other mtime: the hash decides, and it matches
+    assert "docstore: up to date" in lyre("index", corpus, "--out", tmp_path / "index", "--bm25-only").stdout
+    corpus.write_text('{"_id": "a", "text": "alpha gamma"}\n')
+    result = lyre("index", corpus, "--out", tmp_path / "index", "--bm25-only", check=False)
+    assert_one_line_error(result, "another corpus")
