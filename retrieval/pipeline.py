@@ -162,6 +162,13 @@ def search(index_dir: Path, queries: Sequence[Query], settings: SearchSettings) 
     if settings.mode not in MODES:
         raise LyreError(f"--mode {settings.mode!r} is not known; use one of {', '.join(MODES)}")
     require_stage(index_dir, "docstore")
+    # The reranker is loaded first: a missing model should stop the command before minutes of first stage.
+    reranker = None
+    if settings.rerank_model and settings.rerank_depth > 0:
+        try:
+            reranker = load_reranker(settings.rerank_model, settings)
+        except LyreError as error:
+            raise LyreError(f"{error}; or pass --rerank-depth 0 to search without reranking") from None
     store = DocStore.open(index_dir / "docstore")
     sides: list[Run] = []
     if settings.mode in ("bm25", "hybrid"):
@@ -173,10 +180,8 @@ def search(index_dir: Path, queries: Sequence[Query], settings: SearchSettings) 
     for query in queries:
         first.setdefault(query.qid, {})
     run = cut(first, settings.k, settings.remove_query_id)
-    if settings.rerank_model and settings.rerank_depth > 0:
-        run = rerank(
-            run, queries, store, load_reranker(settings.rerank_model, settings), settings.rerank_depth
-        )
+    if reranker is not None:
+        run = rerank(run, queries, store, reranker, settings.rerank_depth)
     return run
 
 

@@ -159,3 +159,23 @@ def test_index_rerun_checks_the_corpus_by_content_when_its_mtime_changed(tmp_pat
     corpus.write_text('{"_id": "a", "text": "alpha gamma"}\n')
     result = lyre("index", corpus, "--out", tmp_path / "index", "--bm25-only", check=False)
     assert_one_line_error(result, "another corpus")
+
+
+def test_missing_reranker_weights_stop_search_before_the_first_stage(
+    bm25_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    result = lyre(
+        "search",
+        "--index",
+        bm25_index,
+        "--queries",
+        SAMPLE / "queries.tsv",
+        "--mode",
+        "bm25",
+        "--out",
+        tmp_path / "r.run",
+        check=False,
+    )  # default: rerank with vec-ai/lychee-rerank
+    assert_one_line_error(result, "vec-ai/lychee-rerank", "--rerank-depth 0")
+    assert "bm25 search" not in result.stderr and not (tmp_path / "r.run").exists()
