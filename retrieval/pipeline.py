@@ -21,6 +21,7 @@ from retrieval.errors import LyreError
 from retrieval.records import Query, Run, document_text
 
 MODES = ("bm25", "dense", "hybrid")
+DENSE_HOW = "lyre index CORPUS --out INDEX --embed-model MODEL"
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ def dense_run(index_dir: Path, queries: Sequence[Query], settings: SearchSetting
     from indexes.dense import DenseIndex
     from indexes.encode import load_index_embedder
 
-    require_stage(index_dir, "dense", how="lyre index CORPUS --out INDEX --embed-model MODEL")
+    require_stage(index_dir, "dense", how=DENSE_HOW)
     embedder = load_index_embedder(index_dir)
     vectors = embedder.encode_queries([query.text for query in queries], task=settings.instruction)
     dense = DenseIndex.open(index_dir)
@@ -162,7 +163,11 @@ def search(index_dir: Path, queries: Sequence[Query], settings: SearchSettings) 
     if settings.mode not in MODES:
         raise LyreError(f"--mode {settings.mode!r} is not known; use one of {', '.join(MODES)}")
     require_stage(index_dir, "docstore")
-    # The reranker is loaded first: a missing model should stop the command before minutes of first stage.
+    if settings.mode in ("bm25", "hybrid"):
+        require_stage(index_dir, "bm25")
+    if settings.mode in ("dense", "hybrid"):
+        require_stage(index_dir, "dense", how=DENSE_HOW)
+    # Cheap checks first, then the reranker: a missing model must stop the command before the first stage.
     reranker = None
     if settings.rerank_model and settings.rerank_depth > 0:
         try:
