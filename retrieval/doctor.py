@@ -62,7 +62,9 @@ def environment() -> dict[str, str]:
     """Versions and devices: where encoding, Faiss search and reranking will run, and why."""
     from retrieval.provenance import library_versions
 
-    found = library_versions("torch", "transformers", "faiss-cpu", "faiss-gpu-cu12", "bm25s", "ray")
+    found = library_versions(
+        "torch", "transformers", "faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "bm25s", "ray"
+    )
     info = {name: version for name, version in found.items() if version != "not installed"}
     import torch
 
