@@ -348,11 +348,14 @@ class BM25Index:
         order = np.argsort(-scores, kind="stable")  # score desc, then row asc: a reproducible order
         return hits[order], scores[order]
 
-    def search(self, query_texts: Sequence[str], k: int, n_threads: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, query_texts: Sequence[str], k: int, n_threads: int = 1) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` rows and scores per query: (int64 [nq, k], float32 [nq, k]).
 
         Only documents containing a query term are hits; the rest of a row is filled with row -1 and
         score 0 (an all-stopword or out-of-vocabulary query has no hits). ``n_threads``: 0 = all cores.
+        One thread is the default because it was the fastest measured (SciFact 7,018 vs 4,664 queries/s with
+        2 threads, NFCorpus 17,524 vs 10,154, 1M documents 170 vs 149): the numpy kernels are short and
+        mostly hold the GIL, so threads add overhead.
         """
         if k < 1:
             raise LyreError(f"k must be at least 1 (got {k})")
