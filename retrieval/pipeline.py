@@ -156,10 +156,12 @@ def rerank(run: Run, queries: Sequence[Query], store: Any, reranker: Any, depth:
     return reranked
 
 
-def search(index_dir: Path, queries: Sequence[Query], settings: SearchSettings) -> Run:
-    """The whole pipeline for a batch of queries, returned in memory."""
-    from retrieval.docstore import DocStore
+def prepare(index_dir: Path, settings: SearchSettings) -> Any:
+    """Check everything the settings need before any work, and return the loaded reranker (or None).
 
+    Cheap checks first (mode, index stages), then the reranker: a missing model must stop the command
+    before minutes of first-stage search, not after.
+    """
     if settings.mode not in MODES:
         raise LyreError(f"--mode {settings.mode!r} is not known; use one of {', '.join(MODES)}")
     require_stage(index_dir, "docstore")
@@ -167,13 +169,20 @@ def search(index_dir: Path, queries: Sequence[Query], settings: SearchSettings) 
         require_stage(index_dir, "bm25")
     if settings.mode in ("dense", "hybrid"):
         require_stage(index_dir, "dense", how=DENSE_HOW)
-    # Cheap checks first, then the reranker: a missing model must stop the command before the first stage.
-    reranker = None
-    if settings.rerank_model and settings.rerank_depth > 0:
-        try:
-            reranker = load_reranker(settings.rerank_model, settings)
-        except LyreError as error:
-            raise LyreError(f"{error}; or pass --rerank-depth 0 to search without reranking") from None
+    if not settings.rerank_model or settings.rerank_depth <= 0:
+        return None
+    try:
+        return load_reranker(settings.rerank_model, settings)
+    except LyreError as error:
+        raise LyreError(f"{error}; or pass --rerank-depth 0 to search without reranking") from None
+
+
+def search(index_dir: Path, queries: Sequence[Query], settings: SearchSettings, reranker: Any = None) -> Run:
+    """The whole pipeline for a batch of queries, returned in memory (``reranker``: from :func:`prepare`)."""
+    from retrieval.docstore import DocStore
+
+    if reranker is None:
+        reranker = prepare(index_dir, settings)
     store = DocStore.open(index_dir / "docstore")
     sides: list[Run] = []
     if settings.mode in ("bm25", "hybrid"):
@@ -237,10 +246,12 @@ def search_to_run(
 
     started = time.perf_counter()
     queries = _load_queries(queries_path, qrels, topic_field)
+    reranker = prepare(index_dir, settings)
     progress.say(f"searching {len(queries)} queries ({settings.run_tag()})")
-    run = search(index_dir, queries, settings)
+    run = search(index_dir, queries, settings, reranker)
     meta = {
         "settings": asdict(settings),
+        "reranker": reranker.settings.to_dict() if reranker is not None else None,
         "query_file": {"path": str(queries_path), "sha256": sha256_file(queries_path), "count": len(queries)},
         "qrels_filter": str(qrels) if qrels else None,
         "index": _index_summary(index_dir),
@@ -277,12 +288,8 @@ def rerank_run_file(
     tag = tag or f"{run_path.stem}.rerank{depth}"
     meta = {
         "reranked_run": {"path": str(run_path), "sha256": sha256_file(run_path)},
-        "settings": {
-            "rerank_model": model,
-            "rerank_depth": depth,
-            "rerank_template": template,
-            "instruction": instruction,
-        },
+        "settings": {"rerank_depth": depth},
+        "reranker": reranker.settings.to_dict(),
         "index": _index_summary(index_dir),
     }
     return _write(out, reranked, tag, meta, started)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.runs import read_run
+from retrieval.runs import rank_order, read_run
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
@@ -179,3 +179,49 @@ def test_missing_reranker_weights_stop_search_before_the_first_stage(
     )  # default: rerank with vec-ai/lychee-rerank
     assert_one_line_error(result, "vec-ai/lychee-rerank", "--rerank-depth 0")
     assert "bm25 search" not in result.stderr and not (tmp_path / "r.run").exists()
+
+
+def test_rerank_cli_records_the_reranker_and_keeps_the_tail(bm25_index: Path, tmp_path: Path) -> None:
+    from embed_fixtures import build_tiny_qwen
+
+    model = build_tiny_qwen(tmp_path / "reranker", causal_lm=True)
+    first, out = tmp_path / "bm25.run", tmp_path / "reranked.run"
+    lyre(
+        "-q",
+        "search",
+        "--index",
+        bm25_index,
+        "--queries",
+        SAMPLE / "queries.tsv",
+        "--mode",
+        "bm25",
+        "--rerank-depth",
+        "0",
+        "--out",
+        first,
+    )
+    lyre(
+        "-q",
+        "rerank",
+        "--index",
+        bm25_index,
+        "--queries",
+        SAMPLE / "queries.tsv",
+        "--run",
+        first,
+        "--rerank-model",
+        model,
+        "--rerank-depth",
+        "3",
+        "--out",
+        out,
+    )
+    meta = json.loads(out.with_name("reranked.run.meta.json").read_text())
+    assert meta["reranker"]["model"] == str(model) and meta["reranker"]["kind"] == "yes-no"
+    assert meta["settings"]["rerank_depth"] == 3 and meta["tag"] == "bm25.rerank3"
+    before, after = read_run(first), read_run(out)
+    for qid, docs in before.items():
+        old = [docid for docid, _ in rank_order(docs)]
+        new = rank_order(after[qid])
+        assert {docid for docid, _ in new[:3]} == set(old[:3])  # the head is reordered, not replaced
+        assert set(after[qid]) == set(docs)
