@@ -15,6 +15,12 @@ import typer
 
 from retrieval import progress
 from retrieval.errors import LyreError
+from retrieval.fusion import FUSION_METHODS
+
+FUSION_HELP = "; ".join(
+    f"{method.name}: {method.summary} ({', '.join(f'{p.name}={p.default}' for p in method.params)})"
+    for method in FUSION_METHODS.values()
+)
 
 app = typer.Typer(
     help="lyre: ingest a corpus, index it (BM25 + dense), search, rerank, fuse and evaluate TREC runs.",
@@ -235,7 +241,7 @@ def search(
     mode: Annotated[str, typer.Option(help="bm25, dense or hybrid.")] = "hybrid",
     k: Annotated[int, typer.Option(help="Documents per query in the run.")] = 1000,
     depth: Annotated[int, typer.Option(help="First-stage depth of each side before fusion.")] = 1000,
-    fusion: Annotated[str, typer.Option(help="rrf or linear.")] = "rrf",
+    fusion: Annotated[str, typer.Option(help=FUSION_HELP)] = "rrf",
     rrf_k: Annotated[int, typer.Option(help="RRF constant k.")] = 60,
     normalization: Annotated[str, typer.Option(help="linear fusion: min_max, zscore or none.")] = "min_max",
     weight: Annotated[
@@ -320,7 +326,7 @@ def rerank(
 def fuse(
     runs: Annotated[list[Path], typer.Argument(exists=True, help="Two or more run files.")],
     out: OutRun,
-    fusion: Annotated[str, typer.Option(help="rrf or linear.")] = "rrf",
+    fusion: Annotated[str, typer.Option(help=FUSION_HELP)] = "rrf",
     rrf_k: Annotated[int, typer.Option(help="RRF constant k.")] = 60,
     normalization: Annotated[str, typer.Option(help="linear fusion: min_max, zscore or none.")] = "min_max",
     weights: Annotated[str | None, typer.Option(help="linear fusion: comma-separated weights.")] = None,

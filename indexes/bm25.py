@@ -268,7 +268,6 @@ class BM25Index:
         self.analyzer = analyzer
         self.record = record
         self.num_docs = int(engine.scores["num_docs"])
-        self._engine = engine
         self._vocab: dict[str, int] = engine.vocab_dict
         # Plain ndarray views of the memory maps: np.memmap's Python-level slicing costs more than the
         # scoring itself on small collections.

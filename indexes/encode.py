@@ -12,7 +12,7 @@ import os
 import queue
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -365,10 +365,3 @@ def load_index_embedder(
             f"{record['model']} or rebuild the index with `lyre encode --overwrite`"
         )
     return Embedder.from_pretrained(folder, recipe=recorded, device=device)
-
-
-def encode_queries_for_index(
-    index_dir: str | Path, texts: Sequence[str], *, task: str | None = None, **options: Any
-) -> np.ndarray:
-    """Query vectors for ``index_dir`` under its recorded model and recipe (see load_index_embedder)."""
-    return load_index_embedder(index_dir, **options).encode_queries(texts, task=task)

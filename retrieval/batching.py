@@ -27,6 +27,12 @@ def length_order(lengths: Sequence[int]) -> np.ndarray:
     return np.argsort(-np.asarray(lengths, dtype=np.int64), kind="stable")
 
 
+def batch_rows(longest: int, token_budget: int) -> int:
+    """Rows of a batch whose longest input has ``longest`` tokens: ``longest x rows <= token_budget``, at
+    least one. Callers that adapt the budget (out-of-memory back-off) apply it batch by batch."""
+    return max(token_budget // max(longest, 1), 1)
+
+
 def token_budget_batches(lengths: Sequence[int], token_budget: int) -> list[np.ndarray]:
     """Batches of input indices, in length order, each with ``max length x size <= token_budget``
     (a single text longer than the budget forms a batch on its own)."""
@@ -35,17 +41,10 @@ def token_budget_batches(lengths: Sequence[int], token_budget: int) -> list[np.n
     batches: list[np.ndarray] = []
     start = 0
     while start < len(order):
-        longest = max(int(lengths[order[start]]), 1)  # sorted: the first is the longest of the batch
-        size = max(token_budget // longest, 1)
+        size = batch_rows(int(lengths[order[start]]), token_budget)  # sorted: the first is the longest
         batches.append(order[start : start + size])
         start += size
     return batches
-
-
-def padded_tokens(lengths: Sequence[int], batches: Sequence[np.ndarray]) -> int:
-    """Tokens actually computed (padding included) for ``batches``."""
-    lengths = np.asarray(lengths, dtype=np.int64)
-    return int(sum(lengths[batch].max() * len(batch) for batch in batches if len(batch)))
 
 
 def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[np.ndarray, np.ndarray]:

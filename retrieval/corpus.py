@@ -23,8 +23,6 @@ import numpy as np
 from retrieval.errors import InputError, LyreError
 from retrieval.records import Document
 
-FORMATS = ("jsonl", "jsonl.gz", "tsv", "tsv.gz", "parquet")
-ERROR_KINDS = ("malformed", "invalid_utf8", "missing_id", "whitespace_id", "duplicate_id")
 ID_FIELDS = ("_id", "id", "docid", "doc_id", "docno", "pid")
 TEXT_FIELDS = ("text", "contents", "body", "content", "passage", "abstract")
 TITLE_FIELDS = ("title",)

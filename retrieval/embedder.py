@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from retrieval.batching import length_order, pad_batch, restore_order, truncate_with_eos
+from retrieval.batching import batch_rows, length_order, pad_batch, restore_order, truncate_with_eos
 from retrieval.errors import LyreError
 from retrieval.models import (
     cpu_threads,
@@ -180,7 +180,7 @@ class Embedder:
         outputs: list[np.ndarray] = []
         start = 0
         while start < len(order):
-            batch = order[start : start + max(self.token_budget // int(lengths[order[start]]), 1)]
+            batch = order[start : start + batch_rows(int(lengths[order[start]]), self.token_budget)]
             try:
                 outputs.append(self._forward([sequences[i] for i in batch]))
             except torch.OutOfMemoryError:

@@ -85,13 +85,14 @@ def dense_run(index_dir: Path, queries: Sequence[Query], settings: SearchSetting
 
 
 def fuse_runs(runs: Sequence[Run], settings: SearchSettings, weights: Sequence[float] | None = None) -> Run:
-    from retrieval.fusion import linear, rrf
+    """Fuse through the registry, which validates the method and passes each only its own parameters."""
+    from retrieval.fusion import fuse
 
-    if settings.fusion == "rrf":
-        return rrf(runs, k=settings.rrf_k)
-    if settings.fusion == "linear":
-        return linear(runs, weights=weights, normalization=settings.normalization)
-    raise LyreError(f"--fusion {settings.fusion!r} is not known; use rrf or linear")
+    params = {
+        "rrf": {"k": settings.rrf_k},
+        "linear": {"weights": weights, "normalization": settings.normalization},
+    }
+    return fuse(runs, settings.fusion, **params.get(settings.fusion, {}))
 
 
 def cut(run: Run, k: int, remove_query_id: bool = False) -> Run:

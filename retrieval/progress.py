@@ -17,10 +17,6 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
-def is_quiet() -> bool:
-    return _quiet
-
-
 def bar(total: float | None, desc: str, unit: str = "doc", **kwargs: Any) -> Any:
     """A tqdm bar on stderr (disabled when quiet). ``unit`` names what is counted: doc, token, query, pair."""
     from tqdm.auto import tqdm

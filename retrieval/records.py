@@ -24,14 +24,6 @@ class Qrel(NamedTuple):
     relevance: int
 
 
-class ScoredDoc(NamedTuple):
-    """One line of a run: a document scored for a query."""
-
-    qid: str
-    docid: str
-    score: float
-
-
 Run = dict[str, dict[str, float]]
 """A run in memory: qid -> docid -> score (the shape pytrec_eval, ranx and ir_measures share)."""
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from retrieval import progress
-from retrieval.batching import length_order, pad_batch
+from retrieval.batching import batch_rows, length_order, pad_batch
 from retrieval.errors import LyreError
 from retrieval.rerank_templates import DEFAULT_INSTRUCTION, RerankTemplate, get_template
 
@@ -269,7 +269,7 @@ class Reranker:
         scores = np.zeros(len(encoded), dtype=np.float32)
         while pending:
             # Longest first: a batch's padded size is its first row's length times its rows.
-            rows = max(1, self.token_budget // max(lengths[pending[0]], 1))
+            rows = batch_rows(lengths[pending[0]], self.token_budget)
             batch = [pending.popleft() for _ in range(min(rows, len(pending)))]
             try:
                 scores[batch] = self._forward([encoded[i] for i in batch])

@@ -5,7 +5,6 @@ import numpy as np
 from retrieval.batching import (
     length_order,
     pad_batch,
-    padded_tokens,
     restore_order,
     token_budget_batches,
     truncate_with_eos,
@@ -28,14 +27,14 @@ def test_token_budget_batches_respect_padded_tokens() -> None:
     lengths = [5, 3, 8, 1]
     batches = token_budget_batches(lengths, 16)
     assert [batch.tolist() for batch in batches] == [[2, 0], [1, 3]]  # 8*2 = 16; 3*2 = 6
-    assert padded_tokens(lengths, batches) == 22
+    assert sum(max(lengths[i] for i in batch) * len(batch) for batch in batches) == 22
     assert [batch.tolist() for batch in token_budget_batches([100, 1, 1], 16)] == [[0], [1, 2]]
 
 
 def test_equal_lengths_fill_the_budget() -> None:
     batches = token_budget_batches([4] * 10, 16)
     assert [len(batch) for batch in batches] == [4, 4, 2]
-    assert padded_tokens([4] * 10, batches) == 40  # sorting leaves no padding at all
+    assert sum(4 * len(batch) for batch in batches) == 40  # equal lengths: no padding at all
 
 
 def test_pad_batch_sides() -> None:

@@ -13,7 +13,7 @@ import pytest
 from embed_fixtures import build_tiny_qwen, reference_last_token
 
 from indexes.embeddings import EmbeddingStore
-from indexes.encode import encode_queries_for_index, encode_stage, load_index_embedder, slice_of_job
+from indexes.encode import encode_stage, load_index_embedder, slice_of_job
 from indexes.manifest import stage_record
 from retrieval.errors import LyreError
 
@@ -93,7 +93,7 @@ def test_resume_refuses_other_settings_unless_overwrite(tmp_path: Path, qwen_fol
 def test_queries_use_the_recorded_recipe(tmp_path: Path, qwen_folder: Path) -> None:
     index = _index(tmp_path / "index")
     encode_stage(index, model=str(qwen_folder), chunk_rows=8, device="cpu", query_instruction="Given a claim")
-    got = encode_queries_for_index(index, ["is x true?"], device="cpu")
+    got = load_index_embedder(index, device="cpu").encode_queries(["is x true?"])
     expected = reference_last_token(qwen_folder, ["Instruct: Given a claim\nQuery:is x true?"])
     np.testing.assert_allclose(got, expected, atol=2e-5)
     with pytest.raises(LyreError, match="change pooling"):
