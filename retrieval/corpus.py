@@ -30,6 +30,17 @@ _WHITESPACE = re.compile(r"\s")
 _SKIP_HINT = "or pass --on-error skip to skip such records"
 
 
+def json_object(line: str) -> dict[str, Any]:
+    """One JSONL line as an object; ``ValueError`` says what is wrong, the caller says where and the fix."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"malformed JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(record, dict):
+        raise ValueError("line is JSON but not an object")
+    return record
+
+
 @dataclass(frozen=True)
 class FieldMapping:
     """Which source field holds the id, the title (None: no title) and the text.
@@ -252,17 +263,9 @@ class CorpusReader:
 
     def _json_record(self, number: int, line: str) -> Document | None:
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            self.problem(
-                number,
-                "malformed",
-                f"malformed JSON ({error.msg} at column {error.colno})",
-                f"fix the line, {_SKIP_HINT}",
-            )
-            return None
-        if not isinstance(record, dict):
-            self.problem(number, "malformed", "line is JSON but not an object", f"fix the line, {_SKIP_HINT}")
+            record = json_object(line)
+        except ValueError as error:
+            self.problem(number, "malformed", str(error), f"fix the line, {_SKIP_HINT}")
             return None
         mapping = self.mapping
         docid = _as_text(record.get(mapping.id_field))
@@ -356,11 +359,9 @@ def open_corpus(
         raise InputError(file, None, "the corpus is empty", "pass a file with one document per line")
     if fmt.startswith("jsonl"):
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(file, number, f"malformed JSON ({error.msg})", "fix the first record") from None
-        if not isinstance(record, dict):
-            raise InputError(file, number, "line is JSON but not an object", "fix the first record")
+            record = json_object(line)
+        except ValueError as error:
+            raise InputError(file, number, str(error), "fix the first record") from None
         mapping = guess_mapping(list(record), **overrides, where=(file, number))
         return CorpusReader(file, fmt, mapping, on_error)
     fields = line.split("\t")

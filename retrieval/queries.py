@@ -7,12 +7,12 @@ keyed by query id would silently merge their results.
 from __future__ import annotations
 
 import gzip
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from retrieval.corpus import json_object
 from retrieval.errors import InputError, LyreError
 from retrieval.records import Query
 
@@ -86,11 +86,9 @@ def _jsonl(path: Path) -> Iterator[tuple[int, Query]]:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise InputError(path, number, f"malformed JSON ({error.msg})", "fix the line") from None
-        if not isinstance(record, dict):
-            raise InputError(path, number, "line is JSON but not an object", "fix the line")
+            record = json_object(line)
+        except ValueError as error:
+            raise InputError(path, number, str(error), "fix the line") from None
         qid_name, text_name = _field(record, QID_FIELDS), _field(record, TEXT_FIELDS)
         if qid_name is None or text_name is None:
             raise InputError(
