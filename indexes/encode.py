@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from indexes.embeddings import EmbeddingStore, StoreSpec
-from indexes.manifest import clear_stage, record_stage, require_stage, stage_record
+from indexes.manifest import invalidate, record_stage, require_stage, stage_record
 from retrieval import progress
 from retrieval.errors import LyreError
 from retrieval.recipes import EmbedRecipe
@@ -251,14 +251,14 @@ def encode_stage(
     spec = StoreSpec(len(docstore), out_dim, chunk_rows, model_name, effective.to_dict())
     directory = index_dir / EMBEDDINGS_DIR
     if overwrite and directory.exists():
-        clear_stage(index_dir, "embeddings")
+        invalidate(index_dir, "embeddings")
         shutil.rmtree(directory)
     store = EmbeddingStore.create_or_resume(directory, spec)
     todo = store.missing_chunks(spec.chunks_of_slice(shard_id, num_shards))
     total = sum(stop - start for start, stop in map(spec.chunk_bounds, todo))
     tracker = _Tracker(total, f"encode {shard_id}/{num_shards}")
     if todo:
-        clear_stage(index_dir, "embeddings")
+        invalidate(index_dir, "embeddings")  # new vectors: a dense index over the old ones is stale
         progress.say(
             f"encoding {len(todo)} chunks with {model_name} "
             f"(recipe {effective.hash()}: {_describe(effective)})"

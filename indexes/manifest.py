@@ -8,6 +8,7 @@ record first, for the same reason.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ from retrieval.errors import LyreError
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
 STAGES = ("docstore", "bm25", "embeddings", "dense")
+DERIVED = {"docstore": ("bm25", "embeddings", "dense"), "bm25": (), "embeddings": ("dense",), "dense": ()}
+"""The stages built from each stage's files (each lives in the folder named after it)."""
 
 
 def read_manifest(index_dir: str | Path) -> dict[str, Any]:
@@ -55,6 +58,16 @@ def clear_stage(index_dir: str | Path, stage: str) -> None:
     manifest = read_manifest(index_dir)
     if manifest["stages"].pop(stage, None) is not None:
         _write(index_dir, manifest)
+
+
+def invalidate(index_dir: str | Path, stage: str) -> None:
+    """Forget ``stage`` before it is rewritten, together with every stage derived from it, whose records
+    and files describe the old content: a later run must rebuild them, never resume or accept them."""
+    index_dir = Path(index_dir)
+    clear_stage(index_dir, stage)
+    for derived in DERIVED[stage]:
+        clear_stage(index_dir, derived)
+        shutil.rmtree(index_dir / derived, ignore_errors=True)
 
 
 def stage_record(index_dir: str | Path, stage: str) -> dict[str, Any] | None:

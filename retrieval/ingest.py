@@ -26,7 +26,6 @@ from retrieval.errors import InputError, LyreError
 from retrieval.provenance import provenance, sha256_file
 
 STAGE = "docstore"
-DOWNSTREAM_STAGES = ("bm25", "embeddings", "dense")
 BATCH_SIZE = 4096
 
 
@@ -110,7 +109,7 @@ def ingest(
     overwrite: bool = False,
 ) -> IngestReport:
     """Read ``corpus`` (file or BEIR folder) into ``index_dir/docstore`` and record the "docstore" stage."""
-    from indexes.manifest import clear_stage, record_stage
+    from indexes.manifest import invalidate, record_stage
 
     started = time.perf_counter()
     index_dir = Path(index_dir)
@@ -151,10 +150,7 @@ def ingest(
             "on_error": on_error,
             "provenance": provenance(corpus=str(corpus), on_error=on_error, **reader.mapping.to_dict()),
         }
-        for stage in (STAGE, *DOWNSTREAM_STAGES):
-            clear_stage(index_dir, stage)
-        for stage in DOWNSTREAM_STAGES:  # their files describe the old rows; resuming on them would be wrong
-            shutil.rmtree(index_dir / stage, ignore_errors=True)
+        invalidate(index_dir, STAGE)  # the derived stages' files describe the old rows
         replace_dir(temp, index_dir / STAGE)
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)

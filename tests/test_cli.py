@@ -225,3 +225,16 @@ def test_rerank_cli_records_the_reranker_and_keeps_the_tail(bm25_index: Path, tm
         new = rank_order(after[qid])
         assert {docid for docid, _ in new[:3]} == set(old[:3])  # the head is reordered, not replaced
         assert set(after[qid]) == set(docs)
+
+
+def test_re_encoding_makes_lyre_index_rebuild_the_dense_stage(tmp_path: Path) -> None:
+    from scale_fixtures import save_tiny_bert
+
+    model, index = save_tiny_bert(tmp_path / "model"), tmp_path / "index"
+    lyre("-q", "index", SAMPLE / "corpus.jsonl", "--out", index, "--embed-model", model)
+    lyre("-q", "encode", "--index", index, "--embed-model", model, "--max-length", "16", "--overwrite")
+    assert "dense" not in json.loads((index / "manifest.json").read_text())["stages"]
+    summary = lyre(
+        "-q", "index", SAMPLE / "corpus.jsonl", "--out", index, "--embed-model", model, "--max-length", "16"
+    ).stdout
+    assert "dense: exact flat index" in summary and "up to date" not in summary.split("dense:")[1]
