@@ -135,6 +135,12 @@ def test_worker_failure_is_one_line_and_keeps_finished_chunks(local_ray, corpus,
     assert stage_record(index, "embeddings") is None
 
 
+@pytest.fixture(autouse=True)
+def _restore_progress(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Actors silence progress in their own process; run here in-process, that must not outlive the test."""
+    monkeypatch.setattr("retrieval.progress._quiet", False)
+
+
 def test_actor_refuses_an_index_its_node_cannot_see(tmp_path, tiny_bert) -> None:
     actor = ChunkEncoder(str(tmp_path / "elsewhere"), str(tiny_bert), "any", {}, "cpu", None, 1)
     with pytest.raises(LyreError, match=r"not visible on Ray node .*same path"):
