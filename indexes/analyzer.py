@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
-from retrieval.errors import LyreError
+from basics.errors import LyreError
 
 LUCENE_TOKEN_PATTERN = r"\w+(?:(?:(?<=[^\W\d])['’.](?=[^\W\d])|(?<=\d)[.,'’](?=\d))\w+)*"
 """UAX#29-like words: letters+digits joined; "don't", "u.s", "3.14", "1,000" kept whole; hyphens split."""
@@ -195,7 +195,7 @@ def _strip_possessive(word: str) -> str:
 
 
 def current_versions() -> dict[str, str]:
-    from retrieval.provenance import library_versions
+    from basics.provenance import library_versions
 
     versions = library_versions("PyStemmer", "bm25s")
     return {name: versions[name] for name in ("PyStemmer", "bm25s")}

@@ -27,11 +27,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from basics.atomic import replace_dir, write_json_atomic
+from basics.errors import LyreError
+from basics.progress import bar, say
+from formats.records import Document, document_text
 from indexes.analyzer import Analyzer, current_versions
-from retrieval.atomic import replace_dir, write_json_atomic
-from retrieval.errors import LyreError
-from retrieval.progress import bar, say
-from retrieval.records import Document, document_text
 
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 """BM25 variants (Kamphuis et al., ECIR 2020), as implemented by bm25s' scoring functions."""
@@ -121,7 +121,7 @@ def build_bm25(
     """
     from bm25s import scoring
 
-    from retrieval.provenance import provenance
+    from basics.provenance import provenance
 
     analyzer = analyzer or Analyzer()
     _check_params(k1, b, method, delta)
@@ -239,8 +239,8 @@ def bm25_stage(
     batch_size: int = 10_000,
 ) -> dict[str, Any]:
     """The "bm25" stage of ``lyre index``: INDEX/docstore -> INDEX/bm25, recorded in the manifest last."""
+    from indexes.docstore import DocStore
     from indexes.manifest import clear_stage, record_stage, require_stage
-    from retrieval.docstore import DocStore
 
     index_dir = Path(index_dir)
     require_stage(index_dir, "docstore")

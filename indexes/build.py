@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from basics.errors import LyreError
 from indexes.manifest import stage_record
-from retrieval.errors import LyreError
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def _same_corpus(record: dict[str, Any], path: Path) -> bool:
     """Whether the docstore was built from this file. Same path, size and mtime count as the same file (as
     for make and rsync), so a rerun of a 50 GB corpus, or each task of a job array, does not hash it again;
     anything else is decided by the sha256."""
-    from retrieval.provenance import sha256_file
+    from basics.provenance import sha256_file
 
     stat = path.stat()
     unchanged = (str(path.resolve()), stat.st_size, stat.st_mtime_ns) == (
@@ -68,8 +68,8 @@ def _same_corpus(record: dict[str, Any], path: Path) -> bool:
 
 
 def _ingest_stage(corpus: Path, out: Path, plan: IndexPlan) -> str:
-    from retrieval.corpus import corpus_file
-    from retrieval.ingest import ingest
+    from formats.corpus import corpus_file
+    from indexes.ingest import ingest
 
     record = stage_record(out, "docstore")
     if record and not plan.overwrite:

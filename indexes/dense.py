@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
+from basics import progress
+from basics.atomic import atomic_path, write_json_atomic
+from basics.errors import LyreError
+from basics.provenance import provenance
 from indexes import faiss_params
 from indexes.embeddings import EmbeddingStore
 from indexes.manifest import clear_stage, record_stage, require_stage
-from retrieval import progress
-from retrieval.atomic import atomic_path, write_json_atomic
-from retrieval.errors import LyreError
-from retrieval.provenance import provenance
 
 DENSE_DIR = "dense"
 BUILD_FILE = "build.json"

@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.atomic import atomic_path, write_json_atomic
-from retrieval.errors import LyreError
+from basics.atomic import atomic_path, write_json_atomic
+from basics.errors import LyreError
 
 STORE_FILE = "store.json"
 

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from basics import progress
+from basics.errors import LyreError
+from formats.records import document_text
 from indexes.embeddings import EmbeddingStore, StoreSpec
 from indexes.manifest import invalidate, record_stage, require_stage, stage_record
-from retrieval import progress
-from retrieval.errors import LyreError
-from retrieval.recipes import EmbedRecipe
-from retrieval.records import document_text
+from models.recipes import EmbedRecipe
 
 DEFAULT_CHUNK_ROWS = 8192
 #: Runs the missing chunks elsewhere (Ray): (index_dir, model folder, recipe, chunks, token budget, tracker).
@@ -128,8 +128,8 @@ def _gpu_worker(
     messages: Any,
 ) -> None:
     """One GPU's share of the chunks, in a spawned process that reports progress through ``messages``."""
-    from retrieval.docstore import DocStore
-    from retrieval.embedder import Embedder
+    from indexes.docstore import DocStore
+    from models.embedder import Embedder
 
     class Relay:
         def tokenized(self, docs: int, tokens: int) -> None:
@@ -226,9 +226,9 @@ def encode_stage(
 ) -> dict[str, Any]:
     """Encode this job's slice of the docstore into ``INDEX/embeddings`` and, when every chunk of every
     slice is complete, record the "embeddings" stage. Returns a plain report (with a one-line ``summary``)."""
-    from retrieval.docstore import DocStore
-    from retrieval.embedder import Embedder, resolve_embedder
-    from retrieval.models import model_fingerprint
+    from indexes.docstore import DocStore
+    from models.embedder import Embedder, resolve_embedder
+    from models.loading import model_fingerprint
 
     index_dir = Path(index_dir)
     require_stage(index_dir, "docstore")
@@ -297,7 +297,7 @@ def encode_stage(
         )
         return report
     if todo or stage_record(index_dir, "embeddings") is None:
-        from retrieval.provenance import provenance
+        from basics.provenance import provenance
 
         record_stage(
             index_dir,
@@ -342,8 +342,8 @@ def load_index_embedder(
     ``model`` may point at another copy of the same model (same fingerprint: config and weight files);
     recipe ``overrides`` (pooling, max_length, query_template, query_task, ...) must not change the recipe,
     because query vectors made differently from the document vectors silently ruin retrieval."""
-    from retrieval.embedder import Embedder
-    from retrieval.models import model_fingerprint, resolve_model
+    from models.embedder import Embedder
+    from models.loading import model_fingerprint, resolve_model
 
     index_dir = Path(index_dir)
     record = require_stage(index_dir, "embeddings", how="lyre encode")

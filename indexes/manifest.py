@@ -12,8 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from retrieval.atomic import write_json_atomic
-from retrieval.errors import LyreError
+from basics.atomic import write_json_atomic
+from basics.errors import LyreError
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1

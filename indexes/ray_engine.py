@@ -22,9 +22,9 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from basics import progress
+from basics.errors import LyreError
 from indexes.embeddings import STORE_FILE, EmbeddingStore
-from retrieval import progress
-from retrieval.errors import LyreError
 
 #: Environment variables that decide where models are found; remote workers do not inherit the driver's.
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE")
@@ -108,10 +108,10 @@ class ChunkEncoder:
     def load(self) -> str:
         """Load model, docstore and store once; returns the node's name (for the status line)."""
         if self.parts is None:
-            from retrieval.docstore import DocStore
-            from retrieval.embedder import Embedder
-            from retrieval.models import model_fingerprint, resolve_model
-            from retrieval.recipes import EmbedRecipe
+            from indexes.docstore import DocStore
+            from models.embedder import Embedder
+            from models.loading import model_fingerprint, resolve_model
+            from models.recipes import EmbedRecipe
 
             progress.set_quiet(True)
             embeddings = self.index_dir / "embeddings"
@@ -154,7 +154,7 @@ def connect(address: str | None) -> bool:
     this call started Ray (and so must stop it); an already running Ray (a test's, a notebook's) is used."""
     import ray
 
-    from retrieval.models import cpu_threads
+    from models.loading import cpu_threads
 
     if ray.is_initialized():
         return False
@@ -208,7 +208,7 @@ def run_chunks_on_ray(
     """Encode the chunks ``todo`` of ``index_dir`` on Ray; the chunk runner of :func:`encode_stage_on_ray`."""
     import ray
 
-    from retrieval.models import model_fingerprint
+    from models.loading import model_fingerprint
 
     index_dir = Path(index_dir).resolve()
     fingerprint = model_fingerprint(Path(model))

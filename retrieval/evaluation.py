@@ -17,10 +17,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import LyreError
-from retrieval.qrels import qrels_dict, read_qrels
-from retrieval.records import Run
-from retrieval.runs import rank_order, read_run
+from basics.errors import LyreError
+from formats.qrels import qrels_dict, read_qrels
+from formats.records import Run
+from formats.runs import rank_order, read_run
 
 DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100", "R@1000", "AP", "Judged@10")
 

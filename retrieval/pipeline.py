@@ -1,6 +1,6 @@
 """The search pipeline: BM25 and dense first stages, fusion, reranking with a splice, TREC run out.
 
-Every stage works in the same currency, a :data:`~retrieval.records.Run` (qid -> docid -> score), so a
+Every stage works in the same currency, a :data:`~formats.records.Run` (qid -> docid -> score), so a
 stage can be fed from a run file as well (``lyre rerank``, ``lyre fuse``), which is what lets users bring
 their own first stage.
 """
@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
+from basics import progress
+from basics.errors import LyreError
+from formats.records import Query, Run, document_text
 from indexes.manifest import read_manifest, require_stage
-from retrieval import progress
-from retrieval.errors import LyreError
-from retrieval.records import Query, Run, document_text
 
 MODES = ("bm25", "dense", "hybrid")
 DENSE_HOW = "lyre index CORPUS --out INDEX --embed-model MODEL"
@@ -97,7 +97,7 @@ def fuse_runs(runs: Sequence[Run], settings: SearchSettings, weights: Sequence[f
 
 def cut(run: Run, k: int, remove_query_id: bool = False) -> Run:
     """Keep the top k of every query in evaluated order, optionally without the query's own id."""
-    from retrieval.runs import rank_order
+    from formats.runs import rank_order
 
     return {
         qid: dict(
@@ -133,7 +133,7 @@ def rerank(run: Run, queries: Sequence[Query], store: Any, reranker: Any, depth:
     batches mix queries (full batches even when some queries have few candidates) while memory stays
     bounded by one group.
     """
-    from retrieval.runs import rank_order
+    from formats.runs import rank_order
     from retrieval.splice import splice
 
     texts_by_qid = {query.qid: query.text for query in queries}
@@ -180,7 +180,7 @@ def prepare(index_dir: Path, settings: SearchSettings) -> Any:
 
 def search(index_dir: Path, queries: Sequence[Query], settings: SearchSettings, reranker: Any = None) -> Run:
     """The whole pipeline for a batch of queries, returned in memory (``reranker``: from :func:`prepare`)."""
-    from retrieval.docstore import DocStore
+    from indexes.docstore import DocStore
 
     if reranker is None:
         reranker = prepare(index_dir, settings)
@@ -201,7 +201,7 @@ def search(index_dir: Path, queries: Sequence[Query], settings: SearchSettings, 
 
 
 def load_reranker(model: str, settings: SearchSettings) -> Any:
-    from retrieval.reranker import Reranker
+    from models.reranker import Reranker
 
     return Reranker.from_pretrained(
         model, template=settings.rerank_template, instruction=settings.instruction
@@ -215,8 +215,8 @@ def _index_summary(index_dir: Path) -> dict[str, Any]:
 
 
 def _load_queries(queries_path: Path, qrels: Path | None, topic_field: str) -> list[Query]:
-    from retrieval.qrels import read_qrels
-    from retrieval.queries import read_queries
+    from formats.qrels import read_qrels
+    from formats.queries import read_queries
 
     judged = {qrel.qid for qrel in read_qrels(qrels)} if qrels else None
     queries = read_queries(queries_path, topic_field=topic_field, only_ids=judged)
@@ -226,7 +226,7 @@ def _load_queries(queries_path: Path, qrels: Path | None, topic_field: str) -> l
 
 
 def _write(out: Path, run: Run, tag: str, meta: dict[str, Any], started: float) -> str:
-    from retrieval.runs import write_run
+    from formats.runs import write_run
 
     write_run(out, run, tag=tag, meta=meta)
     lines = sum(len(docs) for docs in run.values())
@@ -243,7 +243,7 @@ def search_to_run(
     topic_field: str = "title",
 ) -> str:
     """``lyre search``: read queries, run the pipeline, write the run and its sidecar; return a summary."""
-    from retrieval.provenance import sha256_file
+    from basics.provenance import sha256_file
 
     started = time.perf_counter()
     queries = _load_queries(queries_path, qrels, topic_field)
@@ -274,9 +274,9 @@ def rerank_run_file(
     tag: str | None,
 ) -> str:
     """``lyre rerank``: rerank the top ``depth`` of an existing run file."""
-    from retrieval.docstore import DocStore
-    from retrieval.provenance import sha256_file
-    from retrieval.runs import read_run
+    from basics.provenance import sha256_file
+    from formats.runs import read_run
+    from indexes.docstore import DocStore
 
     started = time.perf_counter()
     run = read_run(run_path)
@@ -308,8 +308,8 @@ def fuse_run_files(
     tag: str | None,
 ) -> str:
     """``lyre fuse``: fuse existing runs with the same fusion code the pipeline uses."""
-    from retrieval.provenance import sha256_file
-    from retrieval.runs import read_run
+    from basics.provenance import sha256_file
+    from formats.runs import read_run
 
     if len(run_paths) < 2:
         raise LyreError("lyre fuse needs at least two run files")

@@ -1,7 +1,7 @@
 import pytest
 
+from basics.errors import LyreError
 from indexes.analyzer import LUCENE_ENGLISH_STOPWORDS, Analyzer, stopword_list
-from retrieval.errors import LyreError
 
 
 def test_default_is_anserini_english():

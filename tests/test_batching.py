@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.batching import (
+from models.batching import (
     length_order,
     pad_batch,
     restore_order,

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from basics.errors import LyreError
+from formats.records import Document, document_text
 from indexes.analyzer import Analyzer
 from indexes.bm25 import BM25Index, bm25_stage, build_bm25
 from indexes.manifest import stage_record
-from retrieval.errors import LyreError
-from retrieval.records import Document, document_text
 
 SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
 
@@ -133,7 +133,7 @@ def test_bad_inputs_are_lyre_errors(tmp_path, index):
 
 
 def test_stage_builds_from_the_real_docstore_and_records_itself(tmp_path):
-    from retrieval.ingest import ingest
+    from indexes.ingest import ingest
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.runs import rank_order, read_run
+from formats.runs import rank_order, read_run
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 
@@ -118,7 +118,7 @@ def test_malformed_corpus_line_is_one_line_error_and_keeps_existing_index(tmp_pa
         [
             sys.executable,
             "-c",
-            "from retrieval.docstore import DocStore; import sys; print(DocStore.open(sys.argv[1]).docids())",
+            "from indexes.docstore import DocStore; import sys; print(DocStore.open(sys.argv[1]).docids())",
             str(tmp_path / "index"),
         ],
         capture_output=True,

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from retrieval import corpus
-from retrieval.corpus import FieldMapping, UniqueIds, detect_format, id_hashes, open_corpus
-from retrieval.errors import InputError, LyreError
-from retrieval.records import Document
+from basics.errors import InputError, LyreError
+from formats import corpus
+from formats.corpus import FieldMapping, UniqueIds, detect_format, id_hashes, open_corpus
+from formats.records import Document
 
 DOCS = [
     Document("d1", "Title one", "first text"),

@@ -7,11 +7,11 @@ import pytest
 
 faiss = pytest.importorskip("faiss")
 
+from basics.errors import LyreError  # noqa: E402
 from indexes import dense  # noqa: E402
 from indexes.dense import DenseIndex, build_dense, exact_search, overlap_at, top_k  # noqa: E402
 from indexes.embeddings import EmbeddingStore, StoreSpec  # noqa: E402
 from indexes.manifest import record_stage, stage_record  # noqa: E402
-from retrieval.errors import LyreError  # noqa: E402
 
 faiss.omp_set_num_threads(1)  # on a shared 2-core machine, OpenMP barriers cost more than they save
 

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
 
-from retrieval.corpus import UniqueIds
-from retrieval.docstore import DocStore, DocStoreWriter
-from retrieval.errors import LyreError
-from retrieval.records import Document
+from basics.errors import LyreError
+from formats.corpus import UniqueIds
+from formats.records import Document
+from indexes.docstore import DocStore, DocStoreWriter
 
 N = 1000
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from embed_fixtures import ENDOFTEXT, build_tiny_qwen, reference_last_token
 
-from retrieval.embedder import Embedder, pool
-from retrieval.errors import LyreError
-from retrieval.recipes import WEB_SEARCH_TASK
+from basics.errors import LyreError
+from models.embedder import Embedder, pool
+from models.recipes import WEB_SEARCH_TASK
 
 TEXTS = [
     "What is dense retrieval?",

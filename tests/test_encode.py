@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 from embed_fixtures import build_tiny_qwen, reference_last_token
 
+from basics.errors import LyreError
 from indexes.embeddings import EmbeddingStore
 from indexes.encode import encode_stage, load_index_embedder, slice_of_job
 from indexes.manifest import stage_record
-from retrieval.errors import LyreError
 
 DOCS = [
     {"_id": f"d{i}", "title": f"Title {i}", "text": "lorem ipsum " * (i % 7) + f"document {i}"}
@@ -30,7 +30,7 @@ def qwen_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _index(folder: Path) -> Path:
-    from retrieval.ingest import ingest
+    from indexes.ingest import ingest
 
     folder.mkdir(parents=True, exist_ok=True)
     corpus = folder.parent / f"{folder.name}-corpus.jsonl"

@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.errors import LyreError
+from basics.errors import LyreError
+from formats.qrels import qrels_dict, read_qrels
+from formats.runs import rank_order, write_run
 from retrieval.evaluation import DEFAULT_MEASURES, evaluate, format_table
-from retrieval.qrels import qrels_dict, read_qrels
-from retrieval.runs import rank_order, write_run
 
 SHARED = Path("/work/shared/data")
 

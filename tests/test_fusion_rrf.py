@@ -1,6 +1,6 @@
 import pytest
 
-from retrieval.errors import LyreError
+from basics.errors import LyreError
 from retrieval.fusion import FUSION_METHODS, fuse, rrf
 
 

@@ -3,13 +3,13 @@ from pathlib import Path
 
 import pytest
 
+from basics.errors import InputError, LyreError
+from basics.provenance import sha256_file
+from formats.records import Document
+from indexes import ingest as ingest_module
+from indexes.docstore import DocStore
+from indexes.ingest import ingest
 from indexes.manifest import record_stage, stage_record
-from retrieval import ingest as ingest_module
-from retrieval.docstore import DocStore
-from retrieval.errors import InputError, LyreError
-from retrieval.ingest import ingest
-from retrieval.provenance import sha256_file
-from retrieval.records import Document
 
 SHARED = Path("/work/shared/data")
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from basics.errors import LyreError
 from indexes.manifest import invalidate, record_stage, require_stage, stage_record
-from retrieval.errors import LyreError
 
 
 def built(index: Path) -> Path:

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.errors import LyreError
-from retrieval.models import model_fingerprint, pick_device, pick_dtype, resolve_model
+from basics.errors import LyreError
+from models.loading import model_fingerprint, pick_device, pick_dtype, resolve_model
 
 
 def _one_line(error: pytest.ExceptionInfo) -> str:

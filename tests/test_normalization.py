@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from retrieval.errors import LyreError
+from basics.errors import LyreError
 from retrieval.normalization import NORMALIZATIONS, min_max, normalize_run, zscore
 
 

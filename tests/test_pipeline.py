@@ -8,14 +8,14 @@ from pathlib import Path
 import pytest
 from embed_fixtures import build_tiny_qwen
 
+from formats.queries import read_queries
+from formats.records import Query, document_text
+from formats.runs import rank_order
 from indexes.build import IndexPlan, build_index
-from retrieval.docstore import DocStore
+from indexes.docstore import DocStore
+from models.reranker import Reranker
 from retrieval.fusion import rrf
 from retrieval.pipeline import SearchSettings, cut, search
-from retrieval.queries import read_queries
-from retrieval.records import Query, document_text
-from retrieval.reranker import Reranker
-from retrieval.runs import rank_order
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"

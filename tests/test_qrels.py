@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.errors import InputError
-from retrieval.qrels import qrels_dict, read_qrels
-from retrieval.records import Qrel
+from basics.errors import InputError
+from formats.qrels import qrels_dict, read_qrels
+from formats.records import Qrel
 
 SHARED = Path("/work/shared/data")
 EXPECTED = [Qrel("q1", "d1", 1), Qrel("q1", "d2", 0), Qrel("q2", "d1", 2)]

@@ -5,9 +5,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from retrieval.errors import InputError, LyreError
-from retrieval.queries import read_queries
-from retrieval.records import Query
+from basics.errors import InputError, LyreError
+from formats.queries import read_queries
+from formats.records import Query
 
 QUERIES = [Query("1", "what is bm25"), Query("q-2", "dense retrieval ünïcode")]
 SHARED = Path("/work/shared/data")

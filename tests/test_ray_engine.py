@@ -6,12 +6,12 @@ import numpy as np
 import pytest
 from scale_fixtures import save_tiny_bert, write_corpus
 
+from basics.errors import LyreError
 from indexes.embeddings import EmbeddingStore
 from indexes.encode import encode_stage
+from indexes.ingest import ingest
 from indexes.manifest import stage_record
 from indexes.ray_engine import ActorPlan, ChunkEncoder, encode_stage_on_ray, plan_actors
-from retrieval.errors import LyreError
-from retrieval.ingest import ingest
 
 ray = pytest.importorskip("ray")
 
@@ -138,7 +138,7 @@ def test_worker_failure_is_one_line_and_keeps_finished_chunks(local_ray, corpus,
 @pytest.fixture(autouse=True)
 def _restore_progress(monkeypatch: pytest.MonkeyPatch) -> None:
     """Actors silence progress in their own process; run here in-process, that must not outlive the test."""
-    monkeypatch.setattr("retrieval.progress._quiet", False)
+    monkeypatch.setattr("basics.progress._quiet", False)
 
 
 def test_actor_refuses_an_index_its_node_cannot_see(tmp_path, tiny_bert) -> None:

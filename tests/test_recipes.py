@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.errors import LyreError
-from retrieval.recipes import BUILTIN_RECIPES, WEB_SEARCH_TASK, EmbedRecipe, resolve_recipe
+from basics.errors import LyreError
+from models.recipes import BUILTIN_RECIPES, WEB_SEARCH_TASK, EmbedRecipe, resolve_recipe
 
 LYCHEE = BUILTIN_RECIPES["lychee-embed"]
 

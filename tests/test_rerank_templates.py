@@ -1,7 +1,7 @@
 import pytest
 
-from retrieval.errors import LyreError
-from retrieval.rerank_templates import (
+from basics.errors import LyreError
+from models.rerank_templates import (
     DEFAULT_INSTRUCTION,
     LYCHEE,
     QWEN3_RERANKER,

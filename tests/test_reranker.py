@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 from embed_fixtures import build_tiny_qwen
 
-from retrieval.errors import LyreError
-from retrieval.reranker import Reranker, yes_no_ids
+from basics.errors import LyreError
+from models.reranker import Reranker, yes_no_ids
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")

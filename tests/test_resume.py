@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from scale_fixtures import save_tiny_bert, write_corpus
 
+from indexes.docstore import DocStore
 from indexes.manifest import STAGES, read_manifest
-from retrieval.docstore import DocStore
 
 pytest.importorskip("faiss")
 

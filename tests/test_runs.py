@@ -3,8 +3,8 @@ import json
 import numpy as np
 import pytest
 
-from retrieval.errors import InputError, LyreError
-from retrieval.runs import format_score, meta_path, rank_order, read_run, write_run
+from basics.errors import InputError, LyreError
+from formats.runs import format_score, meta_path, rank_order, read_run, write_run
 
 
 def test_rank_order_is_score_desc_then_docid_desc():

@@ -10,11 +10,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from retrieval.errors import LyreError
+from basics.errors import LyreError
+from formats.records import Run
 from retrieval.fusion.linear import linear
 from retrieval.fusion.rrf import rrf
 from retrieval.normalization import NORMALIZATIONS
-from retrieval.records import Run
 
 
 @dataclass(frozen=True)

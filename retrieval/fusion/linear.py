@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from retrieval.errors import LyreError
+from basics.errors import LyreError
+from formats.records import Run
 from retrieval.normalization import normalize_run
-from retrieval.records import Run
 
 
 def linear(

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from retrieval.errors import LyreError
-from retrieval.records import Run
-from retrieval.runs import rank_order
+from basics.errors import LyreError
+from formats.records import Run
+from formats.runs import rank_order
 
 
 def rrf(runs: Sequence[Run], k: float = 60) -> Run:

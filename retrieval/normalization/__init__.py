@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from retrieval.errors import LyreError
+from basics.errors import LyreError
+from formats.records import Run
 from retrieval.normalization.min_max import min_max
 from retrieval.normalization.zscore import zscore
-from retrieval.records import Run
 
 
 def _identity(doc_scores: dict[str, float]) -> dict[str, float]:

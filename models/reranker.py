@@ -24,10 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from retrieval import progress
-from retrieval.batching import batch_rows, length_order, pad_batch
-from retrieval.errors import LyreError
-from retrieval.rerank_templates import DEFAULT_INSTRUCTION, RerankTemplate, get_template
+from basics import progress
+from basics.errors import LyreError
+from models.batching import batch_rows, length_order, pad_batch
+from models.rerank_templates import DEFAULT_INSTRUCTION, RerankTemplate, get_template
 
 KINDS = ("auto", "yes-no", "cross-encoder")
 
@@ -147,7 +147,7 @@ class Reranker:
         device: str | None = None,
     ) -> Reranker:
         """Load a reranker from a hub id or a local folder (one-line error when the weights are missing)."""
-        from retrieval.models import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
+        from models.loading import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
 
         if kind not in KINDS:
             raise LyreError(f"unknown reranker kind {kind!r}; use {', '.join(KINDS)}")

@@ -2,7 +2,7 @@
 
 Written so that a text's vector does not depend on its batch: pooling reads the position of the last (or
 first) *real* token from the attention mask, whichever side was padded, and position ids count real tokens
-only. Batches are cut by a token budget over length-sorted inputs (see :mod:`retrieval.batching`).
+only. Batches are cut by a token budget over length-sorted inputs (see :mod:`models.batching`).
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from retrieval.batching import batch_rows, length_order, pad_batch, restore_order, truncate_with_eos
-from retrieval.errors import LyreError
-from retrieval.models import (
+from basics.errors import LyreError
+from basics.progress import say
+from models.batching import batch_rows, length_order, pad_batch, restore_order, truncate_with_eos
+from models.loading import (
     cpu_threads,
     load_model,
     load_tokenizer,
@@ -24,8 +25,7 @@ from retrieval.models import (
     pick_dtype,
     resolve_model,
 )
-from retrieval.progress import say
-from retrieval.recipes import EmbedRecipe, resolve_recipe
+from models.recipes import EmbedRecipe, resolve_recipe
 
 if TYPE_CHECKING:
     import torch

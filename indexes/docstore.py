@@ -22,9 +22,9 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.atomic import write_json_atomic
-from retrieval.errors import LyreError
-from retrieval.records import Document
+from basics.atomic import write_json_atomic
+from basics.errors import LyreError
+from formats.records import Document
 
 META_NAME = "docstore.json"
 FORMAT_VERSION = 1
@@ -221,7 +221,7 @@ class DocStore:
 
     def rows_of(self, docids: Sequence[str]) -> np.ndarray:
         """Row of each docid, -1 for unknown ids (hash lookup in ids.hash.npy, confirmed on the real ids)."""
-        from retrieval.corpus import id_hashes
+        from formats.corpus import id_hashes
 
         hashes = np.load(self.folder / "ids.hash.npy", mmap_mode="r")
         stored_rows = np.load(self.folder / "ids.row.npy", mmap_mode="r")

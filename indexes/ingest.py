@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from retrieval import progress
-from retrieval.atomic import replace_dir
-from retrieval.corpus import CorpusReader, UniqueIds, open_corpus
-from retrieval.docstore import DocStoreWriter
-from retrieval.errors import InputError, LyreError
-from retrieval.provenance import provenance, sha256_file
+from basics import progress
+from basics.atomic import replace_dir
+from basics.errors import InputError, LyreError
+from basics.provenance import provenance, sha256_file
+from formats.corpus import CorpusReader, UniqueIds, open_corpus
+from indexes.docstore import DocStoreWriter
 
 STAGE = "docstore"
 BATCH_SIZE = 4096

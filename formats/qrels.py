@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from retrieval.errors import InputError, LyreError
-from retrieval.records import Qrel
+from basics.errors import InputError, LyreError
+from formats.records import Qrel
 
 _HEADER_FIRST = {"query-id", "query_id", "qid", "query", "topic"}
 

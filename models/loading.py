@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from retrieval.errors import LyreError
+from basics.errors import LyreError
 
 if TYPE_CHECKING:
     import torch

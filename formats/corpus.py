@@ -20,8 +20,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from retrieval.errors import InputError, LyreError
-from retrieval.records import Document
+from basics.errors import InputError, LyreError
+from formats.records import Document
 
 ID_FIELDS = ("_id", "id", "docid", "doc_id", "docno", "pid")
 TEXT_FIELDS = ("text", "contents", "body", "content", "passage", "abstract")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from retrieval.errors import LyreError
+from basics.errors import LyreError
 
 POOLINGS = ("last-token", "mean", "cls")
 PADDING_SIDES = ("left", "right")

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from retrieval.corpus import json_object
-from retrieval.errors import InputError, LyreError
-from retrieval.records import Query
+from basics.errors import InputError, LyreError
+from formats.corpus import json_object
+from formats.records import Query
 
 TOPIC_FIELDS = ("title", "desc", "title+desc")
 QID_FIELDS = ("_id", "qid", "query_id", "query-id", "id", "topic_id")

@@ -13,10 +13,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from retrieval.atomic import atomic_path, write_json_atomic
-from retrieval.errors import InputError, LyreError
-from retrieval.provenance import provenance
-from retrieval.records import Run
+from basics.atomic import atomic_path, write_json_atomic
+from basics.errors import InputError, LyreError
+from basics.provenance import provenance
+from formats.records import Run
 
 _WHITESPACE = re.compile(r"\s")
 

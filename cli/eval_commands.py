@@ -1,0 +1,43 @@
+"""eval_commands"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.common import ExistingPath, Quiet
+
+
+def evaluate(
+    qrels: ExistingPath,
+    runs: Annotated[list[Path], typer.Argument(exists=True, help="One or more run files.")],
+    measures: Annotated[str | None, typer.Option(help="Comma-separated, e.g. nDCG@10,RR@10,R@100.")] = None,
+    per_query: Annotated[bool, typer.Option(help="One row per query as well.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Evaluate runs against qrels (trec_eval-compatible, through ir-measures), side by side."""
+    from retrieval.evaluation import evaluate as run_eval
+    from retrieval.evaluation import format_table
+
+    table = run_eval(qrels, runs, measures=measures.split(",") if measures else None, per_query=per_query)
+    typer.echo(json.dumps(table.to_dict(), indent=2) if as_json else format_table(table))
+
+
+def doctor(
+    embed_model: Annotated[
+        str | None, typer.Option(help="Check this embedding model's recipe end to end.")
+    ] = None,
+    max_length: Annotated[int | None, typer.Option(help="Token limit to check with.")] = None,
+    quiet: Quiet = False,
+) -> None:
+    """Report the environment (versions, devices, faiss GPU support) and self-check an embedding model."""
+    from retrieval.doctor import doctor as run_doctor
+
+    report = run_doctor(embed_model, max_length=max_length)
+    typer.echo(report.render())
+    if not report.ok:
+        raise typer.Exit(1)
