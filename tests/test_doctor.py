@@ -1,16 +1,11 @@
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
-from embed_fixtures import build_tiny_qwen
 
-from retrieval.doctor import doctor
-
-
-@pytest.fixture(scope="module")
-def qwen_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen2"))
+from retrieval.doctor import doctor, environment
 
 
 def test_doctor_passes_a_correct_lychee_setup(qwen_folder: Path) -> None:
@@ -27,8 +22,19 @@ def test_doctor_passes_a_correct_lychee_setup(qwen_folder: Path) -> None:
 
 def test_doctor_flags_missing_eos(qwen_folder: Path) -> None:
     report = doctor(qwen_folder, device="cpu", max_length=64, ensure_eos=False)
-    # without EOS the last-token recipe has nothing to check, and the vectors still agree batched vs single
-    assert report.recipe["ensure_eos"] is False and report.ok
+    checks = {check.name: check for check in report.checks}
+    assert report.recipe["pooling"] == "last-token" and report.recipe["ensure_eos"] is False
+    assert not report.ok and not checks["EOS"].ok
+    assert "without an EOS" in checks["EOS"].detail
+    # the failure is the EOS check's alone: both paths pool the same (wrong) token, so they still agree
+    assert all(check.ok for name, check in checks.items() if name != "EOS")
+    assert "[FAIL] EOS: last-token pooling without an EOS" in report.render()
+
+
+def test_doctor_passes_mean_pooling_without_eos(qwen_folder: Path) -> None:
+    report = doctor(qwen_folder, device="cpu", max_length=64, ensure_eos=False, pooling="mean")
+    eos = next(check for check in report.checks if check.name == "EOS")
+    assert report.recipe["pooling"] == "mean" and eos.ok and "mean pooling" in eos.detail
 
 
 def test_doctor_on_minilm() -> None:
@@ -36,3 +42,14 @@ def test_doctor_on_minilm() -> None:
 
     report = doctor(get_model_path(), device="cpu")
     assert report.ok and report.recipe["pooling"] == "mean" and report.dim == 384
+
+
+def test_environment_reports_where_faiss_searches() -> None:
+    faiss = pytest.importorskip("faiss")
+    gpus = faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+    assert environment()["faiss search"].startswith(f"GPU ({gpus} visible)" if gpus else "CPU")
+
+
+def test_environment_without_faiss_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss now raises ImportError
+    assert environment()["faiss search"].startswith("faiss is not installed")

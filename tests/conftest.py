@@ -1,0 +1,102 @@
+"""Fixtures shared by the test modules: tiny Qwen2 model folders, the `lyre` command line as a user runs
+it, and the shared BEIR collections.
+
+The shared data lies next to the repository (``<repo>/../shared/data``), never inside it; ``LYRE_DATA``
+points elsewhere. A test that needs a collection skips, naming the folder it looked in, only when the
+collection is absent from the default place; when ``LYRE_DATA`` was set on purpose and the collection is
+missing there, the test fails instead, so a mistyped path never turns a run into silent skips.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from embed_fixtures import build_tiny_qwen
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+SAMPLE = REPOSITORY / "data" / "sample"
+DATA_VARIABLE = "LYRE_DATA"
+
+
+def shared_data_root() -> Path:
+    """``$LYRE_DATA`` when set, otherwise ``shared/data`` beside the repository."""
+    configured = os.environ.get(DATA_VARIABLE)
+    return Path(configured) if configured else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+class LyreCli:
+    """`lyre` run as a subprocess (``python -m cli``) of this interpreter, as a user runs it."""
+
+    def argv(self, *args: str | Path) -> list[str]:
+        """The command line, for callers that start and stop the process themselves."""
+        return [sys.executable, "-m", "cli", *map(str, args)]
+
+    def __call__(
+        self,
+        *args: str | Path,
+        check: bool = True,
+        env: dict[str, str] | None = None,
+        timeout: float = 300,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run it to completion; with ``check`` a non-zero exit fails the test showing lyre's stderr."""
+        result = subprocess.run(
+            self.argv(*args), capture_output=True, text=True, timeout=timeout, env=env, cwd=REPOSITORY
+        )
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+
+@pytest.fixture(scope="session")
+def lyre() -> LyreCli:
+    return LyreCli()
+
+
+@pytest.fixture(scope="session")
+def sample() -> Path:
+    """The 120-document sample shipped in the repository (corpus, queries, qrels)."""
+    return SAMPLE
+
+
+@pytest.fixture(scope="session")
+def shared_collection() -> Callable[[str], Path]:
+    """``shared_collection("scifact")``: the folder of a shared BEIR collection, or a skip saying where
+    it was looked for (a failure when ``LYRE_DATA`` names a folder without it)."""
+
+    def locate(name: str) -> Path:
+        folder = shared_data_root() / name
+        if (folder / "corpus.jsonl").is_file():
+            return folder
+        where = f"{folder} (no corpus.jsonl)"
+        if DATA_VARIABLE in os.environ:
+            pytest.fail(f"{DATA_VARIABLE} is set but the shared BEIR collection {name!r} is not at {where}")
+        pytest.skip(
+            f"shared BEIR collection {name!r} not found at {where}; set {DATA_VARIABLE} to its parent"
+        )
+
+    return locate
+
+
+@pytest.fixture(scope="session")
+def scifact(shared_collection: Callable[[str], Path]) -> Path:
+    return shared_collection("scifact")
+
+
+@pytest.fixture(scope="session")
+def qwen_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Qwen2 embedding model (lychee-embed's shape, hidden 64) with the real Qwen
+    tokenizer, built once per session; tests only read it."""
+    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(scope="session")
+def qwen_reranker_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same model with a language-model head (lychee-rerank's yes/no shape). Large initial weights
+    spread p(yes) far from 0.5, so a mismatch between two scoring paths shows."""
+    folder = tmp_path_factory.mktemp("tiny-qwen2-reranker")
+    return build_tiny_qwen(folder, causal_lm=True, initializer_range=0.5)

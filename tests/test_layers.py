@@ -1,0 +1,147 @@
+"""lyre's packages are layers and imports only point down: basics < formats < models < indexes <
+retrieval < cli. A module may import its own package and any lower one, never a higher one, whether the
+import is at the top of the file, inside a function, or under ``TYPE_CHECKING`` (each is an arrow on the
+drawing of the code). And `lyre --help` stays instant: it loads none of the heavy libraries.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[1]
+LAYERS = ("basics", "formats", "models", "indexes", "retrieval", "cli")
+HEAVY = ("torch", "transformers", "faiss", "bm25s", "pyarrow", "scipy", "matplotlib", "jax", "ray")
+
+
+@dataclass(frozen=True)
+class Arrow:
+    """One import from a module of ``source`` (a layer) to ``target`` (a layer), at ``where``."""
+
+    where: str
+    source: str
+    target: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.source} imports {self.target}"
+
+
+def imported_names(tree: ast.AST, package: str) -> list[tuple[int, str]]:
+    """(line, absolute module name) of every import in ``tree``, relative ones resolved against
+    ``package`` (the dotted package the module lives in), plus ``importlib.import_module("literal")``."""
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                found.append((node.lineno, f"{base}.{node.module}" if node.module else base))
+            elif node.module:
+                found.append((node.lineno, node.module))
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute | ast.Name)
+            and (node.func.attr if isinstance(node.func, ast.Attribute) else node.func.id) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.append((node.lineno, node.args[0].value))
+    return found
+
+
+def upward_arrows(source: str, module_path: str) -> list[Arrow]:
+    """Imports of the module at ``module_path`` (repository-relative, e.g. ``indexes/bm25.py``) that
+    reach a higher layer than its own."""
+    parts = Path(module_path).with_suffix("").parts
+    layer = parts[0]
+    package = ".".join(parts[:-1])
+    arrows = []
+    for line, name in imported_names(ast.parse(source, module_path), package):
+        target = name.split(".")[0]
+        if target in LAYERS and LAYERS.index(target) > LAYERS.index(layer):
+            arrows.append(Arrow(f"{module_path}:{line}", layer, target))
+    return arrows
+
+
+def library_modules() -> list[Path]:
+    return sorted(path for layer in LAYERS for path in (REPOSITORY / layer).rglob("*.py"))
+
+
+def test_every_layer_has_modules_to_check() -> None:
+    found = {path.relative_to(REPOSITORY).parts[0] for path in library_modules()}
+    assert found == set(LAYERS)
+
+
+def test_no_import_points_up_a_layer() -> None:
+    arrows = [
+        arrow
+        for path in library_modules()
+        for arrow in upward_arrows(path.read_text(encoding="utf-8"), str(path.relative_to(REPOSITORY)))
+    ]
+    assert not arrows, "imports that point up a layer:\n" + "\n".join(map(str, arrows))
+
+
+CHECKER_CASES = [
+    ("indexes/bm25.py", "def f():\n    from retrieval.pipeline import search\n", ["indexes->retrieval"]),
+    ("basics/errors.py", "import cli.app\nimport formats.runs as runs\n", ["basics->cli", "basics->formats"]),
+    (
+        "models/embedder.py",
+        "import importlib\nimportlib.import_module('indexes.docstore')\n",
+        ["models->indexes"],
+    ),
+    ("retrieval/fusion/rrf.py", "from .. import pipeline\nfrom ..fusion import linear\n", []),
+    ("cli/app.py", "from retrieval import pipeline\nfrom basics.errors import opt\n", []),
+    ("indexes/bm25.py", "if TYPE_CHECKING:\n    from cli.common import Quiet\n", ["indexes->cli"]),
+    ("formats/runs.py", "import numpy\nfrom formats.records import Query\n", []),
+]
+
+
+@pytest.mark.parametrize(("module_path", "source", "expected"), CHECKER_CASES)
+def test_the_checker_sees_every_kind_of_upward_import(
+    module_path: str, source: str, expected: list[str]
+) -> None:
+    found = [f"{arrow.source}->{arrow.target}" for arrow in upward_arrows(source, module_path)]
+    assert sorted(found) == sorted(expected)
+
+
+HELP_PROBE = """
+import json, sys
+from cli.app import app
+for argv in ([], *[[name] for name in sys.argv[1:]]):
+    try:
+        app([*argv, "--help"], prog_name="lyre")
+    except SystemExit as exit:
+        assert exit.code in (0, None), (argv, exit.code)
+heavy = sorted({name.split(".")[0] for name in sys.modules} & set(json.loads(sys.stdin.read())))
+print("HEAVY=" + json.dumps(heavy))
+"""
+
+
+def test_help_of_every_command_imports_no_heavy_library() -> None:
+    import typer
+
+    from cli.app import app
+
+    commands = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
+    assert {"index", "search", "eval"} <= set(commands)
+    result = subprocess.run(
+        [sys.executable, "-c", HELP_PROBE, *commands],
+        input=json.dumps(HEAVY),
+        capture_output=True,
+        text=True,
+        cwd=REPOSITORY,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "search" in result.stdout and "--index" in result.stdout  # the help was really printed
+    marker = [line for line in result.stdout.splitlines() if line.startswith("HEAVY=")]
+    assert json.loads(marker[-1].removeprefix("HEAVY=")) == []
