@@ -1,0 +1,325 @@
+"""One writer per index folder: advisory locks with the holder named, stale holders taken over.
+
+Two locks live in an index folder, both ``flock`` locks on a small file, so the kernel releases them when
+the holder dies however it dies (SIGKILL, OOM kill, node reboot of a local disk): a killed command never
+leaves a lock behind that blocks the next one.
+
+``INDEX/.lyre.lock`` — the long lock, held for a whole command (:func:`index_lock`), in one of three modes:
+
+======== ========= ===========================================================================
+mode     flock     taken by
+======== ========= ===========================================================================
+write    exclusive ``lyre ingest``, ``lyre index`` (every stage it builds, ``--overwrite``,
+                   ``--verify``), ``lyre encode`` without a job-array slice: anything that
+                   replaces, deletes or renames files other commands may be reading
+slice    shared    one slice of a job array (``lyre encode``/``lyre index --shard-id I
+                   --num-shards N``): slices write disjoint chunk files, so they run together;
+                   a slice that goes on to a later stage calls :meth:`IndexLock.promote` first
+read     shared    ``lyre search``, ``lyre rerank``: they read a consistent state, because no
+                   writer can start while they hold it (a folder they cannot write is read
+                   without a lock: nobody else can write it either, under the same permissions)
+======== ========= ===========================================================================
+
+``INDEX/.lyre.manifest.lock`` — the short lock (:func:`manifest_update`), always exclusive and always
+waited for: every read-modify-write of ``manifest.json`` (record, clear, invalidate a stage) holds it, so
+slices finishing at the same moment never lose each other's updates.
+
+Each holder of the long lock records itself in ``INDEX/.lyre.holders/HOST.PID.json`` (pid, host, command,
+start time), so a refused command names who holds the folder. Records of processes that are gone are
+stale: the next holder removes them and says that it takes over. A writer holding the exclusive lock also
+sweeps the temporaries a killed run left (:func:`basics.resources.sweep_stale_temps`): no one else can
+own them then.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from basics import progress
+from basics.errors import LyreError, opt
+from basics.provenance import command_line
+from basics.resources import sweep_stale_temps, write_error
+
+LOCK_NAME = ".lyre.lock"
+MANIFEST_LOCK_NAME = ".lyre.manifest.lock"
+HOLDERS_DIR = ".lyre.holders"
+LockMode = Literal["write", "slice", "read"]
+_VERB: dict[str, str] = {"write": "written", "slice": "encoded (job-array slices)", "read": "read"}
+_NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS})
+"""flock failures of file systems without lock support (some FUSE and old NFS mounts)."""
+
+
+class LockedError(LyreError):
+    """The index folder is held by another command and the caller did not ask to wait."""
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who holds an index folder's long lock, as recorded in its holder file."""
+
+    pid: int
+    host: str
+    command: str
+    since: str
+    """Local time the lock was taken, for people (``2024-05-01 14:03:07``)."""
+    started: float
+    """The same moment as ``time.time()``, for comparisons."""
+    mode: str
+
+    @classmethod
+    def of_this_process(cls, mode: LockMode) -> Holder:
+        now = time.time()
+        since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
+        return cls(os.getpid(), socket.gethostname(), command_line(), since, now, mode)
+
+    @classmethod
+    def read(cls, path: Path) -> Holder | None:
+        """The holder recorded in ``path``; None when the file is gone or garbled (a half-written record
+        of a killed process)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            return cls(**{name: data[name] for name in cls.__dataclass_fields__})
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def is_running(self) -> bool | None:
+        """Whether the process still runs: known only on its own host (None elsewhere)."""
+        if self.host != socket.gethostname():
+            return None
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True  # it exists, under another user
+        return True
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host} since {self.since} ({self.command})"
+
+
+def _record_path(folder: Path, holder: Holder) -> Path:
+    return folder / HOLDERS_DIR / f"{holder.host}.{holder.pid}.json"
+
+
+def _recorded(folder: Path) -> list[tuple[Path, Holder | None]]:
+    holders_dir = folder / HOLDERS_DIR
+    if not holders_dir.is_dir():
+        return []
+    return [(path, Holder.read(path)) for path in sorted(holders_dir.glob("*.json"))]
+
+
+def _busy_message(folder: Path) -> str:
+    """Who holds ``folder``: the earliest live holder (writers first), or the exited process whose
+    children still hold the lock (a worker forked before it died inherits the lock)."""
+    holders = [h for _, h in _recorded(folder) if h is not None]
+    live = sorted(
+        (h for h in holders if h.is_running() is not False), key=lambda h: (h.mode != "write", h.started)
+    )
+    if live:
+        first = live[0]
+        others = f" (and {len(live) - 1} other process(es))" if len(live) > 1 else ""
+        return f"{folder} is being {_VERB.get(first.mode, 'used')} by {first.describe()}{others}"
+    if holders:
+        first = min(holders, key=lambda h: h.started)
+        return (
+            f"{folder} is locked by processes that {first.describe()} started before it exited; "
+            f"stop them (`lsof {folder / LOCK_NAME}` lists them)"
+        )
+    return f"{folder} is in use by another lyre process"
+
+
+class IndexLock:
+    """The long lock on one index folder, held by this process (see the module docstring for modes)."""
+
+    def __init__(self, folder: Path, mode: LockMode, fd: int | None) -> None:
+        self.folder = folder
+        self.mode: LockMode = mode
+        self._fd = fd
+        self.holder = Holder.of_this_process(mode)
+        self._depth = 1
+
+    def _take(self, wait: bool) -> None:
+        """flock in this lock's mode: at once, or (``wait``) after one status line naming the holder."""
+        if self._fd is None:
+            return
+        operation = fcntl.LOCK_SH if self.mode in ("read", "slice") else fcntl.LOCK_EX
+        try:
+            fcntl.flock(self._fd, operation | fcntl.LOCK_NB)
+        except BlockingIOError:
+            message = _busy_message(self.folder)
+            if not wait:
+                raise LockedError(f"{message}; wait for it, or pass {opt('wait')}") from None
+            progress.say(f"{message}; waiting until it finishes")
+            fcntl.flock(self._fd, operation)
+        except OSError as error:
+            if error.errno not in _NO_LOCKS:
+                raise
+            progress.say(
+                f"{self.folder}: this file system does not support locks; "
+                "make sure no other lyre command writes this index at the same time"
+            )
+        self.holder = Holder.of_this_process(self.mode)
+        self._after_taking()
+
+    def _after_taking(self) -> None:
+        """Remove records of holders that are gone (all others, once exclusive), sweep temporaries when
+        exclusive, and record this process as the holder."""
+        exclusive = self.mode == "write"
+        for path, holder in _recorded(self.folder):
+            if holder is not None and (holder.pid, holder.host) == (self.holder.pid, self.holder.host):
+                continue
+            if holder is not None and not exclusive and holder.is_running() is not False:
+                continue
+            with contextlib.suppress(OSError):
+                path.unlink()
+            if holder is not None and holder.mode != "read":
+                progress.say(
+                    f"{self.folder}: taking over the lock of {holder.describe()}, "
+                    "which stopped without releasing it"
+                )
+        if exclusive:
+            swept = sweep_stale_temps(self.folder, older_than=self.holder.started)
+            if swept.paths:
+                progress.say(swept.summary(self.folder))
+        self._write_record()
+
+    def _write_record(self) -> None:
+        from basics.atomic import write_json_atomic
+
+        try:
+            write_json_atomic(_record_path(self.folder, self.holder), asdict(self.holder))
+        except LyreError:
+            if self.mode != "read":
+                raise  # a reader of a folder it cannot write simply goes unrecorded
+
+    def promote(self) -> None:
+        """Turn a slice lock into the write lock (a slice that found every chunk encoded goes on to build
+        the dense index, which replaces files), waiting for the other holders to finish. It always waits:
+        flock drops the shared lock before taking the exclusive one, so a refusal would leave none."""
+        if self.mode == "write":
+            return
+        if self.mode == "read":
+            raise ValueError(f"{self.folder}: a read lock cannot become a write lock; take a write lock")
+        self.mode = "write"
+        self._take(wait=True)
+
+    def release(self) -> None:
+        """Drop the record, then the lock (in that order: a recorded holder always holds the lock)."""
+        with contextlib.suppress(OSError):
+            _record_path(self.folder, self.holder).unlink()
+        if self._fd is not None:
+            os.close(self._fd)  # closing the last descriptor releases the flock
+            self._fd = None
+
+
+_held: dict[Path, IndexLock] = {}
+_held_guard = threading.Lock()
+
+
+def _open_lock_file(folder: Path, mode: LockMode) -> int | None:
+    """The descriptor to flock. Writers create the folder and the file; a reader that cannot create the
+    file opens it read-only, or goes without a lock in a folder no one can write."""
+    path = folder / LOCK_NAME
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
+    if mode != "read":
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            return os.open(path, flags, 0o666)
+        except OSError as error:
+            raise write_error(folder, error) from None
+    try:
+        return os.open(path, flags, 0o666)
+    except OSError:
+        try:
+            return os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            return None
+
+
+@contextlib.contextmanager
+def index_lock(folder: str | Path, mode: LockMode = "write", *, wait: bool = False) -> Iterator[IndexLock]:
+    """Hold ``folder``'s long lock in ``mode`` for the block.
+
+    Refused at once with one line naming the holder (:class:`LockedError`), or, with ``wait``, after a
+    status line, when the holder is done. Reentrant within a process: a command that already holds the
+    write lock (the stage runner) may call functions that take it again (ingest).
+    """
+    folder = Path(folder)
+    key = Path(os.path.abspath(folder))
+    with _held_guard:
+        held = _held.get(key)
+    if held is not None:
+        if held.mode != "write" and held.mode != mode:
+            raise ValueError(f"{folder}: this process holds a {held.mode} lock and asked for a {mode} lock")
+        held._depth += 1
+        try:
+            yield held
+        finally:
+            held._depth -= 1
+        return
+    if mode == "read" and not folder.is_dir():
+        raise LyreError(f"{folder}: no such index folder; check the path or build it with `lyre index`")
+    lock = IndexLock(folder, mode, _open_lock_file(folder, mode))
+    try:
+        lock._take(wait)
+    except BaseException:
+        lock.release()
+        raise
+    with _held_guard:
+        _held[key] = lock
+    try:
+        yield lock
+    finally:
+        with _held_guard:
+            _held.pop(key, None)
+        lock.release()
+
+
+_manifest_guard = threading.RLock()
+_manifest_depth: dict[Path, int] = {}
+
+
+@contextlib.contextmanager
+def manifest_update(folder: str | Path) -> Iterator[None]:
+    """Hold ``folder``'s short manifest lock for one read-modify-write of ``manifest.json``.
+
+    Always waits (updates take milliseconds). Reentrant within a process (``invalidate`` clears several
+    stages), and threads of one process are serialised too, since flock alone would not separate them.
+    """
+    folder = Path(folder)
+    key = Path(os.path.abspath(folder))
+    with _manifest_guard:
+        if _manifest_depth.get(key):
+            _manifest_depth[key] += 1
+            try:
+                yield
+            finally:
+                _manifest_depth[key] -= 1
+            return
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / MANIFEST_LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+        except OSError as error:
+            raise write_error(folder, error) from None
+        try:
+            with contextlib.suppress(OSError):  # no lock support: the write lock still guards writers
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            _manifest_depth[key] = 1
+            try:
+                yield
+            finally:
+                _manifest_depth.pop(key, None)
+        finally:
+            os.close(fd)
