@@ -12,6 +12,7 @@ import gzip
 import io
 import json
 import re
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,14 +21,36 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from basics.errors import InputError, LyreError
+from basics.errors import InputError, LyreError, opt
+from formats.irds import irds_corpus_file, irds_id
 from formats.records import Document
 
 ID_FIELDS = ("_id", "id", "docid", "doc_id", "docno", "pid")
 TEXT_FIELDS = ("text", "contents", "body", "content", "passage", "abstract")
 TITLE_FIELDS = ("title",)
 _WHITESPACE = re.compile(r"\s")
-_SKIP_HINT = "or pass --on-error skip to skip such records"
+_SKIP_HINT = f"or pass {opt('on_error')} skip to skip such records"
+_MAP_COLUMNS = (
+    f"map columns with {opt('id_field')}/{opt('title_field')}/{opt('text_field')} "
+    "(column numbers, 1-based, as in cut -f)"
+)
+GZIP_ERRORS = (EOFError, gzip.BadGzipFile, zlib.error)
+"""What reading a damaged .gz raises: truncated (EOFError), not gzip or a bad CRC (BadGzipFile), corrupt
+deflate data (zlib.error)."""
+
+
+def gzip_error(path: Path, line: int, error: Exception) -> InputError:
+    """One line for a damaged .gz file, located at the line being read when the damage was met (the
+    lines before it were read correctly)."""
+    fix = f"copy or download the file again (`gzip -t {path}` tests it)"
+    if isinstance(error, EOFError):
+        problem = "the gzip data ends early (the file is truncated)"
+    elif isinstance(error, gzip.BadGzipFile) and "Not a gzipped file" in str(error):
+        problem = "not gzip data, although the file is read as .gz"
+        fix = "rename it without .gz, or compress it with gzip"
+    else:
+        problem = f"corrupt gzip data ({error})"
+    return InputError(path, line, problem, fix)
 
 
 def json_object(line: str) -> dict[str, Any]:
@@ -60,7 +83,10 @@ class FieldMapping:
 
 
 def corpus_file(path: str | Path) -> Path:
-    """The file to read for ``path``: the path itself, or a BEIR folder's corpus.jsonl(.gz)."""
+    """The file to read for ``path``: the path itself, a BEIR folder's corpus.jsonl(.gz), or the JSONL
+    export of an ``irds:`` id's documents (``formats/irds.py``)."""
+    if irds_id(path) is not None:
+        return irds_corpus_file(path)
     path = Path(path)
     if path.is_dir():
         for name in ("corpus.jsonl", "corpus.jsonl.gz"):
@@ -91,8 +117,11 @@ def detect_format(path: str | Path) -> str:
         return "parquet"
     gz = head.startswith(b"\x1f\x8b")
     if gz:
-        with gzip.open(path, "rb") as handle:
-            head = handle.read(4096)
+        try:
+            with gzip.open(path, "rb") as handle:
+                head = handle.read(4096)
+        except GZIP_ERRORS as error:
+            raise gzip_error(path, 1, error) from None
     first = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1]
     if first == b"{":
         return "jsonl.gz" if gz else "jsonl"
@@ -112,7 +141,7 @@ def _pick(
             raise InputError(
                 *where,
                 f"no {what} field {override!r} (fields: {', '.join(names)})",
-                f"pass --{what}-field NAME",
+                f"pass {opt(what + '_field')} NAME",
             )
         return override
     for candidate in candidates:
@@ -121,7 +150,7 @@ def _pick(
     raise InputError(
         *where,
         f"cannot guess the {what} field (fields: {', '.join(names)})",
-        f"pass --{what}-field NAME",
+        f"pass {opt(what + '_field')} NAME",
     )
 
 
@@ -143,10 +172,39 @@ def guess_mapping(
     return FieldMapping(id_name, title_name, text_name)
 
 
+class _GzipChunks(io.RawIOBase):
+    """A .gz stream read in large blocks that hands over what it decompressed before any damage.
+
+    ``BufferedReader(GzipFile)`` asks for a full 1 MiB block and loses the block when the stream breaks
+    inside it, so a truncated file fails at its first line; ``read1`` returns what is there, so every
+    complete line before the damage is read and the error names the line actually reached."""
+
+    def __init__(self, gz: gzip.GzipFile) -> None:
+        self._gz = gz
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._gz.read1(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
 def _as_text(value: Any) -> str:
     if value is None:
         return ""
     return value if isinstance(value, str) else str(value)
+
+
+def _structured(value: Any) -> str | None:
+    """``"list"`` or ``"object"`` for a JSON/Parquet value that is not one piece of text, else None.
+
+    Such a value is refused rather than joined: the right separator (paragraphs? sentences? passages
+    meant as separate documents?) is the user's choice, and ``str()`` would index its Python repr."""
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return "object" if isinstance(value, dict) else None
 
 
 class CorpusReader:
@@ -168,6 +226,7 @@ class CorpusReader:
         self._raw: BinaryIO | None = None
         self._bytes_read = 0
         self._rows_read = 0
+        self._lines_read = 0
 
     @property
     def size(self) -> tuple[int, str]:
@@ -221,31 +280,41 @@ class CorpusReader:
         with open(self.path, "rb") as raw:
             self._raw = raw
             if self.format.endswith(".gz"):
-                handle: BinaryIO = io.BufferedReader(gzip.GzipFile(fileobj=raw), buffer_size=1 << 20)
+                gz = _GzipChunks(gzip.GzipFile(fileobj=raw))
+                handle: BinaryIO = io.BufferedReader(gz, buffer_size=1 << 20)  # type: ignore[assignment]
             else:
                 handle = raw
             parse = self._json_record if self.format.startswith("jsonl") else self._tsv_record
-            for number, data in enumerate(handle, start=1):
-                self._bytes_read += len(data)
-                if number == 1:
-                    data = data.removeprefix(b"\xef\xbb\xbf")
-                if number == self._header_line:
-                    continue
-                try:
-                    line = data.decode("utf-8")
-                except UnicodeDecodeError as error:
-                    self.problem(
-                        number,
-                        "invalid_utf8",
-                        f"invalid UTF-8 (byte {error.start + 1} of the line)",
-                        f"re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), {_SKIP_HINT}",
-                    )
-                    continue
-                if not line.strip():
-                    continue
-                doc = parse(number, line)
-                if doc is not None:
-                    yield number, doc
+            try:
+                yield from self._parse_lines(handle, parse)
+            except GZIP_ERRORS as error:
+                raise gzip_error(self.path, self._lines_read + 1, error) from None
+
+    def _parse_lines(
+        self, handle: BinaryIO, parse: Callable[[int, str], Document | None]
+    ) -> Iterator[tuple[int, Document]]:
+        for number, data in enumerate(handle, start=1):
+            self._lines_read = number
+            self._bytes_read += len(data)
+            if number == 1:
+                data = data.removeprefix(b"\xef\xbb\xbf")
+            if number == self._header_line:
+                continue
+            try:
+                line = data.decode("utf-8")
+            except UnicodeDecodeError as error:
+                self.problem(
+                    number,
+                    "invalid_utf8",
+                    f"invalid UTF-8 (byte {error.start + 1} of the line)",
+                    f"re-encode the file as UTF-8 (e.g. iconv -f latin1 -t utf-8), {_SKIP_HINT}",
+                )
+                continue
+            if not line.strip():
+                continue
+            doc = parse(number, line)
+            if doc is not None:
+                yield number, doc
 
     def _check_id(self, number: int, docid: str) -> bool:
         if not docid:
@@ -268,20 +337,44 @@ class CorpusReader:
             self.problem(number, "malformed", str(error), f"fix the line, {_SKIP_HINT}")
             return None
         mapping = self.mapping
+        if not self._texts_are_plain(number, record):
+            return None
         docid = _as_text(record.get(mapping.id_field))
         if not self._check_id(number, docid):
             return None
         title = _as_text(record.get(mapping.title_field)) if mapping.title_field else ""
         return Document(docid, title, _as_text(record.get(mapping.text_field)))
 
+    def _texts_are_plain(self, number: int, record: dict[str, Any]) -> bool:
+        """False (after raising or counting) when the id, title or text field holds a list or object."""
+        mapping = self.mapping
+        for role, name in (
+            ("id", mapping.id_field),
+            ("title", mapping.title_field),
+            ("text", mapping.text_field),
+        ):
+            kind = _structured(record.get(name)) if name else None
+            if kind is not None:
+                self.problem(
+                    number,
+                    "non_text_field",
+                    f"the {role} field {name!r} is a {kind}, not a string",
+                    f"join it into one string first (e.g. jq -c '.{name} |= join(\" \")'), "
+                    f"map another field with {opt(role + '_field')}, {_SKIP_HINT}",
+                )
+                return False
+        return True
+
     def _tsv_record(self, number: int, line: str) -> Document | None:
-        fields = line.rstrip("\r\n").split("\t", self._tsv_columns - 1)
+        fields = line.rstrip("\r\n").split("\t")
         if len(fields) != self._tsv_columns:
+            more = len(fields) > self._tsv_columns
             self.problem(
                 number,
                 "malformed",
                 f"expected {self._tsv_columns} TAB-separated fields, found {len(fields)}",
-                f"fix the line, {_SKIP_HINT}",
+                (f"remove the TABs inside the text, or {_MAP_COLUMNS}, " if more else "fix the line, ")
+                + _SKIP_HINT,
             )
             return None
         mapping = self.mapping
@@ -310,6 +403,11 @@ class CorpusReader:
             for docid, title, text in zip(ids, titles, texts, strict=True):
                 number += 1
                 self._rows_read = number
+                if not self._texts_are_plain(
+                    number,
+                    {mapping.id_field: docid, mapping.title_field or "": title, mapping.text_field: text},
+                ):
+                    continue
                 docid = _as_text(docid)
                 if self._check_id(number, docid):
                     yield number, Document(docid, _as_text(title), _as_text(text))
@@ -318,15 +416,19 @@ class CorpusReader:
 def _first_line(path: Path, fmt: str) -> tuple[int, str | None]:
     """The first non-blank line and its number (None for an empty file), for guessing fields."""
     opener = gzip.open if fmt.endswith(".gz") else open
-    with opener(path, "rb") as handle:
-        for number, data in enumerate(handle, start=1):
-            data = data.removeprefix(b"\xef\xbb\xbf") if number == 1 else data
-            try:
-                line = data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise InputError(path, number, "invalid UTF-8", "re-encode the file as UTF-8") from None
-            if line.strip():
-                return number, line.rstrip("\r\n")
+    number = 0
+    try:
+        with opener(path, "rb") as handle:
+            for number, data in enumerate(handle, start=1):
+                data = data.removeprefix(b"\xef\xbb\xbf") if number == 1 else data
+                try:
+                    line = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InputError(path, number, "invalid UTF-8", "re-encode the file as UTF-8") from None
+                if line.strip():
+                    return number, line.rstrip("\r\n")
+    except GZIP_ERRORS as error:
+        raise gzip_error(path, number + 1, error) from None
     return 0, None
 
 
@@ -376,7 +478,7 @@ def open_corpus(
                 file,
                 number,
                 f"{len(fields)} TAB-separated columns; expected id<TAB>text or id<TAB>title<TAB>text",
-                "pass --id-field/--title-field/--text-field as column numbers (1-based)",
+                _MAP_COLUMNS,
             )
         default_title = "2" if len(fields) == 3 else None
         mapping = FieldMapping(

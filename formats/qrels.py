@@ -9,13 +9,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from basics.errors import InputError, LyreError
+from formats.irds import irds_id, read_irds_qrels
 from formats.records import Qrel
 
 _HEADER_FIRST = {"query-id", "query_id", "qid", "query", "topic"}
 
 
 def read_qrels(path: str | Path) -> list[Qrel]:
-    """All judgments of ``path`` in file order (BEIR TSV with a header line, or TREC 4-column qrels)."""
+    """All judgments of ``path`` in file order (BEIR TSV with a header line, or TREC 4-column qrels);
+    ``path`` may be an ``irds:`` id (``formats/irds.py``)."""
+    if irds_id(path) is not None:
+        return read_irds_qrels(path)
     path = Path(path)
     if not path.is_file():
         raise LyreError(f"{path}: no such qrels file; check the path")

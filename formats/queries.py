@@ -1,5 +1,11 @@
 """Query files: TSV (``qid<TAB>text``), JSONL (BEIR ``_id/text``, ``qid/query``), TREC topics, Parquet.
 
+TREC topics come in two shapes: classic SGML (``<top>`` blocks, TREC 1-8, Robust) and XML (``<topic
+number="..." type="...">`` with ``<query>``, ``<question>``/``<description>``, ``<narrative>``, as the
+Web tracks and TREC-COVID distribute them). The topic field option reads either: ``title`` is the short
+query (``<title>`` or ``<query>``), ``desc`` the sentence (``<desc>``, ``<question>`` or
+``<description>``), ``title+desc`` both.
+
 Every problem is reported as ``file:line`` with the fix. Duplicate query ids are errors, because a run
 keyed by query id would silently merge their results.
 """
@@ -7,13 +13,15 @@ keyed by query id would silently merge their results.
 from __future__ import annotations
 
 import gzip
+import html
 import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from basics.errors import InputError, LyreError
-from formats.corpus import json_object
+from basics.errors import InputError, LyreError, opt
+from formats.corpus import GZIP_ERRORS, gzip_error, json_object
+from formats.irds import irds_id, read_irds_queries
 from formats.records import Query
 
 TOPIC_FIELDS = ("title", "desc", "title+desc")
@@ -22,18 +30,23 @@ TEXT_FIELDS = ("text", "query", "title", "question")
 _TSV_HEADER_QIDS = {"qid", "query_id", "query-id", "id", "_id", "topic", "topic_id"}
 _WHITESPACE = re.compile(r"\s")
 _TOPIC_TAG = re.compile(r"<(/?)(top|num|title|desc|narr)>", re.IGNORECASE)
+_SGML_FIELDS = {"title": ("title",), "desc": ("desc",)}
 _PREFIXES = {"num": "number:", "title": "topic:", "desc": "description:", "narr": "narrative:"}
 
 
 def _lines(path: Path) -> Iterator[tuple[int, str]]:
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        for number, data in enumerate(handle, start=1):
-            try:
-                line = data.decode("utf-8")
-            except UnicodeDecodeError:
-                raise InputError(path, number, "invalid UTF-8", "re-encode the file as UTF-8") from None
-            yield number, line.removeprefix("\ufeff").rstrip("\r\n")
+    number = 0
+    try:
+        with opener(path, "rb") as handle:
+            for number, data in enumerate(handle, start=1):
+                try:
+                    line = data.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise InputError(path, number, "invalid UTF-8", "re-encode the file as UTF-8") from None
+                yield number, line.removeprefix("\ufeff").rstrip("\r\n")
+    except GZIP_ERRORS as error:
+        raise gzip_error(path, number + 1, error) from None
 
 
 def _detect(path: Path) -> str:
@@ -46,6 +59,8 @@ def _detect(path: Path) -> str:
             continue
         if stripped.lower().startswith("<top>"):
             return "trec"
+        if stripped.startswith("<"):
+            return "trec-xml"
         return "jsonl" if stripped.startswith("{") else "tsv"
     raise InputError(path, None, "the query file is empty", "pass a file with one query per line")
 
@@ -67,11 +82,19 @@ def _tsv(path: Path) -> Iterator[tuple[int, Query]]:
     for number, line in _lines(path):
         if not line.strip():
             continue
-        fields = line.split("\t", 1)
+        fields = line.split("\t")
         if first:
             first = False
             if fields[0].strip().lower() in _TSV_HEADER_QIDS:
                 continue
+        if len(fields) > 2:
+            raise InputError(
+                path,
+                number,
+                f"{len(fields)} TAB-separated columns; expected qid<TAB>text",
+                f"keep only the id and text columns (e.g. cut -f1,{len(fields)} {path}), "
+                "or remove the TABs inside the text",
+            )
         if len(fields) != 2:
             raise InputError(path, number, "expected qid<TAB>text", "separate the id and the text by a TAB")
         yield number, _checked(path, number, fields[0].strip(), fields[1])
@@ -97,7 +120,13 @@ def _jsonl(path: Path) -> Iterator[tuple[int, Query]]:
                 f"no query id or text field (fields: {', '.join(record)})",
                 f"use one of {'/'.join(QID_FIELDS)} and {'/'.join(TEXT_FIELDS)}",
             )
-        yield number, _checked(path, number, str(record[qid_name]), str(record[text_name] or ""))
+        text = record[text_name]
+        if isinstance(text, (list, dict)):
+            kind = "list" if isinstance(text, list) else "object"
+            raise InputError(
+                path, number, f"the text field {text_name!r} is a {kind}, not a string", "make it one string"
+            )
+        yield number, _checked(path, number, str(record[qid_name]), str(text or ""))
 
 
 def _topic_value(tag: str, raw: str) -> str:
@@ -125,7 +154,7 @@ def _trec(path: Path, topic_field: str) -> Iterator[tuple[int, Query]]:
         elif tag == "top" and closing:
             if block_start is None:
                 raise InputError(path, line, "</top> without <top>", "fix the topic file")
-            yield block_start, _topic_query(path, block_start, fields, topic_field)
+            yield block_start, _topic_query(path, block_start, fields, topic_field, _SGML_FIELDS)
             block_start = None
         elif not closing:
             if block_start is None:
@@ -135,12 +164,57 @@ def _trec(path: Path, topic_field: str) -> Iterator[tuple[int, Query]]:
         raise InputError(path, block_start, "<top> is never closed", "add </top>")
 
 
-def _topic_query(path: Path, line: int, fields: dict[str, str], topic_field: str) -> Query:
+_XML_TOPIC = re.compile(r"<topic\b([^>]*)>(.*?)</topic\s*>", re.IGNORECASE | re.DOTALL)
+_XML_NUMBER = re.compile(r"""\b(?:number|id)\s*=\s*["']([^"']*)["']""", re.IGNORECASE)
+_XML_FIELDS = {"title": ("query", "title"), "desc": ("question", "description", "desc")}
+"""XML elements read for each topic field, first present wins (``<query>`` in Web/COVID, ``<title>``
+in some conversions; ``<question>`` in TREC-COVID, ``<description>`` in the Web tracks)."""
+
+
+def _xml_element(body: str, names: tuple[str, ...]) -> str:
+    for name in names:
+        match = re.search(rf"<{name}\b[^>]*>(.*?)</{name}\s*>", body, re.IGNORECASE | re.DOTALL)
+        if match:
+            text = re.sub(r"<!\[CDATA\[(.*?)\]\]>", r"\1", match.group(1), flags=re.DOTALL)
+            return " ".join(html.unescape(text).split())
+    return ""
+
+
+def _trec_xml(path: Path, topic_field: str) -> Iterator[tuple[int, Query]]:
+    """XML topics: ``<topic number="N" ...>`` elements anywhere in the file (under any root, or none),
+    read with regular expressions rather than an XML parser, because distributed topic files often
+    hold bare ``&`` and several roots; entities are still decoded."""
+    text = "\n".join(line for _, line in _lines(path))
+    found = False
+    for match in _XML_TOPIC.finditer(text):
+        found = True
+        line = text.count("\n", 0, match.start()) + 1
+        number = _XML_NUMBER.search(match.group(1))
+        qid = number.group(1).strip() if number else _xml_element(match.group(2), ("number", "num"))
+        if not qid:
+            raise InputError(path, line, "<topic> without a number attribute", 'add number="..." to it')
+        fields = {"num": qid}
+        for name, elements in _XML_FIELDS.items():
+            fields[name] = _xml_element(match.group(2), elements)
+        yield line, _topic_query(path, line, fields, topic_field, _XML_FIELDS)
+    if not found:
+        raise InputError(
+            path,
+            None,
+            "no <topic> elements found",
+            "pass TREC topics (<top> or <topic number=...>), TSV or JSONL",
+        )
+
+
+def _topic_query(
+    path: Path, line: int, fields: dict[str, str], topic_field: str, elements: dict[str, tuple[str, ...]]
+) -> Query:
     qid = fields.get("num", "")
     parts = ["title", "desc"] if topic_field == "title+desc" else [topic_field]
     missing = [p for p in parts if not fields.get(p)]
     if qid and missing:
-        raise InputError(path, line, f"topic {qid} has no <{missing[0]}>", "pick another --topic-field")
+        names = " or ".join(f"<{name}>" for name in elements[missing[0]])
+        raise InputError(path, line, f"topic {qid} has no {names}", f"pick another {opt('topic_field')}")
     return _checked(path, line, qid, " ".join(fields[p] for p in parts))
 
 
@@ -162,15 +236,21 @@ def _parquet(path: Path) -> Iterator[tuple[int, Query]]:
 def read_queries(
     path: str | Path, *, topic_field: str = "title", only_ids: set[str] | None = None
 ) -> list[Query]:
-    """All queries of ``path`` in file order (only those in ``only_ids`` when given, e.g. qrels ids)."""
-    path = Path(path)
+    """All queries of ``path`` in file order (only those in ``only_ids`` when given, e.g. qrels ids);
+    ``path`` may be an ``irds:`` id (``formats/irds.py``)."""
     if topic_field not in TOPIC_FIELDS:
         raise LyreError(f"unknown topic field {topic_field!r}; use one of {', '.join(TOPIC_FIELDS)}")
+    if irds_id(path) is not None:
+        return [q for q in read_irds_queries(path, topic_field) if only_ids is None or q.qid in only_ids]
+    path = Path(path)
     if not path.is_file():
         raise LyreError(f"{path}: no such query file; check the path")
     fmt = _detect(path)
     records = {"tsv": _tsv, "jsonl": _jsonl, "parquet": _parquet}.get(fmt)
-    items = _trec(path, topic_field) if records is None else records(path)
+    if records is not None:
+        items = records(path)
+    else:
+        items = _trec_xml(path, topic_field) if fmt == "trec-xml" else _trec(path, topic_field)
     queries: list[Query] = []
     seen: dict[str, int] = {}
     for line, query in items:

@@ -5,6 +5,9 @@ Conventions, chosen to match ``trec_eval -c`` and stated once here:
 - Averages are taken over every query id in the qrels. A qrels query that a run does not answer counts
   as 0 for every measure (ir-measures' default: its evaluator fills such queries with the measure's
   default, 0). Run queries absent from the qrels are ignored (unjudged, as trec_eval does).
+- A run that is empty, or whose queries are all unjudged, scores 0 everywhere: such a table is almost
+  always a mistake (another query set, ids with a prefix), so it comes with a one-line warning on stderr
+  (kept in ``EvalTable.warnings`` for ``--json``), and the table is still printed.
 - Each query's documents are ranked in trec_eval's order (score descending, ties by docid descending),
   and that order is handed to ir-measures as strictly decreasing scores, so every ir-measures provider
   (pytrec_eval, msmarco, judged) sees the same ranking whatever its own tie-breaking.
@@ -12,8 +15,9 @@ Conventions, chosen to match ``trec_eval -c`` and stated once here:
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +40,7 @@ class EvalTable:
     num_queries: int
     means: dict[str, dict[str, float]]
     per_query: dict[str, dict[str, dict[str, float]]] | None = None
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,6 +70,21 @@ def _trec_eval_ranking(run: Run, judged_qids: dict[str, Any]) -> Run:
     return ranked
 
 
+def unjudged_warning(
+    run_path: str | Path, run: Run, qrels_path: str | Path, qrels: dict[str, Any]
+) -> str | None:
+    """Why ``run`` scores 0 on every measure, when it is empty or judged on none of its queries."""
+    if not run:
+        return f"{run_path}: the run is empty; every measure is 0"
+    if not any(qid in qrels for qid in run):
+        example = next(iter(run))
+        return (
+            f"{run_path}: none of its {len(run)} queries is judged in {qrels_path} (e.g. query {example!r}); "
+            "every measure is 0; check that the run and the qrels are for the same queries"
+        )
+    return None
+
+
 def evaluate_run(
     qrels: dict[str, dict[str, int]], run: Run, measures: list[Any]
 ) -> dict[str, dict[str, float]]:
@@ -92,8 +112,14 @@ def evaluate(
     qrels = qrels_dict(read_qrels(qrels_path))
     means: dict[str, dict[str, float]] = {}
     details: dict[str, dict[str, dict[str, float]]] = {}
+    warnings = []
     for path in run_paths:
-        values = evaluate_run(qrels, read_run(path), parsed)
+        run = read_run(path)
+        warning = unjudged_warning(path, run, qrels_path, qrels)
+        if warning is not None:
+            print(f"warning: {warning}", file=sys.stderr)
+            warnings.append(warning)
+        values = evaluate_run(qrels, run, parsed)
         key = str(path)
         means[key] = {name: sum(v.get(name, 0.0) for v in values.values()) / len(values) for name in names}
         details[key] = values
@@ -104,6 +130,7 @@ def evaluate(
         num_queries=len(qrels),
         means=means,
         per_query=details if per_query else None,
+        warnings=warnings,
     )
 
 

@@ -1,5 +1,7 @@
 import gzip
 import json
+import re
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -66,16 +68,16 @@ def test_overrides_win_and_unknown_override_names_fields(tmp_path):
 
 def test_unguessable_id_field_asks_for_flag(tmp_path):
     path = _jsonl(tmp_path / "c.jsonl", [{"key": "a", "text": "t"}])
-    with pytest.raises(InputError, match="pass --id-field NAME"):
+    with pytest.raises(InputError, match="pass id_field NAME") as error:
         open_corpus(path)
+    assert error.value.options() == ["id_field"]  # the CLI shows it as the running command's flag
 
 
 def test_tsv_two_three_columns_header_and_gz(tmp_path):
-    (tmp_path / "two.tsv").write_text("0\tThe presence of\n1\tsecond\tpart\n", encoding="utf-8")
+    (tmp_path / "two.tsv").write_text("0\tThe presence of\n1\tsecond part\n", encoding="utf-8")
     docs, mapping = _read(tmp_path / "two.tsv")
-    assert mapping == FieldMapping("1", None, "2")
-    # MS MARCO collection.tsv: two columns (from the first line); a later TAB stays in the text.
-    assert docs == [Document("0", "", "The presence of"), Document("1", "", "second\tpart")]
+    assert mapping == FieldMapping("1", None, "2")  # MS MARCO collection.tsv: two columns
+    assert docs == [Document("0", "", "The presence of"), Document("1", "", "second part")]
 
     lines = "".join(f"{d.docid}\t{d.title}\t{d.text}\n" for d in DOCS)
     (tmp_path / "three.tsv").write_text(lines, encoding="utf-8")
@@ -141,7 +143,7 @@ def test_bad_record_fails_at_its_line_or_is_skipped(tmp_path, kind):
     with pytest.raises(InputError) as error:
         list(open_corpus(path))
     assert str(error.value).startswith(f"{path}:3: {message}")
-    assert "--on-error skip" in str(error.value)
+    assert "on_error skip" in str(error.value)
     reader = open_corpus(path, on_error="skip")
     assert [d.docid for d in reader] == ["a", "z"]
     assert reader.skipped == {kind: 1}
@@ -202,3 +204,123 @@ def test_unique_ids_confirm_hash_collisions(monkeypatch):
     assert unique.check(["a", "b"], 0).tolist() == [-1, -1]
     # Every id collides; only the real duplicate is reported.
     assert unique.check(["c", "b"], 2).tolist() == [-1, 1]
+
+
+@pytest.mark.parametrize(("lines", "found"), [("a\tt\tx\nb\tt\tx\textra\n", 4), ("a\tx\nb\tx\tglued\n", 3)])
+def test_tsv_line_with_extra_columns_is_an_error_saying_how_to_map_columns(tmp_path, lines, found):
+    path = tmp_path / "c.tsv"
+    path.write_text(lines, encoding="utf-8")
+    with pytest.raises(InputError) as error:
+        list(open_corpus(path))
+    assert str(error.value) == (
+        f"{path}:2: expected {found - 1} TAB-separated fields, found {found}; "
+        "remove the TABs inside the text, or map columns with id_field/title_field/text_field "
+        "(column numbers, 1-based, as in cut -f), or pass on_error skip to skip such records"
+    )
+    assert [d.docid for d in open_corpus(path, on_error="skip")] == ["a"]
+
+
+def test_tsv_extra_columns_through_the_cli_name_the_flags(tmp_path, lyre):
+    path = tmp_path / "c.tsv"
+    path.write_text("a\tt\tx\nb\tt\tx\textra\n", encoding="utf-8")
+    result = lyre("--quiet", "ingest", path, "--out", tmp_path / "index", check=False)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: {path}:2: expected 3 TAB-separated fields, found 4; remove the TABs inside the text, or map "
+        "columns with --id-field/--title-field/--text-field (column numbers, 1-based, as in cut -f), "
+        "or pass --on-error skip to skip such records\n"
+    )
+
+
+def test_list_valued_text_is_an_error_not_its_python_repr(tmp_path):
+    path = _jsonl(tmp_path / "c.jsonl", [{"_id": "a", "text": "x"}, {"_id": "b", "text": ["p1", "p2"]}])
+    with pytest.raises(InputError) as error:
+        list(open_corpus(path))
+    assert str(error.value) == (
+        f"{path}:2: the text field 'text' is a list, not a string; join it into one string first "
+        """(e.g. jq -c '.text |= join(" ")'), map another field with text_field, """
+        "or pass on_error skip to skip such records"
+    )
+    reader = open_corpus(path, on_error="skip")
+    assert list(reader) == [Document("a", "", "x")]
+    assert reader.skipped == {"non_text_field": 1}
+    objects = _jsonl(tmp_path / "o.jsonl", [{"_id": "a", "title": {"en": "t"}, "text": "x"}])
+    with pytest.raises(InputError, match=r"o\.jsonl:1: the title field 'title' is a object, not a string"):
+        list(open_corpus(objects))
+
+
+def test_list_valued_parquet_column_is_an_error(tmp_path):
+    pq.write_table(pa.table({"id": ["a"], "text": [["p1", "p2"]]}), tmp_path / "c.parquet")
+    with pytest.raises(InputError, match=r"c\.parquet:1: the text field 'text' is a list, not a string"):
+        list(open_corpus(tmp_path / "c.parquet"))
+
+
+def _gz_corpus(path: Path, documents: int = 3000) -> bytes:
+    """A gzipped JSONL corpus whose lines differ (so the compressed stream is long); returns the text."""
+    text = "".join(
+        json.dumps({"_id": f"d{i}", "text": f"document {i} {i * 7919 % 10007}"}) + "\n"
+        for i in range(documents)
+    )
+    path.write_bytes(gzip.compress(text.encode(), mtime=0))
+    return text.encode()
+
+
+def test_truncated_gz_names_the_file_and_the_line_reached(tmp_path):
+    path = tmp_path / "c.jsonl.gz"
+    _gz_corpus(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    readable = zlib.decompressobj(wbits=31).decompress(path.read_bytes())
+    line = readable.count(b"\n") + 1  # the first line the truncation cut
+    reader = open_corpus(path)
+    read = []
+    with pytest.raises(InputError) as error:
+        for batch in reader.batches(100):
+            read.extend(doc for _, doc in batch)
+    assert str(error.value) == (
+        f"{path}:{line}: the gzip data ends early (the file is truncated); "
+        f"copy or download the file again (`gzip -t {path}` tests it)"
+    )
+    assert len(read) == line - 1  # every complete line before it was read
+
+
+def test_truncated_gz_through_the_cli_is_one_line_exit_2(tmp_path, lyre):
+    path = tmp_path / "c.jsonl.gz"
+    _gz_corpus(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    line = zlib.decompressobj(wbits=31).decompress(path.read_bytes()).count(b"\n") + 1
+    result = lyre("--quiet", "ingest", path, "--out", tmp_path / "index", check=False)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"error: {path}:{line}: the gzip data ends early (the file is truncated); "
+        f"copy or download the file again (`gzip -t {path}` tests it)\n"
+    )
+
+
+def test_a_file_named_gz_that_is_not_gzip(tmp_path):
+    path = _jsonl(tmp_path / "c.jsonl.gz", [{"_id": "a", "text": "x"}])  # plain text, .gz name
+    with pytest.raises(InputError) as error:
+        open_corpus(path)
+    assert str(error.value) == (
+        f"{path}:1: not gzip data, although the file is read as .gz; "
+        "rename it without .gz, or compress it with gzip"
+    )
+
+
+def test_gz_corrupted_mid_stream_names_the_line_reached(tmp_path):
+    path = tmp_path / "c.jsonl.gz"
+    text = _gz_corpus(path)
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 64] = bytes(64)  # a zeroed block inside the deflate stream
+    path.write_bytes(bytes(data))
+    with pytest.raises(InputError, match=rf"{re.escape(str(path))}:\d+: "):  # garbage, or the gzip check
+        list(open_corpus(path))
+    with pytest.raises(InputError) as error:  # skipping the garbage lines, the gzip check still stops it
+        list(open_corpus(path, on_error="skip"))
+    match = re.fullmatch(
+        rf"{re.escape(str(path))}:(\d+): corrupt gzip data \((.+)\); copy or download .*", str(error.value)
+    )
+    assert match is not None, str(error.value)
+    assert 1 < int(match.group(1)) <= text.count(b"\n")

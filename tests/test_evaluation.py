@@ -10,8 +10,6 @@ from formats.qrels import qrels_dict, read_qrels
 from formats.runs import rank_order, write_run
 from retrieval.evaluation import DEFAULT_MEASURES, evaluate, format_table
 
-SHARED = Path("/work/shared/data")
-
 
 def _qrels(tmp_path: Path) -> Path:
     path = tmp_path / "qrels.tsv"
@@ -61,13 +59,11 @@ def test_unknown_measure(tmp_path):
         evaluate(_qrels(tmp_path), [tmp_path / "x"], measures=["nDCG@ten"])
 
 
-def test_equals_pytrec_eval_on_scifact(tmp_path):
+def test_equals_pytrec_eval_on_scifact(tmp_path: Path, scifact: Path) -> None:
     """A run over the real SciFact test qrels: relevant docs mixed with other queries' relevant docs,
     scores from a seeded RNG rounded to 0.05 (so ties occur), 10% of the queries left unanswered."""
     pytrec_eval = pytest.importorskip("pytrec_eval")
-    qrels_path = SHARED / "scifact" / "qrels" / "test.tsv"
-    if not qrels_path.exists():
-        pytest.skip("shared BEIR data not present")
+    qrels_path = scifact / "qrels" / "test.tsv"
     qrels = qrels_dict(read_qrels(qrels_path))
     pool = sorted({d for docs in qrels.values() for d in docs})
     rng = np.random.default_rng(7)
@@ -97,3 +93,27 @@ def test_equals_pytrec_eval_on_scifact(tmp_path):
     for name in DEFAULT_MEASURES:  # trec_eval -c: the mean over all 300 judged queries
         assert table.means[str(path)][name] == pytest.approx(sum(ours[q].get(name, 0.0) for q in qrels) / 300)
     assert table.num_queries == 300
+
+
+def test_eval_warns_when_no_run_query_is_judged_and_still_prints(tmp_path, lyre):
+    qrels = _qrels(tmp_path)
+    run = tmp_path / "other.run"
+    write_run(run, {"x1": {"a": 1.0}, "x2": {"b": 1.0}}, "t", {})
+    result = lyre("eval", qrels, run, "--measures", "RR@10", check=False)
+    assert result.returncode == 0
+    assert result.stderr == (
+        f"warning: {run}: none of its 2 queries is judged in {qrels} (e.g. query 'x1'); every measure is 0; "
+        "check that the run and the qrels are for the same queries\n"
+    )
+    assert result.stdout.splitlines()[1].split() == [str(run), "0.0000"]
+
+
+def test_eval_warns_on_an_empty_run_and_records_the_warning(tmp_path, lyre):
+    qrels = _qrels(tmp_path)
+    empty, good = tmp_path / "empty.run", tmp_path / "good.run"
+    empty.write_text("", encoding="utf-8")
+    write_run(good, {"q1": {"a": 1.0}}, "t", {})
+    result = lyre("eval", qrels, empty, good, "--measures", "RR@10", "--json", check=False)
+    assert result.returncode == 0
+    assert result.stderr == f"warning: {empty}: the run is empty; every measure is 0\n"  # good.run: no word
+    assert json.loads(result.stdout)["warnings"] == [f"{empty}: the run is empty; every measure is 0"]

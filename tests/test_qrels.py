@@ -6,7 +6,6 @@ from basics.errors import InputError
 from formats.qrels import qrels_dict, read_qrels
 from formats.records import Qrel
 
-SHARED = Path("/work/shared/data")
 EXPECTED = [Qrel("q1", "d1", 1), Qrel("q1", "d2", 0), Qrel("q2", "d1", 2)]
 
 
@@ -43,8 +42,6 @@ def test_errors_name_file_and_line(tmp_path, content, message):
     assert str(error.value).startswith(str(path) + message)
 
 
-def test_shared_scifact_test_qrels():
-    if not (SHARED / "scifact").exists():
-        pytest.skip("shared BEIR data not present")
-    qrels = read_qrels(SHARED / "scifact" / "qrels" / "test.tsv")
+def test_shared_scifact_test_qrels(scifact: Path) -> None:
+    qrels = read_qrels(scifact / "qrels" / "test.tsv")
     assert len(qrels) == 339 and len(qrels_dict(qrels)) == 300

@@ -1,0 +1,82 @@
+"""Paired significance tests over per-query differences, selected by name (``--test``).
+
+Every test takes the per-query differences ``run - baseline`` (one value per qrels query, paired by query
+id before they get here) and answers a two-sided p-value for "the mean difference is 0", plus a confidence
+interval of the mean difference. The registry lets the CLI list the tests and the comparison code call
+them without knowing each one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from basics.errors import LyreError
+from retrieval.significance import bootstrap, randomization, t_test, wilcoxon
+
+PValue = Callable[..., float]
+Interval = Callable[..., tuple[float, float]]
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """One test: its p-value function, the interval it reports, and how the table footer describes it."""
+
+    name: str
+    p_value: PValue
+    interval: Interval
+    summary: str
+    interval_summary: str
+    resamples: bool
+    """Whether ``samples`` and ``seed`` matter (a Monte Carlo p-value or interval)."""
+
+
+SIGNIFICANCE_TESTS: dict[str, PairedTest] = {
+    "t": PairedTest(
+        "t", t_test.p_value, t_test.interval, "paired Student t-test", "Student t interval", False
+    ),
+    "randomization": PairedTest(
+        "randomization",
+        randomization.p_value,
+        bootstrap.interval,
+        "paired randomization test (random sign flips of the differences)",
+        "bootstrap percentile interval",
+        True,
+    ),
+    "bootstrap": PairedTest(
+        "bootstrap",
+        bootstrap.p_value,
+        bootstrap.interval,
+        "paired bootstrap test (resampling the centred differences)",
+        "bootstrap percentile interval",
+        True,
+    ),
+    "wilcoxon": PairedTest(
+        "wilcoxon",
+        wilcoxon.p_value,
+        bootstrap.interval,
+        "Wilcoxon signed-rank test (zero differences dropped)",
+        "bootstrap percentile interval",
+        True,
+    ),
+}
+
+
+def paired_test(name: str) -> PairedTest:
+    """The test called ``name``; an unknown name is a one-line error listing the known ones."""
+    if name not in SIGNIFICANCE_TESTS:
+        raise LyreError(f"unknown test {name!r}; choose one of {', '.join(SIGNIFICANCE_TESTS)}")
+    return SIGNIFICANCE_TESTS[name]
+
+
+def as_differences(differences: np.ndarray) -> np.ndarray:
+    """The differences as a 1-d float64 array; fewer than two queries cannot be tested."""
+    values = np.asarray(differences, dtype=np.float64).reshape(-1)
+    if values.size < 2:
+        raise LyreError(f"a paired test needs at least 2 queries, got {values.size}; check the qrels")
+    return values
+
+
+__all__ = ["SIGNIFICANCE_TESTS", "PairedTest", "as_differences", "paired_test"]
