@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from common import default_data
+
 DATASETS = ("scifact", "nfcorpus")
 SYSTEMS = ("lyre", "bm25s", "rank-bm25")
 K = 1000
@@ -179,7 +181,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=default_data(), help="folder holding the BEIR sets")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "bm25_peers.md")
     parser.add_argument("--worker", nargs=2, metavar=("DATASET", "SYSTEM"), help=argparse.SUPPRESS)
     args = parser.parse_args()

@@ -5,11 +5,16 @@ into rounds and every round runs each contender back to back, so load from other
 machine hits all of them alike. Quality: nDCG@10 of exact (inner product) search on the SciFact test
 queries with each contender's document and query vectors, so a faster variant must also be as good.
 
-GPU part (only when CUDA is visible): a randomly initialised Qwen2 of lychee-embed's exact configuration in
-bf16 (speed does not depend on the weights) encodes the same documents tokenized by the real Qwen
-tokenizer; reported as tokens/s and the fraction of the GPU's dense bf16 peak.
+GPU part (only when CUDA is visible): a randomly initialised Qwen2 of lychee-embed's exact configuration
+(speed does not depend on the weights), loaded from a model folder by ``Embedder.from_pretrained`` on CUDA
+(bf16), so it runs whichever batching path lyre takes there (packed rows or padded batches; printed with
+the padding it computed), encodes the same documents tokenized by the real Qwen tokenizer. Reported:
+tokens/s and the fraction of the bf16 dense peak, FLOPs counted as in ``common.py`` (docs/gpu-facts.md).
+The first pass (warm-up: kernels, allocator, compilation) also counts the positions computed; the
+second is timed.
 
     nice -n 10 python benchmarks/encode_throughput.py --threads 2
+    python benchmarks/encode_throughput.py --skip-cpu --gpu-model FOLDER   # FOLDER: random_lychee.py
 """
 
 from __future__ import annotations
@@ -21,23 +26,29 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-
-# The real Qwen tokenizer is located the way the tests locate it (one helper, not one per script).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from embed_fixtures import qwen_tokenizer_dir
+from common import (
+    PositionCounter,
+    default_data,
+    describe_rate,
+    device_name,
+    forward_flops,
+    non_embedding_parameters,
+    peak_memory,
+    peak_tflops,
+    reset_peak_memory,
+    synchronize,
+)
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
-DATA = Path("/work/shared/data/scifact")
 RESULTS = Path(__file__).parent / "results" / "encode_throughput.md"
-BF16_PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0}
 
 
 def read_beir(
@@ -114,7 +125,7 @@ def cpu_section(args: argparse.Namespace) -> list[str]:
     from models.embedder import Embedder
 
     folder = str(get_model_path())
-    docids, texts, queries, qrels = read_beir(DATA, args.limit)
+    docids, texts, queries, qrels = read_beir(args.data / "scifact", args.limit)
     qids = list(queries)
     query_texts = [queries[qid] for qid in qids]
     torch.set_num_threads(args.threads)
@@ -171,89 +182,92 @@ def cpu_section(args: argparse.Namespace) -> list[str]:
 
 
 def gpu_section(args: argparse.Namespace) -> list[str]:
-    import torch
-    from transformers import AutoModel, AutoTokenizer, Qwen2Config
-
     from models.embedder import Embedder
-    from models.recipes import BUILTIN_RECIPES
 
-    tokenizer = AutoTokenizer.from_pretrained(qwen_tokenizer_dir())
-    config = Qwen2Config(
-        hidden_size=1536,
-        num_hidden_layers=28,
-        num_attention_heads=12,
-        num_key_value_heads=2,
-        intermediate_size=8960,
-        vocab_size=151936,
-        rope_theta=1e6,
-        rms_norm_eps=1e-6,
-        tie_word_embeddings=True,
-        max_position_embeddings=32768,
-    )
-    torch.manual_seed(0)
-    model = AutoModel.from_config(config, dtype=torch.bfloat16, attn_implementation="sdpa").to("cuda").eval()
-    recipe = replace(BUILTIN_RECIPES["lychee-embed"], max_length=args.gpu_max_length)
-    embedder = Embedder(
-        model, tokenizer, recipe, name="random lychee-embed config", dim=1536, token_budget=args.gpu_budget
-    )
-    _, texts, _, _ = read_beir(DATA, None)
+    with tempfile.TemporaryDirectory(prefix="lyre-random-lychee-") as scratch:
+        folder = args.gpu_model
+        if folder is None:
+            from random_lychee import write_random_lychee
+
+            folder = write_random_lychee(Path(scratch) / "embed", rerank=False)
+        embedder = Embedder.from_pretrained(
+            folder, device=args.gpu_device, max_length=args.gpu_max_length, token_budget=args.gpu_budget
+        )
+    model, recipe = embedder.model, embedder.recipe
+    _, texts, _, _ = read_beir(args.data / "scifact", None)
+    texts = texts[: args.gpu_docs]
     ids = embedder.tokenize([recipe.format_document(text) for text in texts])
-    embedder.encode_ids(ids[:256])
-    torch.cuda.synchronize()
+    lengths = [len(sequence) for sequence in ids]
+    tokens = sum(lengths)
+    counter = PositionCounter(model)
+    embedder.encode_ids(ids)  # warm-up pass over everything: kernels, allocator, any compilation
+    synchronize(args.gpu_device)
+    counter.remove()
+    reset_peak_memory(args.gpu_device)
     began = time.perf_counter()
     embedder.encode_ids(ids)
-    torch.cuda.synchronize()
+    synchronize(args.gpu_device)
     seconds = time.perf_counter() - began
-    tokens = sum(map(len, ids))
-    mean_len = tokens / len(ids)
-    params = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
-    attention = (
-        4 * config.num_hidden_layers * config.hidden_size * mean_len / 2
-    )  # causal QK^T and AV per token
-    flops_per_token = 2 * params + attention
-    name = torch.cuda.get_device_name()
-    peak = args.peak_tflops or next((value for key, value in BF16_PEAK_TFLOPS.items() if key in name), None)
-    achieved = tokens / seconds * flops_per_token / 1e12
-    fraction = f"{achieved / peak:.1%} of {peak:.0f}" if peak else "unknown peak (pass --peak-tflops)"
+    config = model.config
+    parameters = non_embedding_parameters(model)
+    flops = forward_flops(lengths, parameters, config.num_hidden_layers, config.hidden_size)
+    name = device_name(args.gpu_device)
+    peak = peak_tflops(name, args.peak_tflops)
+    packed = getattr(embedder, "packing", False)
+    path = "packed rows (padding-free)" if packed else "padded token-budget batches"
     return [
         "",
-        f"## GPU: random model of lychee-embed's config, bf16, {name}",
+        f"## GPU: {name}, {config.model_type} {config.num_hidden_layers} layers x {config.hidden_size} "
+        f"(lychee-embed: 28 x 1536), random weights, {next(model.parameters()).dtype}",
         "",
-        f"{len(ids)} SciFact documents, {tokens:,} tokens (max {args.gpu_max_length}, mean {mean_len:.0f}), "
-        f"token budget {args.gpu_budget}: {seconds:.2f} s, {len(ids) / seconds:,.0f} docs/s, "
-        f"{tokens / seconds:,.0f} tokens/s, {achieved:.0f} TFLOP/s = {fraction} TFLOP/s bf16 dense peak "
-        f"({flops_per_token / 1e9:.2f} GFLOP/token).",
+        f"Path: Embedder.from_pretrained on {args.gpu_device} -> {path}; "
+        f"attention {config._attn_implementation}; "
+        f"token budget {embedder.token_budget}; {counter.describe(tokens)} (warm-up pass).",
+        "",
+        f"{len(ids)} SciFact documents, {tokens:,} tokens (max {args.gpu_max_length}, "
+        f"mean {tokens / len(ids):.0f}), {parameters / 1e9:.3f} B non-embedding parameters: "
+        f"**{seconds:.2f} s, {tokens / seconds:,.0f} tokens/s, {describe_rate(flops, seconds, peak)}** "
+        f"({flops / tokens / 1e9:.2f} GFLOP/token); {len(ids) / seconds:,.0f} docs/s; "
+        f"{peak_memory(args.gpu_device)}.",
     ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=default_data(), help="folder holding scifact/")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="where the markdown results go")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument(
         "--limit", type=int, default=None, help="judged docs + others up to this many (default: all)"
     )
-    parser.add_argument("--gpu-budget", type=int, default=65536)
+    parser.add_argument("--gpu-model", type=Path, default=None, help="model folder (default: a random one)")
+    parser.add_argument("--gpu-budget", type=int, default=None, help="token budget (default: lyre's)")
     parser.add_argument("--gpu-max-length", type=int, default=512)
+    parser.add_argument("--gpu-docs", type=int, default=None, help="first N documents (default: all)")
+    parser.add_argument(
+        "--gpu-device", default="cuda", help="cpu runs the GPU section on the CPU (a check of its code)"
+    )
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument("--skip-cpu", action="store_true")
     args = parser.parse_args()
     import torch
 
+    from basics.atomic import write_text_atomic
+
     lines = [
         "# Encoding throughput",
         "",
-        f"Command: `python benchmarks/encode_throughput.py {' '.join(os.sys.argv[1:])}`",
+        f"Command: `python benchmarks/encode_throughput.py {' '.join(sys.argv[1:])}`",
         "",
     ]
     if not args.skip_cpu:
         lines += cpu_section(args)
-    if torch.cuda.is_available():
+    if torch.cuda.is_available() or args.gpu_device == "cpu":
         lines += gpu_section(args)
     else:
         lines += ["", "GPU section skipped: no CUDA device visible."]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    write_text_atomic(args.out, "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 

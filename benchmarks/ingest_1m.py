@@ -18,6 +18,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -120,7 +121,7 @@ def main() -> None:
     parser.add_argument("--docs", type=int, default=1_000_000)
     parser.add_argument("--mean-chars", type=int, default=600, help="mean text length in chars")
     parser.add_argument("--big-rows", type=int, default=10_000_000, help="big store rows; 0 skips")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/lyre-bench-ingest"))
+    parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "lyre-bench-ingest")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ingest_1m.md")
     parser.add_argument("--keep", action="store_true", help="keep the generated files")
     args = parser.parse_args()

@@ -16,6 +16,7 @@ import resource
 import shlex
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,10 @@ from typing import Any
 import numpy as np
 
 from indexes import faiss_params
-from indexes.dense import DenseIndex, build_dense, overlap_at
+from indexes.dense import DenseIndex, DenseOptions, build_dense, overlap_at
 from indexes.embeddings import EmbeddingStore, StoreSpec
 from indexes.manifest import record_stage
+from indexes.stages import StageRecord
 
 LATENT_DIM = 48
 CLUSTERS = 2000
@@ -49,7 +51,8 @@ def write_collection(index_dir: Path, rows: int, dim: int, queries: int, seed: i
         start, stop = spec.chunk_bounds(chunk)
         chunk_rng = np.random.default_rng([seed, chunk])
         store.write_chunk(chunk, synthetic(chunk_rng, stop - start, centres, lift).astype(np.float16))
-    record_stage(index_dir, "embeddings", {"num_rows": rows, "synthetic": True})
+    described = StageRecord("synthetic vectors", {"dim": dim, "seed": seed}, {"documents": rows})
+    record_stage(index_dir, "embeddings", described.to_dict())
     return synthetic(np.random.default_rng([seed, 10**6]), queries, centres, lift)
 
 
@@ -73,12 +76,12 @@ def section(index_dir: Path, dim: int, args: argparse.Namespace, device: str) ->
     flat_dir.mkdir(parents=True)
     (flat_dir / "embeddings").symlink_to((index_dir / "embeddings").resolve())
     shutil.copy(index_dir / "manifest.json", flat_dir / "manifest.json")
-    build_dense(flat_dir, index_type="flat", shard_rows=args.shard_rows, overwrite=True)
+    build_dense(flat_dir, DenseOptions(index_type="flat", shard_rows=args.shard_rows, overwrite=True))
     flat = DenseIndex.open(flat_dir, device=device)
     truth, flat_qps = timed_search(flat, queries, 100)
 
     started = time.perf_counter()
-    record = build_dense(index_dir, index_type="ivfpq", shard_rows=args.shard_rows, overwrite=True)
+    build_dense(index_dir, DenseOptions(index_type="ivfpq", shard_rows=args.shard_rows, overwrite=True))
     build_s = time.perf_counter() - started
     ivfpq = DenseIndex.open(index_dir, device=device)
     params = ivfpq.params
@@ -91,8 +94,8 @@ def section(index_dir: Path, dim: int, args: argparse.Namespace, device: str) ->
         f"- train {timings['train_s']:.1f} s, add {timings['add_s']:.1f} s, tune {timings['tune_s']:.1f} s "
         f"(build_dense total {build_s:.1f} s)",
         f"- size: {params['bytes_per_vector']:.1f} bytes/vector in shards (flat: {dim * 4} bytes/vector)",
-        f"- tuned for overlap@100 >= {params['recall_target']}: nprobe {record['nprobe']}, refine "
-        f"{record['refine']} (measured {record['recall']:.3f} on midpoints of stored vectors as queries)",
+        f"- tuned for overlap@100 >= {params['recall_target']}: nprobe {params['nprobe']}, refine "
+        f"{params['refine']} (measured {params['recall']:.3f} on midpoints of stored vectors as queries)",
         f"- flat (exact) search: {flat_qps:,.0f} queries/s",
         "",
         "| nprobe | refine | queries/s | speed-up vs flat | recall@10 | recall@100 |",
@@ -130,7 +133,7 @@ def main() -> None:
     parser.add_argument("--refine", type=lambda s: [int(v) for v in s.split(",")], default=[0, 128, 256])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/lyre-ivfpq-1m"))
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "lyre-ivfpq-1m")
     parser.add_argument("--gpu", action="store_true", help="also run on the GPU, at 384-d and 1536-d")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "ivfpq_1m.md")
     args = parser.parse_args()

@@ -126,14 +126,13 @@ def run_stage(stage: str, options: argparse.Namespace) -> dict[str, Any]:
         record = bm25_stage(index)
         return {"vocabulary": record["vocabulary"], "postings": record["postings"]}
     if stage == "encode":
-        if options.engine == "ray":
-            from indexes.ray_engine import encode_stage_on_ray
+        from indexes.embeddings import EmbeddingStore
+        from indexes.encode import EncodeOptions, encode_stage
 
-            report = encode_stage_on_ray(index, model=options.model)
-        else:
-            from indexes.encode import encode_stage
-
-            report = encode_stage(index, model=options.model, device="cpu")
+        device = None if options.engine == "ray" else "cpu"
+        encode_options = EncodeOptions(embed_model=options.model, engine=options.engine, device=device)
+        encoded = encode_stage(index, encode_options)
+        report = {**encoded.work, "dim": EmbeddingStore.open(index / "embeddings").spec.dim}
         return {key: report[key] for key in ("documents", "tokens", "tokens_per_second", "dim")}
     if stage == "dense":
         from indexes.dense import build_dense
@@ -141,11 +140,12 @@ def run_stage(stage: str, options: argparse.Namespace) -> dict[str, Any]:
         record = build_dense(index, index_type="ivfpq")
         return {key: record[key] for key in ("factory", "nprobe", "refine", "recall")}
     if stage == "search":
-        from retrieval.pipeline import SearchSettings, search_to_run
+        from retrieval.options import RerankOptions, SearchOptions
+        from retrieval.run_files import search_to_run
 
-        settings = SearchSettings(mode="hybrid", k=100, depth=100, rerank_model=None, rerank_depth=0)
+        settings, rerank = SearchOptions(mode="hybrid", k=100, depth=100), RerankOptions(rerank_depth=0)
         started = time.perf_counter()
-        search_to_run(index, Path(options.queries), Path(options.run), settings)
+        search_to_run(index, Path(options.queries), Path(options.run), settings, rerank)
         queries = len(Path(options.queries).read_text(encoding="utf-8").splitlines())
         return {"queries": queries, "queries_per_second": round(queries / (time.perf_counter() - started), 1)}
     raise ValueError(stage)
