@@ -11,7 +11,7 @@ import sys
 import typer
 
 from basics.errors import LyreError
-from cli import eval_commands, index_commands, search_commands
+from cli import eval_commands, experiment_commands, index_commands, search_commands
 from cli.common import Quiet
 from cli.options import flag_of
 
@@ -36,6 +36,7 @@ app.command()(search_commands.rerank)
 app.command()(search_commands.fuse)
 app.command("eval")(eval_commands.evaluate)
 app.command()(eval_commands.doctor)
+app.command()(experiment_commands.compare)
 
 
 def render_error(error: LyreError, argv: list[str]) -> str:

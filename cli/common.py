@@ -8,39 +8,32 @@ from typing import Annotated
 import typer
 
 from basics import progress
-from retrieval.fusion import FUSION_METHODS
-
-FUSION_HELP = "; ".join(
-    f"{method.name}: {method.summary} ({', '.join(f'{p.name}={p.default}' for p in method.params)})"
-    for method in FUSION_METHODS.values()
-)
 
 
-ExistingPath = Annotated[Path, typer.Argument(exists=True, help="An existing file or folder.")]
+def _exists_unless_irds(value: Path | None) -> Path | None:
+    """Paths must exist; ``irds:`` ids (``irds:beir/scifact/test``) are resolved by the readers."""
+    if value is not None and not str(value).startswith("irds:") and not value.exists():
+        raise typer.BadParameter(f"{value} does not exist (pass a file, a folder or an irds: id)")
+    return value
+
+
+ExistingPath = Annotated[
+    Path, typer.Argument(callback=_exists_unless_irds, help="An existing file or folder, or an irds: id.")
+]
 IndexOption = Annotated[Path, typer.Option("--index", exists=True, file_okay=False, help="An index folder.")]
 OutIndex = Annotated[Path, typer.Option("--out", help="The index folder to create or complete.")]
 OutRun = Annotated[Path, typer.Option("--out", help="The TREC run file to write (plus RUN.meta.json).")]
 QueriesOption = Annotated[
-    Path, typer.Option("--queries", exists=True, help="TSV, JSONL, TREC topics or Parquet.")
+    Path,
+    typer.Option(
+        "--queries", callback=_exists_unless_irds, help="TSV, JSONL, TREC topics, Parquet or irds: id."
+    ),
 ]
-QrelsOption = Annotated[Path | None, typer.Option("--qrels", exists=True, help="Keep only judged queries.")]
+QrelsOption = Annotated[
+    Path | None,
+    typer.Option("--qrels", callback=_exists_unless_irds, help="Keep only judged queries (or irds: id)."),
+]
 TopicField = Annotated[str, typer.Option(help="TREC topics: title, desc or title+desc.")]
-IdField = Annotated[str | None, typer.Option(help="Corpus field holding the document id (default: guessed).")]
-TitleField = Annotated[str | None, typer.Option(help="Corpus field holding the title (default: guessed).")]
-TextField = Annotated[str | None, typer.Option(help="Corpus field holding the text (default: guessed).")]
-OnError = Annotated[
-    str, typer.Option(help="fail: stop at the first bad document; skip: skip and count them.")
-]
-EmbedModel = Annotated[str, typer.Option(help="Hub id or local folder of the embedding model.")]
-RerankModel = Annotated[str, typer.Option(help="Hub id or local folder of the reranker.")]
-ShardId = Annotated[int | None, typer.Option(help="Encode only this slice (default: SLURM_ARRAY_TASK_ID).")]
-MaxLength = Annotated[int | None, typer.Option(help="Token limit per document.")]
-Dim = Annotated[int | None, typer.Option(help="Matryoshka: keep the first DIM dimensions.")]
-Pooling = Annotated[str | None, typer.Option(help="Override the recipe: last-token, mean or cls.")]
-QueryTemplate = Annotated[str | None, typer.Option(help="Override, e.g. 'Instruct: {task}\\nQuery:{query}'.")]
-QueryInstruction = Annotated[str | None, typer.Option(help="Override the task instruction given to queries.")]
-Dtype = Annotated[str | None, typer.Option(help="auto (bf16 on CUDA, float32 on CPU), float32 or bfloat16.")]
-NumShards = Annotated[int | None, typer.Option(help="Number of slices (default: SLURM_ARRAY_TASK_COUNT).")]
 
 
 def unescape(template: str | None) -> str | None:

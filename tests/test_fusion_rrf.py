@@ -1,6 +1,8 @@
+from types import SimpleNamespace
+
 import pytest
 
-from basics.errors import LyreError
+from basics.errors import LyreError, OptionError
 from retrieval.fusion import FUSION_METHODS, fuse, rrf
 
 
@@ -44,5 +46,27 @@ def test_registry_lists_methods_and_validates_parameters():
     assert fuse([{"q": {"a": 1.0}}], "rrf", k=1) == {"q": {"a": 0.5}}
     with pytest.raises(LyreError, match="no parameter 'alpha'"):
         fuse([{"q": {"a": 1.0}}], "rrf", alpha=0.5)
-    with pytest.raises(LyreError, match="unknown fusion method 'comb'"):
+    with pytest.raises(OptionError, match="comb: is not known; use one of rrf, linear"):
         fuse([], "comb")
+
+
+def test_registry_checks_declared_ranges_naming_the_option_that_set_them():
+    with pytest.raises(OptionError) as caught:
+        fuse([{"q": {"a": 1.0}}], "rrf", k=0)
+    assert caught.value.option == "rrf_k" and "at least 1" in str(caught.value)
+
+
+def test_labels_name_a_use_of_each_method_for_run_tags():
+    rrf_method, linear_method = FUSION_METHODS["rrf"], FUSION_METHODS["linear"]
+    assert rrf_method.label({"k": 60}) == "rrf60"
+    assert linear_method.label({"weights": (0.3, 0.7), "normalization": "min_max"}) == "linear0.3,0.7"
+    assert linear_method.label({"weights": None, "normalization": "zscore"}) == "linear-zscore"
+
+
+def test_arguments_read_declared_options_and_take_only_supplied_values_the_method_has():
+    options = SimpleNamespace(rrf_k=10, normalization="none")
+    assert FUSION_METHODS["rrf"].arguments(options, weights=(0.5, 0.5)) == {"k": 10}
+    assert FUSION_METHODS["linear"].arguments(options, weights=(0.5, 0.5)) == {
+        "weights": (0.5, 0.5),
+        "normalization": "none",
+    }

@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from basics.errors import LyreError
+from basics.errors import OptionError
 from retrieval.normalization import NORMALIZATIONS, min_max, normalize_run, zscore
 
 
@@ -38,5 +38,5 @@ def test_normalize_run_is_per_query():
 
 
 def test_unknown_normalization_is_one_line_error():
-    with pytest.raises(LyreError, match="min_max, zscore, none"):
+    with pytest.raises(OptionError, match="min_max, zscore, none"):
         normalize_run({}, "max")

@@ -1,70 +1,143 @@
 """Fusion of several runs into one, selected by name with declared parameters (ranx style).
 
-The registry lets the CLI list the methods and their parameters in ``--help`` and validate them, without
-knowing each function.
+Each method is a small object that declares its parameters (default, range, help, and the option that sets
+it), checks them, fuses, and names itself for a run tag. The options the CLI shows (``--fusion``,
+``--rrf-k``, ``--normalization``) are made from these declarations, so a method's defaults and ranges live
+here and nowhere else; the search plan and ``lyre fuse`` both go through :func:`method`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from basics.errors import LyreError
+from basics.errors import LyreError, OptionError
+from basics.options import OptionSpec, check_value, option
 from formats.records import Run
-from retrieval.fusion.linear import linear
-from retrieval.fusion.rrf import rrf
+from retrieval.fusion.linear import DEFAULT_NORMALIZATION, linear
+from retrieval.fusion.rrf import DEFAULT_K, rrf
 from retrieval.normalization import NORMALIZATIONS
 
 
 @dataclass(frozen=True)
 class Param:
-    """One keyword parameter of a fusion method, as the CLI shows it."""
+    """One keyword parameter of a fusion method: its declaration, and the option that sets it.
+
+    ``option`` is None for a parameter the caller computes (linear weights come from ``weight`` in a
+    search and from ``weights`` in ``lyre fuse``)."""
 
     name: str
     default: Any
-    help: str
+    spec: OptionSpec
+    option: str | None = None
+
+    def field(self) -> Any:
+        """This parameter as a declared option field (the CLI flag of :attr:`option`)."""
+        spec = self.spec
+        return option(
+            self.default, spec.help, minimum=spec.minimum, maximum=spec.maximum, choices=spec.choices
+        )
+
+    def check(self, value: Any) -> None:
+        """Raise :class:`OptionError`, naming the option that set the value, when it is out of range."""
+        check_value(self.option or self.name, value, self.spec)
 
 
 @dataclass(frozen=True)
 class FusionMethod:
+    """A fusion method: its function, declared parameters, and how a run tag names a use of it."""
+
     name: str
     function: Callable[..., Run]
     params: tuple[Param, ...]
     summary: str
+    label: Callable[[Mapping[str, Any]], str]
+    """The short name of one use of the method in a run tag (``rrf60``, ``linear0.3,0.7``)."""
+
+    def param(self, name: str) -> Param:
+        return next(param for param in self.params if param.name == name)
+
+    def arguments(self, options: Any, **supplied: Any) -> dict[str, Any]:
+        """This method's keyword arguments: ``supplied`` values for the parameters they name, the
+        rest read from ``options`` (an object with the parameters' option fields). Supplied values the
+        method does not take are left out, so a caller can offer what any method might need."""
+        arguments = {}
+        for param in self.params:
+            if param.name in supplied:
+                arguments[param.name] = supplied[param.name]
+            elif param.option is not None:
+                arguments[param.name] = getattr(options, param.option)
+        return arguments
+
+    def check(self, arguments: Mapping[str, Any]) -> None:
+        """Unknown parameters and out-of-range values are one-line errors, raised before any work."""
+        known = {param.name for param in self.params}
+        unknown = sorted(set(arguments) - known)
+        if unknown:
+            raise LyreError(
+                f"fusion {self.name!r} has no parameter {unknown[0]!r}; it takes {', '.join(sorted(known))}"
+            )
+        for param in self.params:
+            if param.name in arguments:
+                param.check(arguments[param.name])
+
+    def fuse(self, runs: Sequence[Run], arguments: Mapping[str, Any]) -> Run:
+        self.check(arguments)
+        return self.function(runs, **arguments)
+
+
+def _linear_label(arguments: Mapping[str, Any]) -> str:
+    weights = arguments.get("weights")
+    label = "linear" + (",".join(f"{weight:g}" for weight in weights) if weights else "")
+    normalization = arguments.get("normalization", DEFAULT_NORMALIZATION)
+    return label if normalization == DEFAULT_NORMALIZATION else f"{label}-{normalization}"
 
 
 FUSION_METHODS: dict[str, FusionMethod] = {
     "rrf": FusionMethod(
         name="rrf",
         function=rrf,
-        params=(Param("k", 60, "rank offset in 1 / (k + rank); ranks are 1-based, absent documents get 0"),),
+        params=(
+            Param(
+                "k",
+                DEFAULT_K,
+                OptionSpec("RRF rank offset k in 1 / (k + rank), ranks 1-based", minimum=1),
+                option="rrf_k",
+            ),
+        ),
         summary="reciprocal rank fusion",
+        label=lambda arguments: f"rrf{arguments['k']:g}",
     ),
     "linear": FusionMethod(
         name="linear",
         function=linear,
         params=(
-            Param("weights", None, "one weight per run (default: equal weights summing to 1)"),
-            Param("normalization", "min_max", f"per-query normalisation: {', '.join(NORMALIZATIONS)}"),
+            Param("weights", None, OptionSpec("one weight per run (default: equal weights summing to 1)")),
+            Param(
+                "normalization",
+                DEFAULT_NORMALIZATION,
+                OptionSpec("linear fusion: per-query score normalisation", choices=tuple(NORMALIZATIONS)),
+                option="normalization",
+            ),
         ),
         summary="weighted sum of normalised scores; absent documents contribute 0",
+        label=_linear_label,
     ),
 }
+DEFAULT_METHOD = "rrf"
 
 
-def fuse(runs: Sequence[Run], method: str = "rrf", **params: Any) -> Run:
+def method(name: str) -> FusionMethod:
+    """The method called ``name``; an unknown name is a one-line error listing the known ones."""
+    if name not in FUSION_METHODS:
+        raise OptionError("fusion", name, f"is not known; use one of {', '.join(FUSION_METHODS)}")
+    return FUSION_METHODS[name]
+
+
+def fuse(runs: Sequence[Run], name: str = DEFAULT_METHOD, **arguments: Any) -> Run:
     """Fuse ``runs`` with the named method; unknown methods or parameters are one-line errors."""
-    if method not in FUSION_METHODS:
-        raise LyreError(f"unknown fusion method {method!r}; choose one of {', '.join(FUSION_METHODS)}")
-    fusion = FUSION_METHODS[method]
-    known = {param.name for param in fusion.params}
-    unknown = sorted(set(params) - known)
-    if unknown:
-        raise LyreError(
-            f"fusion {method!r} has no parameter {unknown[0]!r}; it takes {', '.join(sorted(known))}"
-        )
-    return fusion.function(runs, **params)
+    return method(name).fuse(runs, arguments)
 
 
-__all__ = ["FUSION_METHODS", "FusionMethod", "Param", "fuse", "linear", "rrf"]
+__all__ = ["DEFAULT_METHOD", "FUSION_METHODS", "FusionMethod", "Param", "fuse", "linear", "method", "rrf"]

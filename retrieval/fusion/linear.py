@@ -14,9 +14,12 @@ from basics.errors import LyreError
 from formats.records import Run
 from retrieval.normalization import normalize_run
 
+DEFAULT_NORMALIZATION = "min_max"
+"""Absent documents then sit at the bottom of a list's range (see the module note on ``zscore``)."""
+
 
 def linear(
-    runs: Sequence[Run], weights: Sequence[float] | None = None, normalization: str = "min_max"
+    runs: Sequence[Run], weights: Sequence[float] | None = None, normalization: str = DEFAULT_NORMALIZATION
 ) -> Run:
     """Fuse ``runs`` as ``sum_i weights[i] * norm(run_i)[qid][docid]``; weights default to equal (sum 1)."""
     if weights is None:

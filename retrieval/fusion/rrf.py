@@ -14,11 +14,14 @@ from basics.errors import LyreError
 from formats.records import Run
 from formats.runs import rank_order
 
+DEFAULT_K = 60
+"""The usual constant (Cormack et al.): late ranks still count, and no single list dominates."""
 
-def rrf(runs: Sequence[Run], k: float = 60) -> Run:
+
+def rrf(runs: Sequence[Run], k: float = DEFAULT_K) -> Run:
     """Fuse ``runs`` query by query; every query present in any run is in the result (maybe empty)."""
     if k < 0:
-        raise LyreError(f"RRF k must be >= 0 (got {k}); the usual value is 60")
+        raise LyreError(f"RRF k must be >= 0 (got {k}); the usual value is {DEFAULT_K}")
     fused: Run = {}
     for run in runs:
         for qid, doc_scores in run.items():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from basics.errors import LyreError
+from basics.errors import OptionError
 from formats.records import Run
 from retrieval.normalization.min_max import min_max
 from retrieval.normalization.zscore import zscore
@@ -25,7 +25,7 @@ NORMALIZATIONS: dict[str, Callable[[dict[str, float]], dict[str, float]]] = {
 def normalize_run(run: Run, method: str) -> Run:
     """Normalise every query's list of ``run`` on its own (scores of different queries are never mixed)."""
     if method not in NORMALIZATIONS:
-        raise LyreError(f"unknown normalization {method!r}; choose one of {', '.join(NORMALIZATIONS)}")
+        raise OptionError("normalization", method, f"is not known; use one of {', '.join(NORMALIZATIONS)}")
     function = NORMALIZATIONS[method]
     return {qid: function(doc_scores) for qid, doc_scores in run.items()}
 

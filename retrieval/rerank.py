@@ -1,0 +1,103 @@
+"""Reranking a run: the top ``depth`` of each query rescored, the untouched tail spliced below.
+
+Queries go to the reranker in groups of about :data:`RERANK_GROUP_PAIRS` pairs: its token-budget batches
+then mix queries (full batches even when some queries have few candidates), memory stays bounded by one
+group, and each finished group can be kept on disk (:mod:`retrieval.rerank_parts`) so a killed run
+resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from basics import progress
+from basics.errors import LyreError
+from formats.records import Query, Run, document_text
+from formats.runs import rank_order
+from retrieval.rerank_parts import GroupScores, group_key
+from retrieval.splice import splice
+
+RERANK_GROUP_PAIRS = 8192
+"""Pairs prepared at a time: token ids and texts of a group are held in memory, so reranking 10k queries
+x 100 documents stays bounded; groups are large enough that token-budget batches still mix queries."""
+
+
+def query_groups(heads: dict[str, list[str]], max_pairs: int) -> list[list[str]]:
+    """Consecutive queries packed into groups of at most ``max_pairs`` pairs (a longer query goes alone)."""
+    groups: list[list[str]] = [[]]
+    pairs = 0
+    for qid, head in heads.items():
+        if pairs and pairs + len(head) > max_pairs:
+            groups.append([])
+            pairs = 0
+        groups[-1].append(qid)
+        pairs += len(head)
+    return groups
+
+
+def _score_group(
+    group: list[str],
+    heads: dict[str, list[str]],
+    texts: dict[str, str],
+    store: Any,
+    reranker: Any,
+    sink: progress.ProgressSink,
+) -> np.ndarray:
+    docids = [docid for qid in group for docid in heads[qid]]
+    rows = store.rows_of(docids)
+    if (rows < 0).any():
+        unknown = docids[int(np.flatnonzero(rows < 0)[0])]
+        raise LyreError(
+            f"document {unknown!r} of the run is not in the index; rerank with the index it came from"
+        )
+    documents = iter(store.fetch(rows))
+    pairs = [(texts[qid], document_text(next(documents))) for qid in group for _ in heads[qid]]
+    return np.asarray(reranker.score_pairs(pairs, progress=sink), dtype=np.float32)
+
+
+def rerank(
+    run: Run,
+    queries: Sequence[Query],
+    store: Any,
+    reranker: Any,
+    depth: int,
+    *,
+    parts: GroupScores | None = None,
+    identity: str = "",
+) -> Run:
+    """``run`` with the top ``depth`` of every query that has a text in ``queries`` reranked.
+
+    Queries without a text keep their first-stage list (callers decide whether that is allowed). With
+    ``parts``, groups finished by an earlier, interrupted call with the same ``identity`` (the reranker's
+    fingerprint and settings) are read instead of scored again; the scores, and so the run, are the same.
+    """
+    texts = {query.qid: query.text for query in queries}
+    ordered = {qid: rank_order(docs) for qid, docs in run.items()}
+    heads = {qid: [docid for docid, _ in ordered[qid][:depth]] for qid in ordered if qid in texts}
+    groups = query_groups(heads, RERANK_GROUP_PAIRS)
+    keys = [group_key(identity, [(qid, texts[qid], heads[qid]) for qid in group]) for group in groups]
+    sizes = [sum(len(heads[qid]) for qid in group) for group in groups]
+    saved: dict[int, np.ndarray] = {}
+    if parts is not None:
+        for number, (key, size) in enumerate(zip(keys, sizes, strict=True)):
+            scores = parts.load(number, key, size)
+            if scores is not None:
+                saved[number] = scores
+    if saved:
+        progress.say(f"rerank: {len(saved)} of {len(groups)} groups already scored in {parts.folder}")
+    reranked: Run = {}
+    todo = sum(size for number, size in enumerate(sizes) if number not in saved)
+    with progress.TokenProgress(todo, "rerank", unit="pair") as sink:
+        for number, group in enumerate(groups):
+            scores = saved.get(number)
+            if scores is None:
+                scores = _score_group(group, heads, texts, store, reranker, sink)
+                if parts is not None:
+                    parts.save(number, keys[number], scores)
+            values = iter(scores.tolist())
+            for qid in group:
+                reranked[qid] = dict(splice(ordered[qid], {docid: next(values) for docid in heads[qid]}))
+    return {qid: reranked.get(qid, docs) for qid, docs in run.items()}

@@ -1,0 +1,208 @@
+"""The three commands that write a run file: ``lyre search``, ``lyre rerank`` and ``lyre fuse``.
+
+Each checks its options and where it will write before reading anything else, reads its inputs, does the
+work through the plan, the reranker or the fusion registry, and writes the run with a sidecar that records
+the options, the inputs' hashes and the index. Reranking keeps its finished groups in ``OUT.parts/`` until
+the run is written, so a killed command resumes when rerun.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from basics import progress
+from basics.errors import InputError, LyreError, OptionError, opt
+from basics.options import check_options
+from basics.outputs import check_output
+from formats.records import Query, Run
+from retrieval.options import FuseOptions, RerankOptions, RerankRunOptions, SearchOptions, check_run_options
+from retrieval.rerank_parts import GroupScores, parts_folder
+
+MISSING_SHOWN = 5
+"""Query ids a missing-queries error names before '...'."""
+
+
+def _check_out(out: Path, inputs: Sequence[tuple[str, Path]], reranking: bool) -> None:
+    from formats.runs import meta_path
+
+    companions = [meta_path(out), *([parts_folder(out)] if reranking else [])]
+    check_output(out, inputs, companions)
+
+
+def _load_queries(queries_path: Path, qrels: Path | None, topic_field: str) -> list[Query]:
+    from formats.qrels import read_qrels
+    from formats.queries import read_queries
+
+    judged = {qrel.qid for qrel in read_qrels(qrels)} if qrels else None
+    queries = read_queries(queries_path, topic_field=topic_field, only_ids=judged)
+    if not queries:
+        filtered = f" (after keeping only the queries judged in {qrels})" if qrels else ""
+        raise LyreError(f"{queries_path}: no queries to search{filtered}; check the ids")
+    return queries
+
+
+def _query_file(path: Path, count: int) -> dict[str, Any]:
+    from formats.irds import source_record
+
+    return {**source_record(path, "queries"), "count": count}  # an irds: id records its id and version
+
+
+def _write(out: Path, run: Run, tag: str, meta: dict[str, Any], started: float) -> str:
+    from formats.runs import write_run
+
+    write_run(out, run, tag=tag, meta=meta)
+    lines = sum(len(docs) for docs in run.values())
+    return f"wrote {out}: {len(run)} queries, {lines} lines, tag {tag}, {time.perf_counter() - started:.1f} s"
+
+
+def search_to_run(
+    index_dir: Path,
+    queries_path: Path,
+    out: Path,
+    options: SearchOptions,
+    rerank_options: RerankOptions,
+    *,
+    qrels: Path | None = None,
+    topic_field: str = "title",
+) -> str:
+    """``lyre search``: read queries, search them through one plan, write the run and its sidecar."""
+    from retrieval.plan import SearchPlan, check_plan_options
+
+    started = time.perf_counter()
+    check_plan_options(options, rerank_options)
+    reranking = rerank_options.rerank_depth > 0
+    inputs = [("queries file", queries_path), ("index", index_dir), *([("qrels", qrels)] if qrels else [])]
+    _check_out(out, inputs, reranking)
+    queries = _load_queries(queries_path, qrels, topic_field)
+    plan = SearchPlan.open(index_dir, options, rerank_options)
+    progress.say(f"searching {len(queries)} queries ({plan.tag})")
+    parts = GroupScores(parts_folder(out)) if reranking else None
+    run = plan.search(queries, parts)
+    meta = {
+        "settings": asdict(options),
+        "rerank": asdict(rerank_options),
+        "reranker": plan.reranker.settings if plan.reranker is not None else None,
+        "query_file": _query_file(queries_path, len(queries)),
+        "qrels_filter": str(qrels) if qrels else None,
+        "index": plan.index_summary(),
+    }
+    summary = _write(out, run, plan.tag, meta, started)
+    if parts is not None:
+        parts.remove()
+    return summary
+
+
+def _missing_queries(run: Run, queries: Sequence[Query], queries_path: Path, skip: bool) -> None:
+    """Refuse a run whose queries lack a text in ``queries_path`` unless told to keep them unreranked."""
+    known = {query.qid for query in queries}
+    missing = [qid for qid in run if qid not in known]
+    if not missing:
+        return
+    if skip:
+        progress.say(
+            f"{len(missing)} of {len(run)} run queries have no text in {queries_path}; kept unreranked"
+        )
+        return
+    shown = ", ".join(missing[:MISSING_SHOWN]) + (", ..." if len(missing) > MISSING_SHOWN else "")
+    raise InputError(
+        queries_path,
+        None,
+        f"{len(missing)} of the run's {len(run)} queries are not in this file ({shown})",
+        f"pass the queries the run was made from, or {opt('skip_missing_queries')} to keep them unreranked",
+    )
+
+
+def rerank_run_file(
+    index_dir: Path,
+    queries_path: Path,
+    run_path: Path,
+    out: Path,
+    rerank_options: RerankOptions,
+    options: RerankRunOptions,
+    *,
+    topic_field: str = "title",
+) -> str:
+    """``lyre rerank``: rerank the top ``rerank_depth`` of an existing run file with the index's texts."""
+    from basics.provenance import sha256_file
+    from formats.runs import read_run
+    from indexes.docstore import DocStore
+    from indexes.manifest import DOCSTORE, complete_records, read_manifest
+    from retrieval.plan import check_rerank_template, complete_stages, load_reranker, locate_reranker
+    from retrieval.rerank import rerank
+
+    started = time.perf_counter()
+    check_run_options(options)
+    check_options(rerank_options)
+    if rerank_options.rerank_depth < 1:
+        raise OptionError("rerank_depth", rerank_options.rerank_depth, "must be at least 1 to rerank a run")
+    check_rerank_template(rerank_options)
+    inputs = [("queries file", queries_path), ("input run", run_path), ("index", index_dir)]
+    _check_out(out, inputs, reranking=True)
+    run = read_run(run_path)
+    queries = _load_queries(queries_path, None, topic_field)
+    _missing_queries(run, queries, queries_path, options.skip_missing_queries)
+    manifest = read_manifest(index_dir)
+    complete_stages(index_dir, manifest, (DOCSTORE,))
+    reranker = load_reranker(locate_reranker(rerank_options, optional=False), rerank_options)
+    parts = GroupScores(parts_folder(out))
+    depth = rerank_options.rerank_depth
+    store = DocStore.open(index_dir / DOCSTORE)
+    reranked = rerank(run, queries, store, reranker.model, depth, parts=parts, identity=reranker.identity)
+    tag = options.tag or f"{run_path.stem}.rerank{depth}"
+    meta = {
+        "reranked_run": {"path": str(run_path), "sha256": sha256_file(run_path)},
+        "settings": {**asdict(rerank_options), **asdict(options)},
+        "reranker": reranker.settings,
+        "query_file": _query_file(queries_path, len(queries)),
+        "index": {"path": str(index_dir.resolve()), "stages": complete_records(manifest)},
+    }
+    summary = _write(out, reranked, tag, meta, started)
+    parts.remove()
+    return summary
+
+
+def parse_weights(text: str | None, runs: int) -> list[float] | None:
+    """``--weights 0.3,0.7``: one non-negative number per run (None: equal weights)."""
+    if text is None:
+        return None
+    try:
+        weights = [float(value) for value in text.split(",")]
+    except ValueError:
+        raise OptionError("weights", text, "must be comma-separated numbers, e.g. 0.3,0.7") from None
+    if len(weights) != runs:
+        raise OptionError("weights", text, f"has {len(weights)} values for {runs} runs; give one per run")
+    if any(not (math.isfinite(weight) and weight >= 0) for weight in weights):
+        raise OptionError("weights", text, "must not be negative (each a finite number >= 0)")
+    return weights
+
+
+def fuse_run_files(run_paths: Sequence[Path], out: Path, options: FuseOptions) -> str:
+    """``lyre fuse``: fuse existing runs with the same registry the search plan uses."""
+    from basics.provenance import sha256_file
+    from formats.runs import read_run
+    from retrieval import fusion
+    from retrieval.plan import cut
+
+    started = time.perf_counter()
+    check_run_options(options)
+    if len(run_paths) < 2:
+        raise LyreError(f"fusion needs at least two run files (got {len(run_paths)})")
+    method = fusion.method(options.fusion)
+    weights = parse_weights(options.weights, len(run_paths))
+    if weights is not None and "weights" not in {param.name for param in method.params}:
+        raise OptionError("weights", options.weights, f"apply to linear fusion only (not {method.name})")
+    arguments = method.arguments(options, **({"weights": weights} if weights is not None else {}))
+    method.check(arguments)
+    _check_out(out, [("input run", path) for path in run_paths], reranking=False)
+    fused = cut(method.fuse([read_run(path) for path in run_paths], arguments), options.k)
+    tag = options.tag or f"lyre.fuse-{method.label(arguments)}"
+    meta = {
+        "inputs": [{"path": str(path), "sha256": sha256_file(path)} for path in run_paths],
+        "settings": {**asdict(options), "parsed_weights": weights},
+    }
+    return _write(out, fused, tag, meta, started)
