@@ -63,9 +63,9 @@ def stopword_list(name_or_words: str | Iterable[str]) -> frozenset[str]:
     if name_or_words == "none":
         return frozenset()
     if name_or_words.startswith("bm25s-"):
-        from bm25s import stopwords
+        from indexes.bm25s_compat import stopwords
 
-        words = getattr(stopwords, "STOPWORDS_" + name_or_words[len("bm25s-") :].upper(), None)
+        words = stopwords(name_or_words[len("bm25s-") :])
         if words is not None:
             return frozenset(words)
     raise LyreError(

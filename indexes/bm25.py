@@ -6,7 +6,9 @@ term ids against a growing vocabulary and reduced at once to compact numpy array
 distinct term of each document). After the stream, document frequencies give bm25s' idf, bm25s' own
 term-frequency functions give the per-posting scores, and a counting sort per batch writes the
 column-major (CSC) score matrix straight into memory-mapped ``.npy`` files in bm25s' layout. The index
-folder is written under a temporary name and renamed when complete.
+folder is written under a temporary name and renamed when complete. Free space is checked and the mapped
+files' blocks reserved before the first page is written, so a full disk is one line naming the folder,
+never a SIGBUS; a failed build removes its temporary folder (a killed one is swept by the next writer).
 
 Search reads those files with ``bm25s.BM25.load(mmap=True)``; a query's score vector is the sum of its
 terms' columns (a repeated query term counts twice, as in Anserini and rank_bm25).
@@ -20,18 +22,31 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from itertools import chain
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
 from basics.atomic import replace_dir, write_json_atomic
-from basics.errors import LyreError
+from basics.errors import LyreError, OptionError, opt
+from basics.options import check_value, default_of, option, option_spec
 from basics.progress import bar, say
+from basics.resources import ensure_free_space, reserve, write_error
 from formats.records import Document, document_text
-from indexes.analyzer import Analyzer, current_versions
+from indexes.analyzer import PRESETS, Analyzer, current_versions, stemmer_languages, stopword_list
+from indexes.manifest import BM25, DOCSTORE
+from indexes.stages import (
+    Forget,
+    StageRecord,
+    StageResult,
+    Upstream,
+    need,
+    overwrite_option,
+    run_stage,
+    stage_files,
+)
 
 METHODS = ("lucene", "robertson", "atire", "bm25l", "bm25+")
 """BM25 variants (Kamphuis et al., ECIR 2020), as implemented by bm25s' scoring functions."""
@@ -44,6 +59,10 @@ PARAMS_NAME = "params.index.json"
 NONOCCURRENCE_NAME = "nonoccurrence_array.index.npy"
 ANALYZER_NAME = "analyzer.json"
 RECORD_NAME = "bm25.json"
+#: bm25l/bm25+ delta (Trotman et al.); the other variants ignore it.
+DELTA = 0.5
+#: Documents analysed per docstore batch.
+BATCH_SIZE = 10_000
 
 
 class DocBatches(Protocol):
@@ -79,7 +98,9 @@ class _TermIds:
     def batch(self, texts: Sequence[str]) -> _Postings:
         words = [self.analyzer.words(text) for text in texts]
         flat = list(chain.from_iterable(words))
-        for word in set(flat).difference(self._word_ids):
+        for word in dict.fromkeys(flat):  # first-seen order (a set's order changes with each process)
+            if word in self._word_ids:
+                continue
             term = self.analyzer.term(word)
             self._word_ids[word] = -1 if term is None else self.vocab.setdefault(term, len(self.vocab))
         ids = np.fromiter(map(self._word_ids.__getitem__, flat), dtype=np.int64, count=len(flat))
@@ -96,11 +117,38 @@ class _TermIds:
         )
 
 
+@dataclass(frozen=True)
+class Bm25Options:
+    """How BM25 analyses and scores; scores are computed at build time, so all of these decide the index."""
+
+    analyzer: str = option("english", "BM25 analyzer preset.", choices=tuple(PRESETS))
+    stemmer: str | None = option(None, "Override the preset's stemmer: porter, a Snowball language, or none.")
+    stopwords: str | None = option(
+        None, "Override the preset's stopwords: lucene, none, or comma-separated words."
+    )
+    bm25_method: str = option("lucene", "BM25 variant.", choices=METHODS)
+    k1: float = option(0.9, "BM25 k1 (term-frequency saturation).", above=0)
+    b: float = option(0.4, "BM25 b (document-length normalisation).", minimum=0, maximum=1)
+    overwrite: bool = overwrite_option()
+
+    def build_analyzer(self) -> Analyzer:
+        """The preset with the stemmer and stopword overrides applied."""
+        overrides: dict[str, Any] = {}
+        if self.stemmer is not None:
+            overrides["stemmer"] = self.stemmer
+        if self.stopwords is not None:
+            words = tuple(word.strip() for word in self.stopwords.split(",") if word.strip())
+            overrides["stopwords"] = words if "," in self.stopwords else self.stopwords
+        return Analyzer.preset(self.analyzer, **overrides)
+
+
 def _check_params(k1: float, b: float, method: str, delta: float) -> None:
-    if method not in METHODS:
-        raise LyreError(f"unknown BM25 method {method!r}; use one of {', '.join(METHODS)}")
-    if k1 < 0 or not 0 <= b <= 1 or delta < 0:
-        raise LyreError(f"BM25 needs k1 >= 0, 0 <= b <= 1 and delta >= 0 (got k1={k1}, b={b}, delta={delta})")
+    """The declared ranges of :class:`Bm25Options`, for callers of :func:`build_bm25` without options."""
+    declared = {field.name: option_spec(field) for field in fields(Bm25Options)}
+    for name, value in (("k1", k1), ("b", b), ("bm25_method", method)):
+        check_value(name, value, declared[name])  # type: ignore[arg-type]
+    if delta < 0:
+        raise LyreError(f"BM25 needs delta >= 0 (got {delta})")
 
 
 def build_bm25(
@@ -108,23 +156,23 @@ def build_bm25(
     out_dir: str | Path,
     *,
     analyzer: Analyzer | None = None,
-    k1: float = 0.9,
-    b: float = 0.4,
-    method: str = "lucene",
-    delta: float = 0.5,
-    batch_size: int = 10_000,
+    k1: float = default_of(Bm25Options, "k1"),
+    b: float = default_of(Bm25Options, "b"),
+    method: str = default_of(Bm25Options, "bm25_method"),
+    delta: float = DELTA,
+    batch_size: int = BATCH_SIZE,
 ) -> dict[str, Any]:
     """Index ``title + " " + text`` of every docstore row into ``out_dir``; return the build record.
 
     Defaults are Anserini's (k1=0.9, b=0.4, Lucene idf and tf). ``delta`` only matters for bm25l/bm25+.
     Document i of the index is docstore row i.
     """
-    from bm25s import scoring
-
     from basics.provenance import provenance
+    from indexes.bm25s_compat import idf_scorer, tf_scorer
 
     analyzer = analyzer or Analyzer()
     _check_params(k1, b, method, delta)
+    idf_of, tfc = idf_scorer(method), tf_scorer(method)  # checks the bm25s version before any work
     out_dir = Path(out_dir)
     term_ids = _TermIds(analyzer)
     batches: list[_Postings] = []
@@ -146,9 +194,7 @@ def build_bm25(
     df = np.zeros(vocab_size, dtype=np.int64)
     for p in batches:
         df += np.bincount(p.terms, minlength=vocab_size)
-    idf_of = scoring._select_idf_scorer(method)
     idf = np.array([idf_of(int(d), N=num_docs) if d else 0.0 for d in df], dtype=np.float64)
-    tfc = scoring._select_tfc_scorer(method)
     nonoccurrence = None
     if method in ("bm25l", "bm25+"):
         absent = tfc(tf_array=0.0, l_d=avg_doc_len, l_avg=avg_doc_len, k1=k1, b=b, delta=delta)
@@ -157,11 +203,19 @@ def build_bm25(
     indptr = np.zeros(vocab_size + 1, dtype=np.int64)
     np.cumsum(df, out=indptr[1:])
     nnz = int(indptr[-1])
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        # A full disk under a memory map kills the process with SIGBUS: check the space up front, then
+        # reserve the mapped files' blocks before the first page is written.
+        ensure_free_space(out_dir.parent, _bytes_needed(nnz, vocab_size, term_ids.vocab))
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    except OSError as error:
+        raise write_error(out_dir, error) from None
     try:
         data = np.lib.format.open_memmap(tmp / DATA_NAME, mode="w+", dtype=np.float32, shape=(nnz,))
         indices = np.lib.format.open_memmap(tmp / INDICES_NAME, mode="w+", dtype=np.int32, shape=(nnz,))
+        reserve(tmp / DATA_NAME)
+        reserve(tmp / INDICES_NAME)
         heads = indptr[:-1].copy()
         first_row = 0
         with bar(num_docs, "bm25 score", unit="doc") as progress:
@@ -223,41 +277,93 @@ def build_bm25(
         }
         write_json_atomic(tmp / RECORD_NAME, record)
         replace_dir(tmp, out_dir)
+    except OSError as error:  # np.save and write_text on a full disk, a quota or a file-size limit
+        raise write_error(out_dir, error) from None
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # a killed build's temporary is swept by the next writer
     return record
+
+
+def _bytes_needed(postings: int, vocab_size: int, vocab: dict[str, int]) -> int:
+    """What the BM25 files will take: float32 scores and int32 rows per posting, int64 column pointers,
+    an optional float32 per term, and the vocabulary as JSON (a term, quotes, a colon, an id, a comma)."""
+    vocab_json = sum(len(term.encode("utf-8")) + 16 for term in vocab)
+    return postings * 8 + (vocab_size + 1) * 8 + vocab_size * 4 + vocab_json
+
+
+@dataclass
+class Bm25Stage:
+    """Docstore -> BM25."""
+
+    batch_size: int = BATCH_SIZE
+    name: ClassVar[str] = BM25
+
+    def validate(self, index_dir: Path, options: Bm25Options, upstream: Upstream) -> None:
+        if options.stemmer not in (None, "none") and options.stemmer not in stemmer_languages():
+            raise OptionError(
+                "stemmer",
+                options.stemmer,
+                "is not known; use none or a PyStemmer language: " + ", ".join(stemmer_languages()),
+            )
+        if options.stopwords is not None and "," not in options.stopwords:
+            try:
+                stopword_list(options.stopwords)
+            except LyreError:
+                raise OptionError(
+                    "stopwords",
+                    options.stopwords,
+                    "is not known; use lucene, none, a bm25s list such as bm25s-en, or comma-separated words",
+                ) from None
+        need(index_dir, upstream, DOCSTORE)
+
+    def is_current(self, index_dir: Path, record: StageRecord, options: Bm25Options) -> bool:
+        return _params(options) == {**record.params, "analyzer": _analyzer_of(record.params["analyzer"])}
+
+    def build(self, index_dir: Path, options: Bm25Options, forget: Forget) -> StageResult:
+        from indexes.docstore import DocStore
+
+        forget()
+        built = build_bm25(
+            DocStore.open(index_dir / DOCSTORE),
+            index_dir / BM25,
+            analyzer=options.build_analyzer(),
+            k1=options.k1,
+            b=options.b,
+            method=options.bm25_method,
+            batch_size=self.batch_size,
+        )
+        counts = {key: built[key] for key in ("documents", "vocabulary", "postings", "avg_doc_len")}
+        described = f"{counts['documents']:,} documents, {counts['vocabulary']:,} terms"
+        say(f"{BM25}: {described}, {counts['postings']:,} postings")
+        params = {key: built[key] for key in ("k1", "b", "method", "delta", "analyzer")}
+        files = stage_files(index_dir, BM25)
+        record = StageRecord(described, params, counts, built["provenance"], files)
+        return StageResult(f"{BM25}: {described}", record)
+
+
+def _analyzer_of(saved: dict[str, Any]) -> dict[str, Any]:
+    """An analyzer's settings without the library versions it was saved with (they do not decide terms
+    by themselves; a version change is warned about when the index is loaded)."""
+    return {key: value for key, value in saved.items() if key != "versions"}
+
+
+def _params(options: Bm25Options) -> dict[str, Any]:
+    """The record params that ``options`` would build."""
+    analyzer = _analyzer_of(json.loads(json.dumps(options.build_analyzer().to_dict())))
+    return {
+        "k1": options.k1,
+        "b": options.b,
+        "method": options.bm25_method,
+        "delta": DELTA,
+        "analyzer": analyzer,
+    }
 
 
 def bm25_stage(
-    index_dir: str | Path,
-    *,
-    analyzer: Analyzer | None = None,
-    k1: float = 0.9,
-    b: float = 0.4,
-    method: str = "lucene",
-    delta: float = 0.5,
-    batch_size: int = 10_000,
-) -> dict[str, Any]:
-    """The "bm25" stage of ``lyre index``: INDEX/docstore -> INDEX/bm25, recorded in the manifest last."""
-    from indexes.docstore import DocStore
-    from indexes.manifest import clear_stage, record_stage, require_stage
-
-    index_dir = Path(index_dir)
-    require_stage(index_dir, "docstore")
-    clear_stage(index_dir, "bm25")
-    record = build_bm25(
-        DocStore.open(index_dir / "docstore"),
-        index_dir / "bm25",
-        analyzer=analyzer,
-        k1=k1,
-        b=b,
-        method=method,
-        delta=delta,
-        batch_size=batch_size,
-    )
-    record_stage(index_dir, "bm25", record)
-    say(f"bm25: {record['documents']} documents, {record['vocabulary']} terms, {record['postings']} postings")
-    return record
+    index_dir: str | Path, options: Bm25Options | None = None, *, wait: bool = False
+) -> StageResult:
+    """The "bm25" stage alone, through the stage runner: INDEX/docstore -> INDEX/bm25."""
+    return run_stage(Path(index_dir), Bm25Stage(), options or Bm25Options(), wait=wait)
 
 
 class BM25Index:
@@ -288,7 +394,7 @@ class BM25Index:
     ) -> BM25Index:
         """Open ``directory``. Passing analyzer/k1/b/method is allowed only if they equal the saved ones:
         scores are precomputed at build time, so a different value would silently not apply."""
-        import bm25s
+        from indexes.bm25s_compat import load_index
 
         directory = Path(directory)
         record_path = directory / RECORD_NAME
@@ -299,12 +405,12 @@ class BM25Index:
         for name, asked, built in (
             ("k1", k1, record["k1"]),
             ("b", b, record["b"]),
-            ("method", method, record["method"]),
+            ("bm25_method", method, record["method"]),
         ):
             if asked is not None and asked != built:
                 raise LyreError(
-                    f"{directory}: the BM25 index was built with {name}={built!r}, not {asked!r}; scores are "
-                    f"fixed at build time, so rebuild the index with `lyre index ... --bm25-{name} {asked}`"
+                    f"{directory}: the BM25 index was built with {opt(name)} {built!r}, not {asked!r}; "
+                    f"scores are fixed at build time, so rebuild it with `lyre index` and {opt(name)} {asked}"
                 )
         if analyzer is not None and analyzer != saved:
             raise LyreError(
@@ -317,7 +423,7 @@ class BM25Index:
             say(
                 f"warning: {directory} was built with {changed} (saved, installed); terms may differ slightly"
             )
-        engine = bm25s.BM25.load(directory, mmap=True, load_corpus=False)
+        engine = load_index(directory)
         return cls(directory, engine, saved, record)
 
     def query_term_ids(self, text: str) -> np.ndarray:

@@ -19,22 +19,35 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from basics import progress
 from basics.atomic import atomic_path, write_json_atomic
-from basics.errors import LyreError
+from basics.errors import LyreError, OptionError, opt
+from basics.options import option
 from basics.provenance import provenance
+from basics.resources import ResourceError, ensure_free_space, free_bytes, human_bytes
 from indexes import faiss_params
 from indexes.embeddings import EmbeddingStore
-from indexes.manifest import clear_stage, record_stage, require_stage
+from indexes.manifest import DENSE, DOCSTORE, EMBEDDINGS, require_stage
+from indexes.stages import (
+    Forget,
+    StageRecord,
+    StageResult,
+    Upstream,
+    need,
+    overwrite_option,
+    run_stage,
+    stage_files,
+)
+from indexes.torch_search import DeviceMemoryError, TorchFlatSearch, exact_scores
 
-DENSE_DIR = "dense"
+DENSE_DIR = DENSE
 BUILD_FILE = "build.json"
 PARAMS_FILE = "params.json"
 TRAINED_FILE = "trained.faiss"
@@ -111,15 +124,14 @@ def exact_search(store: EmbeddingStore, queries: np.ndarray, k: int) -> tuple[np
 
 
 def _complete_store(index_dir: Path) -> EmbeddingStore:
-    """The embedding store of ``index_dir``, refused unless every chunk and the stage record are there."""
-    store = EmbeddingStore.open(index_dir / "embeddings")
+    """The embedding store of ``index_dir``, refused unless every chunk is there."""
+    store = EmbeddingStore.open(index_dir / EMBEDDINGS)
     missing = store.missing_chunks()
     if missing:
         raise LyreError(
             f"{store.directory}: {len(missing)} of {store.spec.num_chunks} embedding chunks are missing "
-            f"(first: {missing[0]}); finish every --shard-id slice of `lyre encode`, then build again"
+            f"(first: {missing[0]}); finish every {opt('shard_id')} slice of the encoding, then build again"
         )
-    require_stage(index_dir, "embeddings", how="lyre encode")
     return store
 
 
@@ -135,26 +147,25 @@ def _iter_rows(store: EmbeddingStore, start: int, stop: int) -> Iterator[tuple[n
             yield rows[begin:end], np.asarray(vectors[begin:end], dtype=np.float32)
 
 
-def _check_settings(dense_dir: Path, build: dict[str, Any], overwrite: bool) -> None:
-    """Refuse to resume a build made with other settings (before anything is touched) unless overwriting."""
-    build_path = dense_dir / BUILD_FILE
-    if overwrite or not build_path.exists():
-        return
-    found = json.loads(build_path.read_text(encoding="utf-8"))
-    differing = sorted(key for key in {*found, *build} if found.get(key) != build.get(key))
-    if differing:
-        raise LyreError(
-            f"{dense_dir}: holds a dense index built with other settings ({', '.join(differing)}); "
-            "pass --overwrite to rebuild it"
-        )
-
-
 def _prepare_dir(dense_dir: Path, build: dict[str, Any], overwrite: bool) -> None:
-    """Start fresh (--overwrite) or keep what a build with the same settings left, and record the settings."""
+    """Keep what an interrupted build with the same settings left; start fresh otherwise (or when
+    overwriting), and record the settings the files are being built with."""
+    build_path = dense_dir / BUILD_FILE
+    if build_path.exists() and not overwrite:
+        try:
+            found = json.loads(build_path.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError):
+            found = {"unreadable": BUILD_FILE}  # damaged: the files here cannot be trusted
+        differing = sorted(key for key in {*found, *build} if found.get(key) != build.get(key))
+        if differing:
+            progress.say(
+                f"dense: the files here were built with other settings ({', '.join(differing)}); rebuilding"
+            )
+            overwrite = True
     if overwrite and dense_dir.exists():
         shutil.rmtree(dense_dir)
     dense_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(dense_dir / BUILD_FILE, build)
+    write_json_atomic(build_path, build)
 
 
 def _train(dense_dir: Path, store: EmbeddingStore, shape: faiss_params.IvfPqParams, seed: int) -> Any:
@@ -185,9 +196,25 @@ def _train(dense_dir: Path, store: EmbeddingStore, shape: faiss_params.IvfPqPara
         ivf.pq.cp.min_points_per_centroid = 1  # our line above replaces Faiss's repeated warning
     progress.say(f"dense: training {shape.factory} on {shape.train_sample} vectors")
     index.train(sample)
-    with atomic_path(path) as tmp:
-        faiss.write_index(index, str(tmp))
+    _write_index(index, path, shape.nlist * spec.dim * 4 + (1 << shape.nbits) * spec.dim * 4)
     return index
+
+
+def _write_index(index: Any, path: Path, expected_bytes: int) -> None:
+    """Save a Faiss index atomically. Faiss reports a failed write (a full disk, a quota, a file-size
+    limit) as a RuntimeError with a C++ trace: free space is checked first, and a failure is one line
+    naming the file."""
+    faiss = _faiss()
+    ensure_free_space(path.parent, expected_bytes)
+    try:
+        with atomic_path(path) as tmp:
+            faiss.write_index(index, str(tmp))
+    except RuntimeError as error:
+        reason = next((line.strip() for line in reversed(str(error).splitlines()) if line.strip()), "")
+        raise ResourceError(
+            f"{path}: Faiss could not write it ({reason[:200]}; {human_bytes(free_bytes(path.parent))} "
+            f"free in {path.parent}); free space there, or choose another {opt('out')}"
+        ) from None
 
 
 def _build_shard(path: Path, store: EmbeddingStore, template: Any, start: int, stop: int, bar: Any) -> None:
@@ -200,8 +227,16 @@ def _build_shard(path: Path, store: EmbeddingStore, template: Any, start: int, s
     for rows, vectors in _iter_rows(store, start, stop):
         index.add_with_ids(vectors, rows)
         bar.update(len(rows))
-    with atomic_path(path) as tmp:
-        faiss.write_index(index, str(tmp))
+    _write_index(index, path, _shard_bytes(index, store.spec.dim, stop - start))
+
+
+def _shard_bytes(index: Any, dim: int, rows: int) -> int:
+    """What a shard file will take: each vector's code (float32 values for flat, PQ bytes for IVF-PQ)
+    and its 64-bit id, plus the coarse centroids of IVF-PQ."""
+    ivf = _faiss().try_extract_index_ivf(index)
+    if ivf is None:
+        return rows * (dim * 4 + 8)
+    return rows * (ivf.code_size + 8) + ivf.nlist * dim * 4
 
 
 def _tune(
@@ -269,136 +304,218 @@ def _tune(
     return {**best, "tuning": table}
 
 
-def build_dense(
-    index_dir: str | Path,
-    *,
-    index_type: str = "auto",
-    shard_rows: int = DEFAULT_SHARD_ROWS,
-    nlist: int | None = None,
-    m: int | None = None,
-    nbits: int = faiss_params.NBITS,
-    train_sample: int | None = None,
-    recall_target: float = 0.95,
-    nprobe: int | None = None,
-    refine: int | None = None,
-    tune_queries: int = DEFAULT_TUNE_QUERIES,
-    seed: int = 0,
-    overwrite: bool = False,
-) -> dict[str, Any]:
-    """Build ``INDEX/dense`` from the embedding chunks and record the "dense" manifest stage.
+@dataclass(frozen=True)
+class DenseOptions:
+    """Which Faiss index is built over the embeddings, and how its search is tuned."""
 
-    ``index_type="auto"`` is flat (exact) below ``faiss_params.FLAT_MAX_ROWS`` vectors. IVF-PQ settings
-    default to :func:`faiss_params.ivfpq_params`; nprobe and refine depth default to the smallest values
-    reaching ``recall_target`` overlap@100 with exact search on ``tune_queries`` queries made of stored
-    vectors (see :func:`_tune`).
-    """
-    index_dir = Path(index_dir)
-    store = _complete_store(index_dir)
-    spec = store.spec
-    if shard_rows < 1:
-        raise LyreError(f"--shard-rows {shard_rows}: needs at least 1 row per shard")
+    index_type: str = option(
+        "auto",
+        f"auto (flat below {faiss_params.FLAT_MAX_ROWS:,} vectors, else ivfpq), flat (exact) or ivfpq.",
+        choices=faiss_params.INDEX_TYPES,
+    )
+    shard_rows: int = option(DEFAULT_SHARD_ROWS, "Vectors per Faiss shard file.", minimum=1)
+    nlist: int | None = option(None, "IVF lists (default: about 4 x sqrt(N)).", minimum=1)
+    pq_m: int | None = option(None, "PQ bytes per vector (default: from the dimension).", minimum=1)
+    recall_target: float = option(
+        0.95, "Overlap@100 with exact search that nprobe/refine tuning aims for.", above=0, maximum=1
+    )
+    nprobe: int | None = option(None, "Fix nprobe instead of tuning it.", minimum=1)
+    refine: int | None = option(
+        None, "Fix the exact re-scoring depth instead of tuning it (0: none).", minimum=0
+    )
+    train_sample: int | None = option(
+        None, "Vectors the quantizers are trained on (default: from N).", cli=False
+    )
+    tune_queries: int = option(
+        DEFAULT_TUNE_QUERIES, "Queries made for tuning nprobe/refine.", minimum=1, cli=False
+    )
+    seed: int = option(0, "Seed of the training sample and the tuning queries.", cli=False)
+    overwrite: bool = overwrite_option()
+
+    def params(self) -> dict[str, Any]:
+        """The options that decide the dense index (its record's params)."""
+        return {name: value for name, value in asdict(self).items() if name != "overwrite"}
+
+
+#: Product quantization trains 2^nbits centroids per sub-quantizer, so it needs at least that many vectors.
+MIN_IVFPQ_ROWS = 1 << faiss_params.NBITS
+IVFPQ_ONLY = ("nlist", "pq_m", "nprobe", "refine")
+
+
+def dense_shape(
+    num_rows: int, dim: int | None, options: DenseOptions
+) -> tuple[str, faiss_params.IvfPqParams | None]:
+    """The index type and IVF-PQ shape for N vectors, with every option checked against them; with the
+    dimension not known yet (None), only what N decides."""
+    kind = faiss_params.choose_index_type(num_rows, options.index_type)
+    if kind == "flat":
+        for name in IVFPQ_ONLY:
+            if getattr(options, name) is not None:
+                raise OptionError(
+                    name,
+                    getattr(options, name),
+                    f"applies only to an ivfpq index; {num_rows:,} vectors get flat "
+                    f"with {opt('index_type')} {options.index_type}",
+                )
+        return kind, None
+    if num_rows < MIN_IVFPQ_ROWS:
+        raise OptionError(
+            "index_type",
+            kind,
+            f"needs at least {MIN_IVFPQ_ROWS} vectors to train its PQ codebooks and this index "
+            f"has {num_rows}; use flat (exact search, and fast at this size)",
+        )
+    if dim is None:
+        return kind, None
+    m = options.pq_m if options.pq_m is not None else faiss_params.default_m(dim)
     try:
-        kind = faiss_params.choose_index_type(spec.num_rows, index_type)
-        shape = (
-            faiss_params.ivfpq_params(
-                spec.num_rows, spec.dim, nlist=nlist, m=m, nbits=nbits, train_sample=train_sample
-            )
-            if kind == "ivfpq"
-            else None
+        faiss_params.check_m(m, dim)
+    except ValueError as error:
+        raise OptionError("pq_m", m, str(error)) from None
+    try:
+        shape = faiss_params.ivfpq_params(
+            num_rows, dim, nlist=options.nlist, m=m, train_sample=options.train_sample
         )
     except ValueError as error:
-        raise LyreError(str(error)) from None
-    if index_type == "auto":
-        side = "below" if kind == "flat" else "at least"
-        progress.say(
-            f"dense: {kind} index ({spec.num_rows} vectors, {side} {faiss_params.FLAT_MAX_ROWS}); "
-            "--index-type flat|ivfpq to choose"
-        )
-    num_shards = (spec.num_rows + shard_rows - 1) // shard_rows
-    build = {
-        "index_type": kind,
-        "num_rows": spec.num_rows,
-        "dim": spec.dim,
-        "model": spec.model,
-        "shard_rows": shard_rows,
-        "num_shards": num_shards,
-        "seed": seed,
-        **(shape.to_dict() if shape else {}),
-    }
-    dense_dir = index_dir / DENSE_DIR
-    _check_settings(dense_dir, build, overwrite)
-    clear_stage(index_dir, "dense")
-    _prepare_dir(dense_dir, build, overwrite)
+        raise OptionError("nlist", options.nlist, str(error)) from None
+    if shape.train_sample < MIN_IVFPQ_ROWS:
+        raise OptionError("train_sample", shape.train_sample, f"must be at least {MIN_IVFPQ_ROWS} for IVF-PQ")
+    return kind, shape
 
-    started = time.perf_counter()
-    template = _train(dense_dir, store, shape, seed) if shape else None
-    trained = time.perf_counter()
-    shards = [
-        {"file": shard_name(s), "rows": [s * shard_rows, min((s + 1) * shard_rows, spec.num_rows)]}
-        for s in range(num_shards)
-    ]
-    todo = [s for s in shards if not (dense_dir / s["file"]).exists()]
-    if len(todo) < len(shards):
-        progress.say(f"dense: {len(shards) - len(todo)} of {len(shards)} shards already built; resuming")
-    with progress.bar(sum(s["rows"][1] - s["rows"][0] for s in todo), desc="dense add") as bar:
-        for shard in todo:
-            _build_shard(dense_dir / shard["file"], store, template, *shard["rows"], bar)
-    added = time.perf_counter()
 
-    index_bytes = sum((dense_dir / s["file"]).stat().st_size for s in shards)
-    params: dict[str, Any] = {
-        **build,
-        "shards": shards,
-        "recall_target": recall_target,
-        "nprobe": None,
-        "refine": 0,
-    }
-    if shape:
-        searcher = DenseIndex(index_dir, params, _load_cpu(dense_dir, params))
-        tuned = _tune(
-            searcher,
-            store,
-            target=recall_target,
-            nprobe=nprobe,
-            refine=refine,
-            queries=tune_queries,
-            seed=seed,
+@dataclass
+class DenseStage:
+    """Embeddings -> Faiss shards (the "dense" stage)."""
+
+    name: ClassVar[str] = DENSE
+
+    def validate(self, index_dir: Path, options: DenseOptions, upstream: Upstream) -> None:
+        embeddings = need(index_dir, upstream, EMBEDDINGS)
+        if embeddings is not None:
+            dense_shape(embeddings.counts["documents"], embeddings.params["dim"], options)
+        elif upstream.get(DOCSTORE) is not None:  # vectors encoded by this command: N is known, not the dim
+            dense_shape(upstream[DOCSTORE].counts["documents"], None, options)  # type: ignore[union-attr]
+
+    def is_current(self, index_dir: Path, record: StageRecord, options: DenseOptions) -> bool:
+        return record.params == options.params()
+
+    def discard_damaged(self, index_dir: Path, paths: list[str]) -> None:
+        """Remove the damaged files so the build redoes them instead of resuming from them: a shard is
+        rebuilt alone; a new quantizer (trained.faiss) rebuilds every shard; without the settings the
+        shards were built with (build.json) nothing is kept."""
+        dense_dir = index_dir / DENSE
+        names = {Path(path).name for path in paths}
+        if BUILD_FILE in names:
+            shutil.rmtree(dense_dir, ignore_errors=True)
+            return
+        for name in names:
+            (dense_dir / name).unlink(missing_ok=True)
+
+    def build(self, index_dir: Path, options: DenseOptions, forget: Forget) -> StageResult:
+        store = _complete_store(index_dir)
+        spec = store.spec
+        kind, shape = dense_shape(spec.num_rows, spec.dim, options)
+        if options.index_type == "auto":
+            side = "below" if kind == "flat" else "at least"
+            progress.say(
+                f"dense: {kind} index ({spec.num_rows} vectors, {side} {faiss_params.FLAT_MAX_ROWS}); "
+                "set the index type (flat or ivfpq) to choose"
+            )
+        shard_rows = options.shard_rows
+        num_shards = (spec.num_rows + shard_rows - 1) // shard_rows
+        build = {
+            "index_type": kind,
+            "num_rows": spec.num_rows,
+            "dim": spec.dim,
+            "model": spec.model,
+            "shard_rows": shard_rows,
+            "num_shards": num_shards,
+            "seed": options.seed,
+            **(shape.to_dict() if shape else {}),
+        }
+        dense_dir = index_dir / DENSE
+        forget()
+        _prepare_dir(dense_dir, build, options.overwrite)
+
+        started = time.perf_counter()
+        template = _train(dense_dir, store, shape, options.seed) if shape else None
+        trained = time.perf_counter()
+        shards = [
+            {"file": shard_name(s), "rows": [s * shard_rows, min((s + 1) * shard_rows, spec.num_rows)]}
+            for s in range(num_shards)
+        ]
+        todo = [s for s in shards if not (dense_dir / s["file"]).exists()]
+        if len(todo) < len(shards):
+            progress.say(f"dense: {len(shards) - len(todo)} of {len(shards)} shards already built; resuming")
+        with progress.bar(sum(s["rows"][1] - s["rows"][0] for s in todo), desc="dense add") as bar:
+            for shard in todo:
+                _build_shard(dense_dir / shard["file"], store, template, *shard["rows"], bar)
+        added = time.perf_counter()
+
+        index_bytes = sum((dense_dir / s["file"]).stat().st_size for s in shards)
+        params: dict[str, Any] = {
+            **build,
+            "shards": shards,
+            "recall_target": options.recall_target,
+            "nprobe": None,
+            "refine": 0,
+        }
+        if shape:
+            searcher = DenseIndex(index_dir, params, _load_cpu(dense_dir, params))
+            tuned = _tune(
+                searcher,
+                store,
+                target=options.recall_target,
+                nprobe=options.nprobe,
+                refine=options.refine,
+                queries=options.tune_queries,
+                seed=options.seed,
+            )
+            params.update(tuned)
+        else:
+            params["recall"] = 1.0
+        params["timings"] = {
+            "train_s": round(trained - started, 3),
+            "add_s": round(added - trained, 3),
+            "tune_s": round(time.perf_counter() - added, 3),
+        }
+        params["index_bytes"] = index_bytes
+        params["bytes_per_vector"] = round(index_bytes / spec.num_rows, 2)
+        write_json_atomic(dense_dir / PARAMS_FILE, params)
+        if shape:
+            described = (
+                f"{shape.factory} over {spec.num_rows} vectors in {num_shards} shard(s), "
+                f"{params['bytes_per_vector']} bytes/vector; nprobe {params['nprobe']}, "
+                f"refine {params['refine']} (overlap@{RECALL_DEPTH} with exact search "
+                f"{params['recall']:.3f} on build-time queries)"
+            )
+        else:
+            described = f"exact flat index over {spec.num_rows} vectors in {num_shards} shard(s)"
+        counts = {
+            "vectors": spec.num_rows,
+            "index_type": kind,
+            "factory": shape.factory if shape else "IDMap,Flat",
+            "num_shards": num_shards,
+            "nprobe": params["nprobe"],
+            "refine": params["refine"],
+            "recall": params["recall"],
+            "bytes_per_vector": params["bytes_per_vector"],
+        }
+        record = StageRecord(
+            summary=described,
+            params=options.params(),
+            counts=counts,
+            provenance=provenance(*FAISS_DISTRIBUTIONS, timings=params["timings"]),
+            files=stage_files(index_dir, DENSE),
         )
-        params.update(tuned)
-    else:
-        params["recall"] = 1.0
-    params["timings"] = {
-        "train_s": round(trained - started, 3),
-        "add_s": round(added - trained, 3),
-        "tune_s": round(time.perf_counter() - added, 3),
-    }
-    params["index_bytes"] = index_bytes
-    params["bytes_per_vector"] = round(index_bytes / spec.num_rows, 2)
-    write_json_atomic(dense_dir / PARAMS_FILE, params)
-    if shape:
-        summary = (
-            f"dense: {shape.factory} over {spec.num_rows} vectors in {num_shards} shard(s), "
-            f"{params['bytes_per_vector']} bytes/vector; nprobe {params['nprobe']}, "
-            f"refine {params['refine']} (overlap@{RECALL_DEPTH} with exact search "
-            f"{params['recall']:.3f} on build-time queries)"
-        )
-    else:
-        summary = f"dense: exact flat index over {spec.num_rows} vectors in {num_shards} shard(s)"
-    record = {
-        "summary": summary,
-        "path": DENSE_DIR,
-        "index_type": kind,
-        "num_shards": num_shards,
-        "nprobe": params["nprobe"],
-        "refine": params["refine"],
-        "recall": params["recall"],
-        "factory": shape.factory if shape else "IDMap,Flat",
-        **provenance(
-            *FAISS_DISTRIBUTIONS, **{k: v for k, v in params.items() if k not in ("shards", "tuning")}
-        ),
-    }
-    record_stage(index_dir, "dense", record)
-    return record
+        return StageResult(f"{DENSE}: {described}", record)
+
+
+def build_dense(
+    index_dir: str | Path, options: DenseOptions | None = None, *, wait: bool = False
+) -> StageResult:
+    """The "dense" stage alone, through the stage runner: INDEX/embeddings -> INDEX/dense."""
+    return run_stage(Path(index_dir), DenseStage(), options or DenseOptions(), wait=wait)
 
 
 def _read_flags(faiss: Any, index_type: str) -> int:
@@ -431,22 +548,87 @@ def _installed(distribution: str) -> bool:
     return True
 
 
-def _place(dense_dir: Path, params: dict[str, Any], device: str) -> tuple[list[Any], list[bool], str]:
-    """Shards on GPUs (round-robin) when possible, else memory-mapped on CPU; plus the line saying which."""
+#: Where dense search may run, and with what (see _place).
+DEVICES = ("auto", "cpu", "cuda")
+ENGINES = ("auto", "faiss", "torch")
+
+
+def _torch_gpus() -> list[str]:
+    """The CUDA devices torch can use ("cuda:0", ...); none without CUDA torch."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    return [f"cuda:{gpu}" for gpu in range(torch.cuda.device_count())] if torch.cuda.is_available() else []
+
+
+@dataclass
+class Placement:
+    """Where each part of a dense search runs, and the line that says so."""
+
+    shards: list[Any]
+    """Faiss indexes (empty when torch searches a flat index)."""
+    on_gpu: list[bool]
+    line: str
+    torch_flat: TorchFlatSearch | None = None
+    refine_device: str | None = None
+    """The torch device of the exact refine (None: numpy on the CPU)."""
+
+
+def _cpu_placement(
+    dense_dir: Path, params: dict[str, Any], reason: str, refine_device: str | None = None
+) -> Placement:
+    indexes = _load_cpu(dense_dir, params)
+    line = f"dense search: {params['index_type']}, Faiss CPU ({reason})"
+    if refine_device:
+        line += f"; exact refine with torch on {refine_device}"
+    return Placement(indexes, [False] * len(indexes), line, refine_device=refine_device)
+
+
+def _torch_placement(index_dir: Path, params: dict[str, Any], devices: list[str], reason: str) -> Placement:
+    """Flat: every shard's float16 vectors on the torch devices (Faiss CPU when they do not fit).
+    IVF-PQ: the PQ scan stays on Faiss CPU (torch has no IVF-PQ), the exact refine runs on the device."""
+    dense_dir = index_dir / DENSE_DIR
+    if params["index_type"] != "flat":
+        return _cpu_placement(dense_dir, params, reason, refine_device=devices[0])
+    store = EmbeddingStore.open(index_dir / "embeddings")
+    try:
+        flat = TorchFlatSearch.load(store, [tuple(shard["rows"]) for shard in params["shards"]], devices)
+    except DeviceMemoryError as error:
+        return _cpu_placement(dense_dir, params, f"{reason}; torch refused: {error}")
+    return Placement([], [], f"dense search: flat, torch on {', '.join(flat.devices)} ({reason})", flat)
+
+
+def _place(index_dir: Path, params: dict[str, Any], device: str, engine: str) -> Placement:
+    """faiss-gpu where it sees GPUs; else torch on CUDA GPUs (flat search, IVF-PQ's exact refine); else
+    Faiss on the CPU. ``engine`` forces Faiss or torch (torch on the CPU with ``device="cpu"``)."""
+    if device not in DEVICES:
+        raise OptionError("device", device, f"use one of {', '.join(DEVICES)}")
+    if engine not in ENGINES:
+        raise OptionError("engine", engine, f"use one of {', '.join(ENGINES)}")
     faiss = _faiss()
-    if device not in ("auto", "cpu", "cuda"):
-        raise LyreError(f"--device {device}: use auto, cpu or cuda")
+    dense_dir = index_dir / DENSE_DIR
     count, why = _gpu_support(faiss)
-    if device == "cuda" and not count:
-        raise LyreError(f"--device cuda: {why}; install faiss-gpu-cu12 on a GPU machine or use --device cpu")
-    shards = params["shards"]
-    if device == "cpu" or not count:
-        reason = "asked for with --device cpu" if device == "cpu" else why
-        return _load_cpu(dense_dir, params), [False] * len(shards), f"dense search on CPU: {reason}"
+    torch_gpus = [] if device == "cpu" else _torch_gpus()
+    if engine == "torch":
+        if device == "cuda" and not torch_gpus:
+            raise OptionError("device", device, "torch sees no CUDA GPU; use device cpu or auto")
+        return _torch_placement(index_dir, params, torch_gpus or ["cpu"], "engine torch asked for")
+    if device == "cpu":
+        return _cpu_placement(dense_dir, params, "device cpu asked for")
+    if not count and torch_gpus and engine == "auto":
+        return _torch_placement(index_dir, params, torch_gpus, why)
+    if not count:
+        if device == "cuda":
+            raise OptionError(
+                "device", device, f"{why}; install faiss-gpu-cu12 on a GPU machine or use device cpu"
+            )
+        return _cpu_placement(dense_dir, params, why)
     options = faiss.GpuClonerOptions()
     options.useFloat16 = bool(params.get("float16_lookup_tables", False))  # IVF-PQ: float16 lookup tables
     resources = [faiss.StandardGpuResources() for _ in range(count)]
     flags = _read_flags(faiss, params["index_type"])
+    shards = params["shards"]
     indexes: list[Any] = []
     on_gpu: list[bool] = []
     failures: list[str] = []
@@ -461,14 +643,14 @@ def _place(dense_dir: Path, params: dict[str, Any], device: str) -> tuple[list[A
             failures.append(f"{shard['file']} on GPU {gpu}: {reason}")
             indexes.append(faiss.read_index(path, flags))
             on_gpu.append(False)
-    placed = sum(on_gpu)
     tables = ", float16 lookup tables" if options.useFloat16 else ""
     line = (
-        f"dense search on GPU: {placed} of {len(shards)} shards over {min(count, len(shards))} GPU(s){tables}"
+        f"dense search: {params['index_type']}, faiss-gpu on {min(count, len(shards))} GPU(s): "
+        f"{sum(on_gpu)} of {len(shards)} shards{tables}"
     )
     if failures:
-        line += f"; {len(failures)} on CPU because the GPU copy failed ({failures[0]})"
-    return indexes, on_gpu, line
+        line += f"; {len(failures)} on Faiss CPU because the GPU copy failed ({failures[0]})"
+    return Placement(indexes, on_gpu, line)
 
 
 def _set_nprobe(index: Any, nprobe: int) -> None:
@@ -487,17 +669,32 @@ class DenseIndex:
     shards: list[Any]
     on_gpu: list[bool] | None = None
     _store: EmbeddingStore | None = None
+    torch_flat: TorchFlatSearch | None = None
+    """Set when torch searches this flat index (``shards`` is then empty)."""
+    refine_device: str | None = None
+    """The torch device of IVF-PQ's exact refine (None: numpy on the CPU)."""
 
     @classmethod
-    def open(cls, index_dir: str | Path, device: str = "auto") -> DenseIndex:
-        """Open a built index; says on one line where search runs (GPU or CPU) and why."""
+    def open(cls, index_dir: str | Path, device: str = "auto", engine: str = "auto") -> DenseIndex:
+        """Open a built index; says on one line which engine searches where, and why.
+
+        ``device``: auto, cpu or cuda. ``engine``: auto (faiss-gpu where it sees a GPU, else torch on
+        CUDA GPUs, else Faiss CPU), faiss, or torch (flat search and the exact refine; on the CPU with
+        ``device="cpu"``).
+        """
         index_dir = Path(index_dir)
         require_stage(index_dir, "dense", how="lyre index --dense")
-        dense_dir = index_dir / DENSE_DIR
-        params = json.loads((dense_dir / PARAMS_FILE).read_text(encoding="utf-8"))
-        shards, on_gpu, line = _place(dense_dir, params, device)
-        progress.say(line)
-        return cls(index_dir, params, shards, on_gpu)
+        params = json.loads((index_dir / DENSE_DIR / PARAMS_FILE).read_text(encoding="utf-8"))
+        placement = _place(index_dir, params, device, engine)
+        progress.say(placement.line)
+        return cls(
+            index_dir,
+            params,
+            placement.shards,
+            placement.on_gpu,
+            torch_flat=placement.torch_flat,
+            refine_device=placement.refine_device,
+        )
 
     @property
     def dim(self) -> int:
@@ -532,8 +729,8 @@ class DenseIndex:
         depth = max(k, depth_refine)
         if self.on_gpu and any(self.on_gpu) and max(depth, probes or 0) > GPU_MAX_K:
             raise LyreError(
-                f"GPU Faiss allows at most {GPU_MAX_K} results and probes; lower k, --refine or --nprobe, "
-                "or use --device cpu"
+                f"GPU Faiss allows at most {GPU_MAX_K} results and probes; lower k, {opt('refine')} or "
+                f"{opt('nprobe')}, or use {opt('device')} cpu"
             )
         if probes is not None:
             for index in self.shards:
@@ -542,7 +739,10 @@ class DenseIndex:
         scores_out = np.empty((len(queries), k), dtype=np.float32)
         for start in range(0, len(queries), QUERY_BATCH):
             batch = queries[start : start + QUERY_BATCH]
-            rows, scores = self._search_shards(batch, depth)
+            if self.torch_flat is not None:
+                rows, scores = self.torch_flat.search(batch, depth)
+            else:
+                rows, scores = self._search_shards(batch, depth)
             if depth_refine:
                 rows, scores = self._refine(batch, rows, k)
             else:
@@ -566,7 +766,10 @@ class DenseIndex:
         return top_k(rows, scores, depth)
 
     def _refine(self, queries: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact inner products of the candidates from the stored vectors, then the best k of them."""
+        """Exact inner products of the candidates from the stored vectors, then the best k of them
+        (on ``refine_device`` with torch when set, else with numpy)."""
+        if self.refine_device is not None:
+            return top_k(rows, exact_scores(queries, rows, self.store.fetch, self.refine_device), k)
         exact = np.full(rows.shape, -np.inf, dtype=np.float32)
         step = max(1, REFINE_FETCH // rows.shape[1])
         for start in range(0, len(queries), step):

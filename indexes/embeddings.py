@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from basics.atomic import atomic_path, write_json_atomic
-from basics.errors import LyreError
+from basics.errors import LyreError, opt
 
 STORE_FILE = "store.json"
 
@@ -50,7 +50,8 @@ class StoreSpec:
     def chunks_of_slice(self, shard_id: int, num_shards: int) -> list[int]:
         if not 0 <= shard_id < num_shards:
             raise LyreError(
-                f"--shard-id {shard_id} is outside 0..{num_shards - 1}; pick one below --num-shards"
+                f"{opt('shard_id')} {shard_id} is outside 0..{num_shards - 1}; "
+                f"pick one below {opt('num_shards')}"
             )
         return list(range(shard_id, self.num_chunks, num_shards))
 
@@ -74,7 +75,7 @@ class EmbeddingStore:
                 differing = sorted(key for key in found if found.get(key) != asdict(spec).get(key))
                 raise LyreError(
                     f"{directory}: holds embeddings made with other settings ({', '.join(differing)}); "
-                    "use the same model and recipe to resume, or pass --overwrite to start again"
+                    f"use the same model and recipe to resume, or set {opt('overwrite')} to start again"
                 )
         else:
             directory.mkdir(parents=True, exist_ok=True)
@@ -137,7 +138,7 @@ class EmbeddingStore:
         if missing:
             raise LyreError(
                 f"{self.directory}: {len(missing)} of {self.spec.num_chunks} embedding chunks are missing "
-                f"(first: {missing[0]}); finish every --shard-id slice, then index again"
+                f"(first: {missing[0]}); finish every {opt('shard_id')} slice, then index again"
             )
         for chunk in range(self.spec.num_chunks):
             yield self.chunk(chunk)

@@ -29,6 +29,8 @@ MAX_TRAIN_SAMPLE = 262_144
 DIMS_PER_SUBQUANTIZER = 4
 #: PQ code width; GPU IVF-PQ supports only 8.
 NBITS = 8
+#: Index types one can ask for: ``auto`` picks flat or ivfpq from the number of vectors.
+INDEX_TYPES = ("auto", "flat", "ivfpq")
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class IvfPqParams:
 
 def choose_index_type(num_rows: int, requested: str = "auto") -> str:
     """ "flat" or "ivfpq": ``auto`` is flat below :data:`FLAT_MAX_ROWS` vectors, IVF-PQ from there."""
-    if requested not in ("auto", "flat", "ivfpq"):
+    if requested not in INDEX_TYPES:
         raise ValueError(f"index type must be auto, flat or ivfpq, not {requested!r}")
     if requested != "auto":
         return requested

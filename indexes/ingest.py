@@ -1,9 +1,11 @@
 """The ingest stage: corpus file -> ``INDEX/docstore`` plus the manifest's "docstore" record.
 
-The new docstore is written into a temporary folder inside INDEX and renamed into place only when it
+The new docstore is written into a temporary folder inside INDEX and swapped into place only when it
 is complete, so a bad record or a crash never leaves a half-written docstore and never destroys a
-complete one. Replacing a complete docstore needs ``overwrite=True``; because row numbers are the
-internal ids, that also clears the records of the stages built on the old one.
+complete one. Replacing a complete docstore built from another corpus (or with other field options)
+needs ``overwrite``; because row numbers are the internal ids, that also forgets the stages built on
+the old one. A write that fails (disk full, quota, read-only folder) is one line naming the docstore, and
+the temporary folder is removed.
 """
 
 from __future__ import annotations
@@ -12,62 +14,49 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from basics import progress
 from basics.atomic import replace_dir
-from basics.errors import InputError, LyreError
+from basics.errors import InputError, LyreError, opt
+from basics.options import option
 from basics.provenance import provenance, sha256_file
-from formats.corpus import CorpusReader, UniqueIds, open_corpus
+from basics.resources import write_error
+from formats.corpus import CorpusReader, UniqueIds, corpus_file, open_corpus
 from indexes.docstore import DocStoreWriter
+from indexes.manifest import DOCSTORE
+from indexes.stages import (
+    Forget,
+    StageRecord,
+    StageResult,
+    Upstream,
+    overwrite_option,
+    run_stage,
+    stage_files,
+)
 
-STAGE = "docstore"
 BATCH_SIZE = 4096
 
 
 @dataclass(frozen=True)
-class IngestReport:
-    """What one ingest did (the CLI prints it; the manifest stores the same facts)."""
+class IngestOptions:
+    """How a corpus is read into the docstore."""
 
-    corpus: str
-    docstore: str
-    format: str
-    mapping: dict[str, str | None]
-    documents: int
-    skipped: dict[str, int] = field(default_factory=dict)
-    empty_text: int = 0
-    seconds: float = 0.0
+    id_field: str | None = option(None, "Corpus field holding the document id (default: guessed).")
+    title_field: str | None = option(None, "Corpus field holding the title (default: guessed).")
+    text_field: str | None = option(None, "Corpus field holding the text (default: guessed).")
+    on_error: str = option(
+        "fail", "fail: stop at the first bad document; skip: skip and count them.", choices=("fail", "skip")
+    )
+    overwrite: bool = overwrite_option()
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def summary(self) -> str:
-        """One line for the CLI: count, fields, skips and empty texts, where it went."""
-        fields = " ".join(f"{k}={v or '(none)'}" for k, v in self.mapping.items())
-        skipped = ", ".join(f"{k}: {v:,}" for k, v in self.skipped.items())
-        return (
-            f"{self.documents:,} documents ({self.format}; {fields}) -> {self.docstore}"
-            + f" in {self.seconds:.1f}s"
-            + (f"; skipped {skipped}" if skipped else "")
-            + (f"; {self.empty_text:,} with empty text" if self.empty_text else "")
-        )
-
-
-def _check_destination(index_dir: Path, overwrite: bool) -> None:
-    from indexes.manifest import stage_record
-
-    target = index_dir / STAGE
-    if target.exists() and stage_record(index_dir, STAGE) is not None and not overwrite:
-        raise LyreError(
-            f"{target}: a complete docstore exists already; pass --overwrite to replace it "
-            "(this also invalidates the index stages built on it)"
-        )
-    for stale in index_dir.glob(f".{STAGE}.*.tmp"):  # left by a killed ingest; never renamed into place
-        shutil.rmtree(stale, ignore_errors=True)
+    def params(self) -> dict[str, Any]:
+        """The options that decide the docstore's content."""
+        return {name: value for name, value in asdict(self).items() if name != "overwrite"}
 
 
 def _copy_documents(
@@ -87,7 +76,7 @@ def _copy_documents(
                         line,
                         "duplicate_id",
                         f"duplicate id {doc.docid!r} (already the id of document {first + 1})",
-                        "give every document a unique id, or pass --on-error skip to keep the first",
+                        f"give every document a unique id, or set {opt('on_error')} skip to keep the first",
                     )
                     continue
                 accepted.append(doc)
@@ -98,83 +87,128 @@ def _copy_documents(
     return empty, unique.sorted_index()
 
 
-def ingest(
-    corpus: str | Path,
-    index_dir: str | Path,
-    *,
-    id_field: str | None = None,
-    title_field: str | None = None,
-    text_field: str | None = None,
-    on_error: str = "fail",
-    overwrite: bool = False,
-) -> IngestReport:
-    """Read ``corpus`` (file or BEIR folder) into ``index_dir/docstore`` and record the "docstore" stage."""
-    from indexes.manifest import invalidate, record_stage
+def _corpus_identity(path: Path) -> dict[str, Any]:
+    stat = path.stat()
+    return {
+        "corpus_file": str(path.resolve()),
+        "corpus_size": stat.st_size,
+        "corpus_mtime_ns": stat.st_mtime_ns,
+    }
 
-    started = time.perf_counter()
-    index_dir = Path(index_dir)
-    _check_destination(index_dir, overwrite)
-    reader = open_corpus(
-        corpus, id_field=id_field, title_field=title_field, text_field=text_field, on_error=on_error
-    )
-    progress.say(f"ingest {reader.path} ({reader.format}): fields {reader.mapping.describe()}")
-    index_dir.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=".docstore.", suffix=".tmp", dir=index_dir))
-    umask = os.umask(0)
-    os.umask(umask)
-    temp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the docstore should be as readable as INDEX
-    try:
-        writer = DocStoreWriter(temp)
-        try:
-            empty, id_index = _copy_documents(reader, writer)
-        except BaseException:
-            writer.abort()
-            raise
-        if writer.rows == 0:
-            raise InputError(
-                reader.path, None, "no documents were read", "check the file and the field mapping"
+
+def _same_corpus(params: dict[str, Any], path: Path) -> bool:
+    """Whether the docstore was built from this file. Same path, size and mtime count as the same file (as
+    for make and rsync), so a rerun of a 50 GB corpus, or each task of a job array, does not hash it again;
+    anything else is decided by the sha256."""
+    unchanged = all(params.get(key) == value for key, value in _corpus_identity(path).items())
+    return unchanged or params.get("corpus_sha256") == sha256_file(path)
+
+
+@dataclass
+class IngestStage:
+    """Corpus -> docstore."""
+
+    corpus: Path
+    name: ClassVar[str] = DOCSTORE
+
+    def _changes(self, record: StageRecord, options: IngestOptions) -> list[str]:
+        """What differs between the recorded docstore and these options and corpus."""
+        changed = [key for key, value in options.params().items() if record.params.get(key) != value]
+        if not _same_corpus(record.params, corpus_file(self.corpus)):
+            changed.insert(0, "corpus")
+        return changed
+
+    def validate(self, index_dir: Path, options: IngestOptions, upstream: Upstream) -> None:
+        corpus_file(self.corpus)  # a missing corpus or a BEIR folder without corpus.jsonl, in one line
+        record = upstream.get(DOCSTORE)
+        if record is None or options.overwrite:
+            return
+        changed = self._changes(record, options)
+        if changed:
+            what = "another corpus (or the corpus changed)" if changed[0] == "corpus" else "other options"
+            raise LyreError(
+                f"{index_dir}: was built from {what}: {', '.join(changed)} differ; set {opt('overwrite')} "
+                f"to rebuild it (and every stage built on it), or choose another {opt('out')}"
             )
-        writer.close(id_index)
-        skipped = reader.skipped
-        record = {
-            "corpus": str(Path(corpus).resolve()),
-            "corpus_file": str(reader.path.resolve()),
-            "corpus_sha256": sha256_file(reader.path),
-            "corpus_size": reader.path.stat().st_size,
-            "corpus_mtime_ns": reader.path.stat().st_mtime_ns,
-            "format": reader.format,
-            "mapping": reader.mapping.to_dict(),
-            "documents": writer.rows,
-            "skipped": dict(sorted(skipped.items())),
-            "empty_text": empty,
-            "on_error": on_error,
-            "provenance": provenance(corpus=str(corpus), on_error=on_error, **reader.mapping.to_dict()),
-        }
-        invalidate(index_dir, STAGE)  # the derived stages' files describe the old rows
-        replace_dir(temp, index_dir / STAGE)
-    except BaseException:
-        shutil.rmtree(temp, ignore_errors=True)
-        raise
-    record_stage(index_dir, STAGE, record)
-    seconds = time.perf_counter() - started
-    report = IngestReport(
-        corpus=str(corpus),
-        docstore=str(index_dir / STAGE),
-        format=reader.format,
-        mapping=reader.mapping.to_dict(),
-        documents=writer.rows,
-        skipped=record["skipped"],
-        empty_text=empty,
-        seconds=round(seconds, 3),
-    )
-    skipped_total = sum(skipped.values())
-    progress.say(
-        f"ingested {writer.rows:,} documents in {seconds:.1f}s"
-        + (
-            f"; skipped {skipped_total:,} ({', '.join(f'{k}: {v}' for k, v in sorted(skipped.items()))})"
-            if skipped_total
-            else ""
+
+    def is_current(self, index_dir: Path, record: StageRecord, options: IngestOptions) -> bool:
+        return not self._changes(record, options)
+
+    def build(self, index_dir: Path, options: IngestOptions, forget: Forget) -> StageResult:
+        started = time.perf_counter()
+        reader = open_corpus(
+            self.corpus,
+            id_field=options.id_field,
+            title_field=options.title_field,
+            text_field=options.text_field,
+            on_error=options.on_error,
         )
-        + (f"; {empty:,} with empty text" if empty else "")
+        progress.say(f"ingest {reader.path} ({reader.format}): fields {reader.mapping.describe()}")
+        try:  # the temporaries of a killed ingest are swept by the write lock the runner holds
+            temp = Path(tempfile.mkdtemp(prefix=f".{DOCSTORE}.", suffix=".tmp", dir=index_dir))
+        except OSError as error:
+            raise write_error(index_dir / DOCSTORE, error) from None
+        umask = os.umask(0)
+        os.umask(umask)
+        temp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the docstore should be as readable as INDEX
+        try:
+            writer = DocStoreWriter(temp, final=index_dir / DOCSTORE)
+            try:
+                empty, id_index = _copy_documents(reader, writer)
+            except BaseException:
+                writer.abort()
+                raise
+            if writer.rows == 0:
+                raise InputError(
+                    reader.path, None, "no documents were read", "check the file and the field mapping"
+                )
+            writer.close(id_index)
+            params = {
+                **options.params(),
+                "corpus": str(Path(self.corpus).resolve()),
+                **_corpus_identity(reader.path),
+                "corpus_sha256": sha256_file(reader.path),
+                "format": reader.format,
+                "mapping": reader.mapping.to_dict(),
+            }
+            forget()  # the derived stages' files describe the old rows
+            replace_dir(temp, index_dir / DOCSTORE)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        seconds = time.perf_counter() - started
+        skipped = dict(sorted(reader.skipped.items()))
+        counts = {
+            "documents": writer.rows,
+            "skipped": skipped,
+            "empty_text": empty,
+            "seconds": round(seconds, 3),
+        }
+        described = _summary(counts, reader.format, reader.mapping.describe(), index_dir / DOCSTORE)
+        progress.say(f"ingested {writer.rows:,} documents in {seconds:.1f}s")
+        record = StageRecord(
+            summary=described,
+            params=params,
+            counts=counts,
+            provenance=provenance(corpus=str(self.corpus), **options.params()),
+            files=stage_files(index_dir, DOCSTORE),
+        )
+        return StageResult(f"{DOCSTORE}: {described} in {seconds:.1f}s", record)
+
+
+def _summary(counts: dict[str, Any], fmt: str, fields: str, docstore: Path) -> str:
+    """Count, format and fields, where it went, skips and empty texts."""
+    skipped = ", ".join(f"{kind}: {count:,}" for kind, count in counts["skipped"].items())
+    return (
+        f"{counts['documents']:,} documents ({fmt}; {fields}) -> {docstore}"
+        + (f"; skipped {skipped}" if skipped else "")
+        + (f"; {counts['empty_text']:,} with empty text" if counts["empty_text"] else "")
     )
-    return report
+
+
+def ingest(
+    corpus: str | Path, index_dir: str | Path, options: IngestOptions | None = None, *, wait: bool = False
+) -> StageResult:
+    """Read ``corpus`` (file or BEIR folder) into ``index_dir/docstore`` through the stage runner, which
+    holds the folder's write lock (``wait``: wait for another command using it instead of stopping)."""
+    return run_stage(Path(index_dir), IngestStage(Path(corpus)), options or IngestOptions(), wait=wait)

@@ -2,39 +2,59 @@
 
 Every stage writes its files first and records itself here last (atomically), so a folder is never
 accepted by search while a stage it needs is half-built. Starting a rebuild of a stage clears its
-record first, for the same reason.
+record first, for the same reason. Each record has the shape of :class:`indexes.stages.StageRecord`
+(summary, params, counts, provenance, files) plus ``complete``. Every read-modify-write of the manifest
+holds the folder's short manifest lock (:func:`basics.lock.manifest_update`), so job-array slices that
+finish at the same moment never lose each other's updates.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 from basics.atomic import write_json_atomic
 from basics.errors import LyreError
+from basics.lock import manifest_update
 
 MANIFEST_NAME = "manifest.json"
-FORMAT_VERSION = 1
-STAGES = ("docstore", "bm25", "embeddings", "dense")
-DERIVED = {"docstore": ("bm25", "embeddings", "dense"), "bm25": (), "embeddings": ("dense",), "dense": ()}
-"""The stages built from each stage's files (each lives in the folder named after it)."""
+FORMAT_VERSION = 3
+"""2: records share one shape (summary, params, counts, provenance, files); 3: ``files`` hold the size and
+SHA-256 of every file a stage wrote."""
+DOCSTORE = "docstore"
+BM25 = "bm25"
+EMBEDDINGS = "embeddings"
+DENSE = "dense"
+STAGES = (DOCSTORE, BM25, EMBEDDINGS, DENSE)
+"""Stage names, each also the name of the folder holding the stage's files."""
+DERIVED = {DOCSTORE: (BM25, EMBEDDINGS, DENSE), BM25: (), EMBEDDINGS: (DENSE,), DENSE: ()}
+"""The stages built from each stage's files."""
+HOW_TO_BUILD = {
+    DOCSTORE: "lyre index CORPUS --out INDEX",
+    BM25: "lyre index CORPUS --out INDEX",
+    EMBEDDINGS: "lyre index CORPUS --out INDEX --embed-model MODEL",
+    DENSE: "lyre index CORPUS --out INDEX --embed-model MODEL",
+}
+"""The one command that builds or finishes each stage, named by every 'missing stage' message."""
 
 
 def read_manifest(index_dir: str | Path) -> dict[str, Any]:
-    """The manifest of ``index_dir``; an empty one when the folder has none yet."""
+    """The manifest of ``index_dir``; an empty one when the folder has none yet. A manifest that is not
+    one (garbage bytes, a JSON list, another format) or cannot be read is one line naming it."""
+    from indexes.integrity import parse_manifest_bytes
+
     path = Path(index_dir) / MANIFEST_NAME
-    if not path.exists():
-        return {"format": FORMAT_VERSION, "stages": {}}
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return {"format": FORMAT_VERSION, "stages": {}}
+    except OSError as error:
         raise LyreError(
-            f"{path}: not valid JSON ({error.msg}); rebuild the index with `lyre index`"
+            f"{path}: cannot read it ({error.strerror or error}); check its permissions, or rebuild the "
+            f"index with `{HOW_TO_BUILD[DOCSTORE]} --overwrite`"
         ) from None
-    manifest.setdefault("stages", {})
-    return manifest
+    return parse_manifest_bytes(path, data, FORMAT_VERSION)
 
 
 def _write(index_dir: Path, manifest: dict[str, Any]) -> None:
@@ -43,47 +63,56 @@ def _write(index_dir: Path, manifest: dict[str, Any]) -> None:
 
 
 def record_stage(index_dir: str | Path, stage: str, record: dict[str, Any]) -> None:
-    """Mark ``stage`` complete with its record (parameters, provenance, counts)."""
+    """Mark ``stage`` complete with its record (a ``StageRecord.to_dict()``)."""
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}; known: {STAGES}")
     index_dir = Path(index_dir)
-    manifest = read_manifest(index_dir)
-    manifest["stages"][stage] = {"complete": True, **record}
-    _write(index_dir, manifest)
+    with manifest_update(index_dir):
+        manifest = read_manifest(index_dir)
+        manifest["stages"][stage] = {"complete": True, **record}
+        _write(index_dir, manifest)
 
 
 def clear_stage(index_dir: str | Path, stage: str) -> None:
     """Forget ``stage`` before rebuilding it, so a crash mid-rebuild leaves it visibly incomplete."""
     index_dir = Path(index_dir)
-    manifest = read_manifest(index_dir)
-    if manifest["stages"].pop(stage, None) is not None:
-        _write(index_dir, manifest)
+    with manifest_update(index_dir):
+        manifest = read_manifest(index_dir)
+        if manifest["stages"].pop(stage, None) is not None:
+            _write(index_dir, manifest)
 
 
 def invalidate(index_dir: str | Path, stage: str) -> None:
     """Forget ``stage`` before it is rewritten, together with every stage derived from it, whose records
     and files describe the old content: a later run must rebuild them, never resume or accept them."""
     index_dir = Path(index_dir)
-    clear_stage(index_dir, stage)
-    for derived in DERIVED[stage]:
-        clear_stage(index_dir, derived)
-        shutil.rmtree(index_dir / derived, ignore_errors=True)
+    with manifest_update(index_dir):
+        clear_stage(index_dir, stage)
+        for derived in DERIVED[stage]:
+            clear_stage(index_dir, derived)
+            shutil.rmtree(index_dir / derived, ignore_errors=True)
+
+
+def complete_records(manifest: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The records of the complete stages of a loaded manifest."""
+    return {name: record for name, record in manifest["stages"].items() if record.get("complete")}
 
 
 def stage_record(index_dir: str | Path, stage: str) -> dict[str, Any] | None:
     """The record of a complete stage, or None."""
-    record = read_manifest(index_dir)["stages"].get(stage)
-    return record if record and record.get("complete") else None
+    return complete_records(read_manifest(index_dir)).get(stage)
 
 
-def require_stage(index_dir: str | Path, stage: str, how: str = "lyre index") -> dict[str, Any]:
-    """The record of ``stage``; a one-line error naming the folder and the fix when it is missing."""
+def require_stage(index_dir: str | Path, stage: str, how: str | None = None) -> dict[str, Any]:
+    """The record of ``stage``; a one-line error naming the folder and the fix (by default the command of
+    :data:`HOW_TO_BUILD`) when it is missing."""
     index_dir = Path(index_dir)
+    how = how or HOW_TO_BUILD[stage]
     if not (index_dir / MANIFEST_NAME).exists():
         raise LyreError(f"{index_dir}: not a lyre index (no {MANIFEST_NAME}); build one with `{how}`")
     record = stage_record(index_dir, stage)
     if record is None:
         raise LyreError(
-            f"{index_dir}: the {stage} stage is missing or incomplete; run `{how}` again to finish it"
+            f"{index_dir}: the {stage} stage is missing or incomplete; run `{how}` to build or finish it"
         )
     return record

@@ -1,24 +1,51 @@
 """Index stages and the one runner that builds them.
 
-A stage turns files of the index folder into other files (docstore -> BM25, docstore -> embeddings,
-embeddings -> dense). Each declares its name, its options dataclass (``basics/options.py``), ``validate``
-(cheap: ranges, choices, combinations, what must already exist; never writes a file or loads a model),
-``is_current`` (does the recorded stage already match these options?) and ``build``.
+A stage turns files of the index folder into other files (corpus -> docstore, docstore -> BM25,
+docstore -> embeddings, embeddings -> dense). Each declares its name, its options dataclass
+(``basics/options.py``), ``validate`` (cheap: ranges, choices, combinations, what must already exist;
+never writes a file or loads a model), ``is_current`` (does the recorded stage already match these
+options?) and ``build``.
 
-:func:`run_stages` validates the options of *every* stage of a command before any work, then for each stage
-in order: keeps it when current, otherwise forgets it and every stage derived from it (their files describe
-old content), builds it, and records it in the manifest last. So a killed command rerun redoes only what is
-missing, and search never accepts a half-built stage.
+:func:`run_stages` validates the options of *every* stage of a command before any work, and decides
+up front which stages are current: a stage that is not current is rebuilt, and every stage derived from
+it with it. Then, in order, it builds what must be built and records each stage in the manifest last.
+So a killed command rerun redoes only what is missing, a rejected option changes nothing, and search
+never accepts a half-built stage.
+
+Trust under faults, all decided here for every command that writes an index:
+
+- one writer per folder: the runner holds the folder's lock for the whole command (write, or the shared
+  slice lock for one slice of a job array), and reads the manifest only under it;
+- integrity: each stage records the size and SHA-256 of its files; the runner checks the sizes of every
+  stage the command uses (``verify``: the hashes), rebuilds a damaged stage it builds (with what derives
+  from it), and refuses, naming the file and the repair command, a damaged stage it only reads;
+- a command that fails on a folder it created leaves no empty folder behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
+from basics import progress
+from basics.errors import LyreError, opt
+from basics.options import check_options, option
+
 Options = TypeVar("Options", contravariant=True)
+
+Forget = Callable[[], None]
+"""Given to ``build``: call it right before the stage first changes its files. It clears the stage's
+record and removes the stages derived from it (whose files describe the old content). A stage that
+builds into a temporary folder calls it just before swapping that folder in, so a failed rebuild keeps
+the previous, complete stage; the runner calls it itself, if the stage did not, before recording."""
+
+
+def overwrite_option() -> Any:
+    """The ``overwrite`` field every stage's options carry; the CLI merges them into one flag."""
+    return option(False, "Rebuild even what is up to date (a new corpus or another model needs it).")
 
 
 @dataclass(frozen=True)
@@ -28,19 +55,20 @@ class StageRecord:
     summary: str
     """One line for the user (``bm25: 5,183 documents, 31,012 terms``)."""
     params: dict[str, Any]
-    """The options that decide the stage's content; ``is_current`` compares against these."""
+    """What decides the stage's content; ``is_current`` compares against these."""
     counts: dict[str, Any] = field(default_factory=dict)
     """What was built: documents, terms, chunks, shards, tokens..."""
     provenance: dict[str, Any] = field(default_factory=dict)
     """Command, versions, time (``basics.provenance.provenance``)."""
     files: dict[str, Any] = field(default_factory=dict)
-    """Files the stage produced (path relative to the index -> size, content hash), for integrity checks."""
+    """Files the stage produced (path relative to the index -> ``{"size", "sha256"}``, made by
+    :func:`stage_files`): every command checks their sizes, ``lyre index --verify`` their hashes."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StageRecord:
+    def from_dict(cls, data: Mapping[str, Any]) -> StageRecord:
         return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
 
@@ -51,40 +79,286 @@ class StageResult:
 
     summary: str
     record: StageRecord | None
+    work: dict[str, Any] = field(default_factory=dict)
+    """What this run did (chunks encoded, seconds, tokens per second...), beside what the stage holds."""
+
+
+Upstream = Mapping[str, "StageRecord | None"]
+"""What ``validate`` knows of the index as the stage will find it: for each stage that will be complete
+by then, its record, or None when this command builds it first (its content is not known yet). A stage
+missing from the mapping will not exist."""
 
 
 class Stage(Protocol, Generic[Options]):
-    """One step of ``lyre index``."""
+    """One step of building an index.
+
+    A stage that resumes from files it finds (the embedding chunks, the dense shards) may also define
+    ``discard_damaged(index_dir, paths)``: the runner calls it before rebuilding the stage because the
+    recorded files ``paths`` (relative to the index) are damaged, so the stage redoes them instead of
+    resuming from them. Stages that rebuild into a fresh folder need none."""
 
     name: ClassVar[str]
 
-    def validate(self, index_dir: Path, options: Options) -> None: ...
+    def validate(self, index_dir: Path, options: Options, upstream: Upstream) -> None: ...
 
     def is_current(self, index_dir: Path, record: StageRecord, options: Options) -> bool: ...
 
-    def build(self, index_dir: Path, options: Options) -> StageResult: ...
+    def build(self, index_dir: Path, options: Options, forget: Forget) -> StageResult: ...
+
+
+def need(index_dir: Path, upstream: Upstream, stage: str) -> StageRecord | None:
+    """The record of the stage this one reads (None: built earlier in this command); a one-line error
+    with the command that builds it when it will not exist."""
+    from indexes.manifest import HOW_TO_BUILD
+
+    if stage not in upstream:
+        raise LyreError(
+            f"{index_dir}: the {stage} stage is missing or incomplete; run `{HOW_TO_BUILD[stage]}` first"
+        )
+    return upstream[stage]
+
+
+@dataclass(frozen=True)
+class WriterOptions:
+    """How a command that writes an index meets another command using the same folder."""
+
+    wait: bool = option(
+        False, "When another lyre command is using the index folder, wait for it instead of stopping."
+    )
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    """Whether ``lyre index`` reads every file back before trusting it."""
+
+    verify: bool = option(
+        False,
+        "Check the SHA-256 of every index file (reads the whole index) and rebuild only the stages that "
+        "fail, with what is built from them.",
+    )
+
+
+def used_stages(planned: Sequence[str]) -> list[str]:
+    """The planned stages and every stage they are built from, in build order."""
+    from indexes.manifest import DERIVED, STAGES
+
+    used = set(planned)
+    for stage in reversed(STAGES):
+        if any(child in used for child in DERIVED[stage]):
+            used.add(stage)
+    return [stage for stage in STAGES if stage in used]
+
+
+def repair_hint(records: Mapping[str, Mapping[str, Any]]) -> str:
+    """What to put after ``lyre index`` to rebuild damaged files: the recorded corpus, and the recorded
+    embedding model when the index has one (a repair with another model would be refused)."""
+    corpus = records.get("docstore", {}).get("params", {}).get("corpus") or "CORPUS"
+    model = records.get("embeddings", {}).get("params", {}).get("model")
+    return f"{corpus} --embed-model {model}" if model else str(corpus)
+
+
+def damaged_stages(
+    index_dir: Path, records: Mapping[str, Mapping[str, Any]], stages: Sequence[str], *, verify: bool = False
+) -> dict[str, list[Any]]:
+    """The damage found in the recorded files of ``stages`` (a stat per file, or with ``verify`` also a
+    SHA-256 of each), by stage; stages without damage are left out."""
+    from indexes import integrity
+
+    check = integrity.verify if verify else integrity.check_sizes
+    found = {}
+    for stage in stages:
+        if stage in records:
+            damage = check(index_dir, records[stage])
+            if damage:
+                found[stage] = damage
+    return found
+
+
+@dataclass
+class _Decision:
+    """What a command will do, decided under the index lock from the manifest as it is then."""
+
+    records: dict[str, Any]
+    """The complete stages' records as the manifest holds them."""
+    upstream: dict[str, StageRecord | None]
+    current: dict[str, bool]
+    damaged: dict[str, list[Any]]
+    unreadable_manifest: bool
+
+
+def _read_records(index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]]) -> tuple[dict[str, Any], bool]:
+    """The complete records of the manifest, and whether it had to be set aside: an unreadable manifest
+    (garbage, a JSON list, an unknown format) is one line, unless every stage is rebuilt from the corpus
+    with ``overwrite`` (the repair that line names)."""
+    from indexes.manifest import DOCSTORE, complete_records, read_manifest
+
+    try:
+        return complete_records(read_manifest(index_dir)), False
+    except LyreError:
+        rebuilds_all = plan[0][0].name == DOCSTORE and all(
+            getattr(options, "overwrite", False) for _, options in plan
+        )
+        if not rebuilds_all:
+            raise
+        return {}, True
+
+
+def _decide(index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]], verify: bool, sliced: bool) -> _Decision:
+    """Validate every stage against the manifest, check the files of every stage used, and decide which
+    stages are current. Damage in a planned stage rebuilds it; damage in a stage the command only reads
+    is one line naming the file and the repair command."""
+    from indexes.integrity import damage_error
+    from indexes.manifest import DERIVED
+
+    records, unreadable = _read_records(index_dir, plan)
+    upstream: dict[str, StageRecord | None] = {
+        name: StageRecord.from_dict(record) for name, record in records.items()
+    }
+    planned = [stage.name for stage, _ in plan]
+    damaged = damaged_stages(index_dir, records, used_stages(planned), verify=verify)
+    for stage, damage in damaged.items():
+        if stage not in planned:
+            raise damage_error(index_dir, stage, damage, repair_hint(records))
+    if sliced and any(getattr(options, "overwrite", False) for _, options in plan):
+        raise LyreError(
+            f"{index_dir}: {opt('overwrite')} in a job-array slice would delete what the other slices are "
+            "writing; overwrite once without slice options, or remove the stage's folder before starting "
+            "the slices"
+        )
+    current: dict[str, bool] = {}
+    for stage, options in plan:
+        stage.validate(index_dir, options, upstream)
+        previous = upstream.get(stage.name)
+        current[stage.name] = (
+            previous is not None
+            and stage.name not in damaged
+            and not getattr(options, "overwrite", False)
+            and stage.is_current(index_dir, previous, options)
+        )
+        if not current[stage.name]:
+            upstream[stage.name] = None
+            for derived in DERIVED[stage.name]:
+                upstream.pop(derived, None)
+    return _Decision(records, upstream, current, damaged, unreadable)
+
+
+def _remove_unfinished(index_dir: Path) -> None:
+    """After a failed first command on a folder it created: remove the folder unless a stage completed
+    in it (then a rerun resumes from it), so a failed ingest leaves no empty index behind."""
+    from indexes.manifest import complete_records, read_manifest
+
+    try:
+        if complete_records(read_manifest(index_dir)):
+            return
+    except LyreError:
+        pass
+    shutil.rmtree(index_dir, ignore_errors=True)
 
 
 def run_stages(
-    index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]], *, overwrite: bool = False
-) -> list[str]:
-    """Validate every stage's options, then build what is not current, in order; one summary line each."""
-    from indexes.manifest import invalidate, record_stage, stage_record
+    index_dir: Path,
+    plan: Sequence[tuple[Stage[Any], Any]],
+    *,
+    wait: bool = False,
+    verify: bool = False,
+    sliced: bool = False,
+) -> list[StageResult]:
+    """Validate every stage's options, then build what is not current, in order; one result per stage
+    that ran or was found current (a stage after one that returned no record is not reached).
 
+    The whole command holds the index folder's lock (:func:`basics.lock.index_lock`): the write lock, or
+    with ``sliced`` (one slice of a job array) the shared slice lock, which may build only the embeddings
+    stage's chunks; a slice that must build any other stage first becomes the writer (waiting for the other
+    slices) and decides again. ``wait``: wait for another command holding the folder instead of stopping
+    with one line naming it. ``verify``: hash every file of the stages used instead of only checking sizes.
+    An ``overwrite`` option set in a stage's options rebuilds that stage even when it is current."""
+    from basics.lock import index_lock
+
+    index_dir = Path(index_dir)
+    if index_dir.exists() and not index_dir.is_dir():
+        raise LyreError(f"{index_dir}: is a file; pass a folder for the index (choose another {opt('out')})")
+    for _, options in plan:
+        check_options(options)  # before the lock: a typo never creates the folder
+    created = not index_dir.exists()
+    with index_lock(index_dir, "slice" if sliced else "write", wait=wait) as lock:
+        try:
+            return _run_locked(index_dir, plan, lock, verify=verify, sliced=sliced)
+        except BaseException:
+            if created:
+                _remove_unfinished(index_dir)
+            raise
+
+
+def _run_locked(
+    index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]], lock: Any, *, verify: bool, sliced: bool
+) -> list[StageResult]:
+    from basics.atomic import write_json_atomic
+    from indexes.manifest import EMBEDDINGS, FORMAT_VERSION, MANIFEST_NAME, invalidate, record_stage
+
+    decision = _decide(index_dir, plan, verify, sliced)
+    if lock.mode != "write" and any(
+        not decision.current[stage.name] and stage.name != EMBEDDINGS for stage, _ in plan
+    ):
+        lock.promote()  # waits for the other slices; what they finished meanwhile is decided again
+        decision = _decide(index_dir, plan, verify, sliced)
+    if verify:
+        say_verified(index_dir, decision.records, decision.damaged)
+    if decision.unreadable_manifest:
+        progress.say(f"{index_dir / MANIFEST_NAME}: unreadable; rebuilding every stage as asked")
+        write_json_atomic(index_dir / MANIFEST_NAME, {"format": FORMAT_VERSION, "stages": {}})
+
+    results = []
     for stage, options in plan:
-        stage.validate(index_dir, options)
-    lines = []
-    for stage, options in plan:
-        recorded = stage_record(index_dir, stage.name)
-        if recorded is not None and not overwrite:
-            record = StageRecord.from_dict(recorded)
-            if stage.is_current(index_dir, record, options):
-                lines.append(f"{stage.name}: up to date ({record.summary})")
-                continue
-        invalidate(index_dir, stage.name)
-        result = stage.build(index_dir, options)
-        lines.append(result.summary)
+        kept = decision.upstream.get(stage.name)
+        if decision.current[stage.name] and kept is not None:
+            results.append(StageResult(f"{stage.name}: up to date ({kept.summary})", kept))
+            continue
+        damage = decision.damaged.get(stage.name)
+        if damage:
+            first = damage[0]
+            progress.say(f"{index_dir / first.path}: {first.problem}; rebuilding the {stage.name} stage")
+            discard = getattr(stage, "discard_damaged", None)
+            if discard is not None:
+                discard(index_dir, [d.path for d in damage])
+        forgotten = False
+
+        def forget(name: str = stage.name) -> None:
+            nonlocal forgotten
+            if not forgotten:
+                invalidate(index_dir, name)
+                forgotten = True
+
+        result = stage.build(index_dir, options, forget)
+        results.append(result)
         if result.record is None:
             break
+        forget()
         record_stage(index_dir, stage.name, result.record.to_dict())
-    return lines
+    return results
+
+
+def say_verified(
+    index_dir: Path, records: Mapping[str, Mapping[str, Any]], damaged: Mapping[str, list[Any]]
+) -> None:
+    """One status line after ``verify``: every file intact, or how many are damaged."""
+    files = sum(len(record.get("files", {})) for record in records.values())
+    bad = sum(len(damage) for damage in damaged.values())
+    if bad:
+        progress.say(f"verify: {bad} of {files} recorded files damaged in {', '.join(damaged)}")
+    else:
+        progress.say(f"verify: all {files} recorded files of {index_dir} intact (sizes and SHA-256)")
+
+
+def stage_files(index_dir: Path, folder: str) -> dict[str, dict[str, Any]]:
+    """Size and SHA-256 of every file under ``INDEX/folder`` (hidden temporaries left out), keyed by its
+    path relative to the index: the ``files`` of a stage's record, checked by every later command."""
+    from indexes.integrity import file_entries
+
+    return file_entries(index_dir, [folder])
+
+
+def run_stage(
+    index_dir: Path, stage: Stage[Any], options: Any, *, wait: bool = False, sliced: bool = False
+) -> StageResult:
+    """One stage through the runner (``lyre ingest``, ``lyre encode``)."""
+    return run_stages(index_dir, [(stage, options)], wait=wait, sliced=sliced)[0]

@@ -9,10 +9,9 @@ import pytest
 from basics.errors import LyreError
 from formats.records import Document, document_text
 from indexes.analyzer import Analyzer
-from indexes.bm25 import BM25Index, bm25_stage, build_bm25
+from indexes.bm25 import BM25Index, Bm25Options, Bm25Stage, bm25_stage, build_bm25
 from indexes.manifest import stage_record
-
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
+from indexes.stages import run_stage
 
 
 class ListStore:
@@ -79,7 +78,9 @@ def test_k_larger_than_corpus_pads_and_threads_agree(index):
 
 
 def test_saved_files_are_bm25s_format_and_match_bm25s_own_index(tmp_path):
-    import bm25s
+    from indexes.bm25s_compat import import_bm25s
+
+    bm25s = import_bm25s()  # without JAX, as lyre imports it
 
     analyzer = Analyzer()
     for method in ("lucene", "robertson", "atire", "bm25l", "bm25+"):
@@ -141,8 +142,13 @@ def test_stage_builds_from_the_real_docstore_and_records_itself(tmp_path):
         encoding="utf-8",
     )
     ingest(corpus, tmp_path / "index")
-    record = bm25_stage(tmp_path / "index", batch_size=3)
-    assert stage_record(tmp_path / "index", "bm25")["postings"] == record["postings"] == 12
+    result = run_stage(tmp_path / "index", Bm25Stage(batch_size=3), Bm25Options())
+    assert (
+        stage_record(tmp_path / "index", "bm25")["counts"]["postings"]
+        == result.record.counts["postings"]
+        == 12
+    )
+    assert bm25_stage(tmp_path / "index").summary.startswith("bm25: up to date")
     rows, _ = BM25Index.load(tmp_path / "index" / "bm25").search(["cheese"], k=2)
     assert rows.tolist() == [[2, -1]]
 
@@ -152,8 +158,7 @@ def read_jsonl(path: Path, n: int) -> list[dict]:
         return [json.loads(line) for line in islice(handle, n)]
 
 
-@pytest.mark.skipif(not SCIFACT.exists(), reason="needs shared/data/scifact")
-def test_parity_with_rank_bm25_okapi_on_scifact_slice(tmp_path):
+def test_parity_with_rank_bm25_okapi_on_scifact_slice(tmp_path: Path, scifact: Path) -> None:
     """rank_bm25.BM25Okapi is the reference: same tokens, same idf, scores equal up to bm25s' constant.
 
     BM25Okapi's idf is log((N - df + 0.5) / (df + 0.5)) with negative values replaced by epsilon x mean
@@ -162,8 +167,8 @@ def test_parity_with_rank_bm25_okapi_on_scifact_slice(tmp_path):
     """
     from rank_bm25 import BM25Okapi
 
-    docs = [Document(o["_id"], o["title"], o["text"]) for o in read_jsonl(SCIFACT / "corpus.jsonl", 500)]
-    queries = [o["text"] for o in read_jsonl(SCIFACT / "queries.jsonl", 20)]
+    docs = [Document(o["_id"], o["title"], o["text"]) for o in read_jsonl(scifact / "corpus.jsonl", 500)]
+    queries = [o["text"] for o in read_jsonl(scifact / "queries.jsonl", 20)]
     analyzer, k1, b = Analyzer(), 1.5, 0.75
     build_bm25(
         ListStore(docs), tmp_path / "bm25", analyzer=analyzer, k1=k1, b=b, method="robertson", batch_size=128

@@ -1,17 +1,17 @@
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from basics.errors import InputError, LyreError
 from basics.provenance import sha256_file
+from basics.resources import is_temp_name
 from formats.records import Document
 from indexes import ingest as ingest_module
 from indexes.docstore import DocStore
-from indexes.ingest import ingest
+from indexes.ingest import IngestOptions, ingest
 from indexes.manifest import record_stage, stage_record
-
-SHARED = Path("/work/shared/data")
 
 
 def _write(path: Path, lines: list[str]) -> Path:
@@ -25,18 +25,27 @@ def _rec(docid: str, text: str = "some text", title: str = "") -> str:
 
 def test_ingest_writes_docstore_and_manifest(tmp_path):
     corpus = _write(tmp_path / "c.jsonl", [_rec("a", title="T"), _rec("b", text=""), _rec("c")])
-    report = ingest(corpus, tmp_path / "idx")
-    assert (report.documents, report.empty_text, report.skipped) == (3, 1, {})
-    assert report.mapping == {"id": "_id", "title": "title", "text": "text"}
+    result = ingest(corpus, tmp_path / "idx")
+    assert result.record is not None
+    assert result.record.counts == {
+        "documents": 3,
+        "skipped": {},
+        "empty_text": 1,
+        "seconds": pytest.approx(0, abs=60),
+    }
     store = DocStore.open(tmp_path / "idx" / "docstore")
     assert store.fetch([0, 1]) == [Document("a", "T", "some text"), Document("b", "", "")]
     record = stage_record(tmp_path / "idx", "docstore")
-    assert record["documents"] == 3 and record["empty_text"] == 1 and record["format"] == "jsonl"
-    assert record["corpus_sha256"] == sha256_file(corpus)
-    assert record["mapping"]["id"] == "_id" and "versions" in record["provenance"]
-    assert not [p for p in (tmp_path / "idx").iterdir() if p.name.startswith(".")]
-    assert report.summary().startswith("3 documents (jsonl; id=_id title=title text=text) -> ")
-    assert report.summary().endswith("; 1 with empty text")
+    assert record["counts"]["documents"] == 3 and record["params"]["format"] == "jsonl"
+    assert record["params"]["corpus_sha256"] == sha256_file(corpus)
+    assert record["params"]["mapping"] == {"id": "_id", "title": "title", "text": "text"}
+    assert "versions" in record["provenance"]
+    assert sum(file["size"] for file in record["files"].values()) == sum(
+        path.stat().st_size for path in (tmp_path / "idx" / "docstore").rglob("*") if path.is_file()
+    )
+    assert not [p for p in (tmp_path / "idx").iterdir() if is_temp_name(p.name)]  # only the lock files
+    assert result.summary.startswith("docstore: 3 documents (jsonl; id=_id title=title text=text) -> ")
+    assert result.summary.endswith("; 1 with empty text in " + result.summary.rsplit(" in ", 1)[1])
 
 
 def test_duplicate_id_fails_at_its_line_across_batches(tmp_path, monkeypatch):
@@ -58,25 +67,26 @@ def test_earliest_problem_is_reported_first(tmp_path):
 def test_skip_counts_each_kind_and_keeps_empty_text(tmp_path):
     lines = [_rec("a"), _rec("a"), "{broken", _rec("x y"), json.dumps({"text": "no id"}), _rec("e", text=" ")]
     corpus = _write(tmp_path / "c.jsonl", lines)
-    report = ingest(corpus, tmp_path / "idx", on_error="skip")
-    assert report.documents == 2 and report.empty_text == 1
-    assert report.skipped == {"duplicate_id": 1, "malformed": 1, "missing_id": 1, "whitespace_id": 1}
+    counts = ingest(corpus, tmp_path / "idx", IngestOptions(on_error="skip")).record.counts
+    assert counts["documents"] == 2 and counts["empty_text"] == 1
+    assert counts["skipped"] == {"duplicate_id": 1, "malformed": 1, "missing_id": 1, "whitespace_id": 1}
     assert DocStore.open(tmp_path / "idx").docids() == ["a", "e"]
 
 
 def test_failed_overwrite_keeps_the_complete_docstore(tmp_path):
     good = _write(tmp_path / "good.jsonl", [_rec("a"), _rec("b")])
     ingest(good, tmp_path / "idx")
-    record_stage(tmp_path / "idx", "bm25", {"k1": 0.9})
-    with pytest.raises(LyreError, match="--overwrite"):
-        ingest(good, tmp_path / "idx")
+    record_stage(tmp_path / "idx", "bm25", {"summary": "built on a, b", "params": {}})
+    assert ingest(good, tmp_path / "idx").summary.startswith("docstore: up to date (2 documents")
     bad = _write(tmp_path / "bad.jsonl", [_rec("z"), "{broken"])
+    with pytest.raises(LyreError, match=r"another corpus .* set overwrite"):
+        ingest(bad, tmp_path / "idx")
     with pytest.raises(InputError, match=r"bad\.jsonl:2: malformed JSON"):
-        ingest(bad, tmp_path / "idx", overwrite=True)
+        ingest(bad, tmp_path / "idx", IngestOptions(overwrite=True))
     assert DocStore.open(tmp_path / "idx").docids() == ["a", "b"]
-    assert stage_record(tmp_path / "idx", "docstore")["documents"] == 2
+    assert stage_record(tmp_path / "idx", "docstore")["counts"]["documents"] == 2
     assert stage_record(tmp_path / "idx", "bm25") is not None
-    ingest(_write(tmp_path / "new.jsonl", [_rec("n")]), tmp_path / "idx", overwrite=True)
+    ingest(_write(tmp_path / "new.jsonl", [_rec("n")]), tmp_path / "idx", IngestOptions(overwrite=True))
     assert DocStore.open(tmp_path / "idx").docids() == ["n"]
     assert stage_record(tmp_path / "idx", "bm25") is None  # built on the old rows: no longer valid
 
@@ -84,16 +94,17 @@ def test_failed_overwrite_keeps_the_complete_docstore(tmp_path):
 def test_empty_corpus_is_an_error(tmp_path):
     corpus = _write(tmp_path / "c.jsonl", [_rec("a b")])
     with pytest.raises(InputError, match="no documents were read"):
-        ingest(corpus, tmp_path / "idx", on_error="skip")
+        ingest(corpus, tmp_path / "idx", IngestOptions(on_error="skip"))
 
 
 @pytest.mark.parametrize(("name", "count"), [("scifact", 5183), ("nfcorpus", 3633)])
-def test_shared_beir_collections(tmp_path, name, count):
-    if not (SHARED / name).exists():
-        pytest.skip("shared BEIR data not present")
-    report = ingest(SHARED / name, tmp_path / name)
-    assert (report.documents, report.skipped, report.empty_text) == (count, {}, 0)
+def test_shared_beir_collections(
+    tmp_path: Path, shared_collection: Callable[[str], Path], name: str, count: int
+) -> None:
+    collection = shared_collection(name)
+    counts = ingest(collection, tmp_path / name).record.counts
+    assert (counts["documents"], counts["skipped"], counts["empty_text"]) == (count, {}, 0)
     store = DocStore.open(tmp_path / name)
-    first = json.loads((SHARED / name / "corpus.jsonl").open(encoding="utf-8").readline())
+    first = json.loads((collection / "corpus.jsonl").open(encoding="utf-8").readline())
     assert store.fetch([0])[0] == Document(first["_id"], first["title"], first["text"])
     assert store.rows_of([first["_id"]]).tolist() == [0]

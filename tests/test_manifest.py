@@ -23,7 +23,7 @@ def test_require_stage_names_the_folder_and_the_fix(tmp_path: Path) -> None:
         require_stage(tmp_path, "docstore")
     record_stage(tmp_path, "docstore", {"documents": 3})
     assert require_stage(tmp_path, "docstore") == {"complete": True, "documents": 3}
-    with pytest.raises(LyreError, match="dense stage is missing or incomplete; run `lyre index`"):
+    with pytest.raises(LyreError, match="dense stage is missing or incomplete; run `lyre index CORPUS"):
         require_stage(tmp_path, "dense")
 
 
@@ -40,4 +40,24 @@ def test_invalidating_the_docstore_drops_every_derived_stage(tmp_path: Path) -> 
     index = built(tmp_path / "index")
     invalidate(index, "docstore")
     assert all(stage_record(index, stage) is None for stage in ("docstore", "bm25", "embeddings", "dense"))
-    assert sorted(path.name for path in index.iterdir()) == ["docstore", "manifest.json"]
+    visible = sorted(path.name for path in index.iterdir() if not path.name.startswith("."))
+    assert visible == ["docstore", "manifest.json"]  # beside the lock files
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (b"\x00\xff garbage", "not UTF-8 text"),
+        (b"{garbage", "invalid JSON at line 1, column 2"),
+        (b"[1, 2]", "a JSON list, not an object"),
+        (b'{"format": 9}', "format 9 is newer than this lyre reads"),
+        (b'{"format": "two", "stages": {}}', "unknown index format 'two'"),
+    ],
+)
+def test_a_damaged_or_foreign_manifest_is_one_line_naming_the_rebuild(
+    tmp_path: Path, content: bytes, problem: str
+) -> None:
+    (tmp_path / "manifest.json").write_bytes(content)
+    with pytest.raises(LyreError, match=problem) as error:
+        stage_record(tmp_path, "docstore")
+    assert "--overwrite" in str(error.value) and "\n" not in str(error.value)

@@ -7,14 +7,16 @@ would. (Resuming at chunk granularity is covered by the encode and Ray engine te
 no --chunk-rows, and several 8192-row chunks would make this test minutes long on 2 cores.)
 """
 
+from __future__ import annotations
+
 import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from scale_fixtures import save_tiny_bert, write_corpus
@@ -22,14 +24,13 @@ from scale_fixtures import save_tiny_bert, write_corpus
 from indexes.docstore import DocStore
 from indexes.manifest import STAGES, read_manifest
 
+if TYPE_CHECKING:
+    from conftest import LyreCli
+
 pytest.importorskip("faiss")
 
 DOCUMENTS = 3000
 QUERIES = ["protein cell growth", "vaccine immune response", "brain tissue expression", "clinical trial dose"]
-
-
-def lyre(*args: str) -> list[str]:
-    return [sys.executable, "-m", "cli", *args]
 
 
 def environment() -> dict[str, str]:
@@ -90,23 +91,23 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-def index_command(setup: dict[str, Path], index: Path) -> list[str]:
-    return lyre(
+def index_command(lyre: LyreCli, setup: dict[str, Path], index: Path) -> list[str]:
+    return lyre.argv(
         "index", str(setup["corpus"]), "--out", str(index), "--embed-model", str(setup["model"]),
         "--index-type", "ivfpq",
     )  # fmt: skip
 
 
-def search_command(setup: dict[str, Path], index: Path, out: Path, mode: str) -> list[str]:
-    return lyre(
+def search_command(lyre: LyreCli, setup: dict[str, Path], index: Path, out: Path, mode: str) -> list[str]:
+    return lyre.argv(
         "-q", "search", "--index", str(index), "--queries", str(setup["queries"]), "--out", str(out),
         "--mode", mode, "--rerank-depth", "0", "--k", "50", "--depth", "50",
     )  # fmt: skip
 
 
-def search(setup: dict[str, Path], index: Path, mode: str) -> str:
+def search(lyre: LyreCli, setup: dict[str, Path], index: Path, mode: str) -> str:
     out = index.parent / f"{index.name}.{mode}.run"
-    result = run(search_command(setup, index, out, mode))
+    result = run(search_command(lyre, setup, index, out, mode))
     assert result.returncode == 0, result.stderr
     return out.read_text()
 
@@ -117,14 +118,16 @@ def embedding_files(index: Path) -> dict[str, bytes]:
 
 
 @pytest.mark.slow
-def test_killed_in_every_stage_then_rerun_equals_an_uninterrupted_build(setup: dict[str, Path]) -> None:
+def test_killed_in_every_stage_then_rerun_equals_an_uninterrupted_build(
+    lyre: LyreCli, setup: dict[str, Path]
+) -> None:
     reference = setup["root"] / "reference"
-    done = run(index_command(setup, reference))
+    done = run(index_command(lyre, setup, reference))
     assert done.returncode == 0, done.stderr
     assert stages(reference) == set(STAGES)
 
     index = setup["root"] / "interrupted"
-    command = index_command(setup, index)
+    command = index_command(lyre, setup, index)
     log = setup["root"] / "interrupted.log"
     landed = {}
     for name, ready in [("ingest", in_ingest), ("bm25", in_bm25), ("encode", in_encode), ("dense", in_dense)]:
@@ -135,7 +138,7 @@ def test_killed_in_every_stage_then_rerun_equals_an_uninterrupted_build(setup: d
         landed[name] = sorted(stages(index))
         if name == "encode":
             assert "embeddings" not in stages(index)
-            refused = run(search_command(setup, index, index.parent / "refused.run", "dense"))
+            refused = run(search_command(lyre, setup, index, index.parent / "refused.run", "dense"))
             assert refused.returncode == 2 and refused.stderr.startswith("error: ")
             assert (
                 refused.stderr.count("\n") == 1
@@ -152,13 +155,15 @@ def test_killed_in_every_stage_then_rerun_equals_an_uninterrupted_build(setup: d
     assert DocStore.open(index / "docstore").docids() == DocStore.open(reference / "docstore").docids()
     assert embedding_files(index) == embedding_files(reference)
     for mode in ("bm25", "dense", "hybrid"):
-        assert search(setup, index, mode) == search(setup, reference, mode), mode
+        assert search(lyre, setup, index, mode) == search(lyre, setup, reference, mode), mode
 
 
-def test_search_refuses_an_index_killed_during_ingest(setup: dict[str, Path]) -> None:
+def test_search_refuses_an_index_killed_during_ingest(lyre: LyreCli, setup: dict[str, Path]) -> None:
     index = setup["root"] / "killed-in-ingest"
-    status = kill_when(index_command(setup, index), lambda: in_ingest(index), setup["root"] / "ingest.log")
+    status = kill_when(
+        index_command(lyre, setup, index), lambda: in_ingest(index), setup["root"] / "ingest.log"
+    )
     assert status == -signal.SIGKILL
-    refused = run(search_command(setup, index, setup["root"] / "refused.run", "bm25"))
+    refused = run(search_command(lyre, setup, index, setup["root"] / "refused.run", "bm25"))
     assert refused.returncode == 2 and refused.stderr.startswith("error: ") and "lyre" in refused.stderr
     assert refused.stderr.count("\n") == 1

@@ -1,0 +1,72 @@
+"""Query encoding at search time: the embedder that made an index's vectors, with the recorded recipe.
+
+It lives apart from the encode stage because searching never builds anything: the query side needs the
+recorded model and recipe of the "embeddings" stage and nothing of the stage's machinery.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from basics.errors import LyreError
+from indexes.manifest import DOCSTORE, EMBEDDINGS, require_stage, stage_record
+from models.recipes import EmbedRecipe
+
+
+def model_identity(model: str | Path, folder: Path) -> str:
+    """How the manifest names the model: the hub id as given, or the absolute folder."""
+    return str(folder) if Path(str(model)).expanduser().is_dir() else str(model)
+
+
+def load_index_embedder(
+    index_dir: str | Path, *, model: str | None = None, device: str | None = None, **overrides: Any
+) -> Any:
+    """The embedder that encoded ``index_dir``, with the recorded recipe, for encoding its queries.
+
+    The model folder's fingerprint (config and weight files) is compared with the recorded one on every
+    call, whatever the model is called: weights replaced in the folder the index was built with are
+    refused, and ``model`` may point at another copy of the same model (same fingerprint). Recipe
+    ``overrides`` (pooling, max_length, query_template, query_task, ...) must not change the recipe,
+    because query vectors made differently from the document vectors silently ruin retrieval."""
+    from models.embedder import Embedder
+    from models.loading import model_fingerprint, resolve_model
+
+    index_dir = Path(index_dir)
+    record = require_stage(index_dir, EMBEDDINGS)["params"]
+    recorded = EmbedRecipe.from_dict(record["recipe"])
+    wanted = replace(recorded, **{key: value for key, value in overrides.items() if value is not None})
+    if wanted.hash() != recorded.hash():
+        changed = sorted(key for key, value in wanted.to_dict().items() if recorded.to_dict()[key] != value)
+        raise LyreError(
+            f"{index_dir}: was encoded with recipe {recorded.hash()}; "
+            f"your settings change {', '.join(changed)}; "
+            "search with the index's recipe or rebuild the index with `lyre encode --overwrite`"
+        )
+    source = model or record["model"]
+    folder = resolve_model(source)
+    found = model_fingerprint(folder)
+    if found != record.get("model_fingerprint"):
+        raise model_changed_error(index_dir, record, folder, found, model)
+    return Embedder.from_pretrained(folder, recipe=recorded, device=device)
+
+
+def model_changed_error(
+    index_dir: Path, record: dict[str, Any], folder: Path, found: str, asked: str | None = None
+) -> LyreError:
+    """The model found for the queries is not the one that encoded the documents (its config or weights
+    differ from the recorded fingerprint): query and document vectors would silently disagree."""
+    docstore = stage_record(index_dir, DOCSTORE) or {}
+    corpus = docstore.get("params", {}).get("corpus", "CORPUS")
+    rebuild = f"lyre index {corpus} --out {index_dir} --embed-model {folder} --overwrite"
+    if asked is not None and model_identity(asked, folder) != record["model"]:
+        return LyreError(
+            f"{index_dir}: was encoded with {record['model']}, not {asked} ({folder} holds other weights "
+            f"or config); search with that model, or re-encode with `{rebuild}`"
+        )
+    return LyreError(
+        f"{folder}: the model's weights or config changed since {index_dir} was encoded with it "
+        f"(fingerprint {found}, recorded {record.get('model_fingerprint')}); "
+        f"restore the weights, or re-encode with `{rebuild}`"
+    )
