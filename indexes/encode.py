@@ -9,27 +9,82 @@ The manifest records the "embeddings" stage only once every chunk of every slice
 from __future__ import annotations
 
 import os
-import queue
 import shutil
-import time
-from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import Any, ClassVar
 
 from basics import progress
-from basics.errors import LyreError
-from formats.records import document_text
-from indexes.embeddings import EmbeddingStore, StoreSpec
-from indexes.manifest import invalidate, record_stage, require_stage, stage_record
-from models.recipes import EmbedRecipe
+from basics.errors import LyreError, OptionError, opt
+from basics.options import option
+from basics.progress import TokenProgress
+from indexes.embeddings import STORE_FILE, EmbeddingStore, StoreSpec
+from indexes.engines import ENGINES, EncodeJob, runner_for
+from indexes.manifest import DOCSTORE, EMBEDDINGS
+from indexes.query_encoder import model_identity
+from indexes.stages import (
+    Forget,
+    StageRecord,
+    StageResult,
+    Upstream,
+    need,
+    overwrite_option,
+    run_stage,
+    stage_files,
+)
+from models.embedder import DEFAULT_MODEL
+from models.recipes import DTYPES, POOLINGS, EmbedRecipe
 
 DEFAULT_CHUNK_ROWS = 8192
-#: Runs the missing chunks elsewhere (Ray): (index_dir, model folder, recipe, chunks, token budget, tracker).
-ChunkRunner = Callable[[Path, str, EmbedRecipe, list[int], "int | None", Any], None]
-EMBEDDINGS_DIR = "embeddings"
+EMBEDDINGS_DIR = EMBEDDINGS
+RECIPE_OVERRIDES = ("pooling", "query_template", "query_instruction", "dtype")
+"""Options that change the model folder's recipe; Ray workers take the recipe from the folder."""
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """How documents become vectors, and who encodes them; shared by `lyre index` and `lyre encode`."""
+
+    embed_model: str = option(DEFAULT_MODEL, "Hub id or local folder of the embedding model.")
+    max_length: int | None = option(None, "Token limit per document (default: the recipe's).", minimum=1)
+    dim: int | None = option(None, "Matryoshka: keep the first DIM dimensions.", minimum=1)
+    pooling: str | None = option(None, "Override the recipe's pooling.", choices=POOLINGS)
+    query_template: str | None = option(None, "Override, e.g. 'Instruct: {task}\\nQuery:{query}'.")
+    query_instruction: str | None = option(None, "Override the task instruction given to queries.")
+    dtype: str | None = option(
+        None, "Override the recipe's dtype (auto: bf16 on CUDA, float32 on CPU).", choices=DTYPES
+    )
+    shard_id: int | None = option(
+        None, "Encode only this slice (default: SLURM_ARRAY_TASK_ID minus SLURM_ARRAY_TASK_MIN).", minimum=0
+    )
+    num_shards: int | None = option(None, "Number of slices (default: SLURM_ARRAY_TASK_COUNT).", minimum=1)
+    chunk_rows: int = option(
+        DEFAULT_CHUNK_ROWS,
+        "Documents per embedding chunk, the unit of resume (a started store keeps its own).",
+        minimum=1,
+    )
+    token_budget: int | None = option(None, "Padded tokens per batch (default: by device).", minimum=1)
+    engine: str = option(
+        "local",
+        "local (this process; one process per GPU when several are visible), gpus, or ray.",
+        choices=ENGINES,
+    )
+    ray_address: str | None = option(None, "Ray cluster address (default: a local Ray).")
+    ray_cpu_actors: int | None = option(None, "Ray actors on a cluster without GPUs.", minimum=1)
+    device: str | None = option(
+        None, "Device of the in-process encoder (default: CUDA when visible).", cli=False
+    )
+    overwrite: bool = overwrite_option()
+
+    def recipe_overrides(self) -> dict[str, Any]:
+        """The recipe fields these options set (None: the model folder's recipe decides)."""
+        return {
+            "pooling": self.pooling,
+            "max_length": self.max_length,
+            "query_template": self.query_template,
+            "query_task": self.query_instruction,
+            "dtype": self.dtype,
+        }
 
 
 def slice_of_job(shard_id: int | None, num_shards: int | None) -> tuple[int, int]:
@@ -44,283 +99,201 @@ def slice_of_job(shard_id: int | None, num_shards: int | None) -> tuple[int, int
             first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
         except ValueError:
             raise LyreError(
-                "SLURM_ARRAY_TASK_* variables are not integers; pass --shard-id and --num-shards"
+                "SLURM_ARRAY_TASK_* variables are not integers; "
+                f"set {opt('shard_id')} and {opt('num_shards')}"
             ) from None
-        shard_id, num_shards = task - first, count
+        if count < 1 or not 0 <= task - first < count:
+            raise LyreError(
+                f"SLURM_ARRAY_TASK_ID {task} (first {first}) is outside an array of {count} tasks; "
+                f"set {opt('shard_id')} and {opt('num_shards')}"
+            )
+        return task - first, count
     if shard_id is None or num_shards is None:
-        raise LyreError("pass both --shard-id and --num-shards (or neither)")
-    if num_shards < 1 or not 0 <= shard_id < num_shards:
-        raise LyreError(f"--shard-id {shard_id} --num-shards {num_shards}: need 0 <= shard-id < num-shards")
+        raise LyreError(f"set both {opt('shard_id')} and {opt('num_shards')} (or neither)")
+    if not 0 <= shard_id < num_shards:
+        raise OptionError("shard_id", shard_id, f"must be below {opt('num_shards')} ({num_shards})")
     return shard_id, num_shards
 
 
-class _Tracker:
-    """Progress in documents with a token-based ETA: texts are length-sorted inside a chunk, so documents
-    per second swing wildly while tokens per second stay steady. Tokens not yet tokenized are estimated
-    from the mean length seen so far."""
+@dataclass(frozen=True)
+class _Model:
+    """What an encoding job is made of, resolved without loading weights."""
 
-    def __init__(self, total_docs: int, desc: str) -> None:
-        self.total_docs = total_docs
-        self.known_docs = self.known_tokens = self.done_docs = self.done_tokens = 0
-        self.started = time.perf_counter()
-        self.bar = progress.bar(
-            total_docs,
-            desc,
-            unit="doc",
-            bar_format="{desc}: {n_fmt}/{total_fmt} docs {bar} [{elapsed}{postfix}]",
-        )
+    folder: Path
+    name: str
+    recipe: EmbedRecipe
+    dim: int
 
-    def tokenized(self, docs: int, tokens: int) -> None:
-        self.known_docs += docs
-        self.known_tokens += tokens
+    def params(self) -> dict[str, Any]:
+        """The record params: everything that decides the vectors."""
+        from models.loading import model_fingerprint
 
-    def advance(self, docs: int, tokens: int) -> None:
-        self.done_docs += docs
-        self.done_tokens += tokens
-        rate = self.done_tokens / max(time.perf_counter() - self.started, 1e-9)
-        mean = self.known_tokens / max(self.known_docs, 1)
-        remaining = self.known_tokens - self.done_tokens + (self.total_docs - self.known_docs) * mean
-        eta = time.strftime("%H:%M:%S", time.gmtime(remaining / rate)) if rate > 0 else "?"
-        self.bar.set_postfix_str(
-            f"{self.done_tokens:,} tokens, {rate:,.0f} tokens/s, ETA {eta}", refresh=False
-        )
-        self.bar.update(docs)
-
-    def close(self) -> None:
-        self.bar.close()
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.started
+        return {
+            "model": self.name,
+            "model_fingerprint": model_fingerprint(self.folder),
+            "recipe": self.recipe.to_dict(),
+            "recipe_hash": self.recipe.hash(),
+            "dim": self.dim,
+        }
 
 
-def encode_chunk(embedder: Any, docstore: Any, store: EmbeddingStore, chunk: int, tracker: Any) -> None:
-    """Encode and write one chunk (its texts batched only among themselves, so reruns are identical)."""
-    start, stop = store.spec.chunk_bounds(chunk)
-    texts = [
-        embedder.recipe.format_document(document_text(doc))
-        for _, docs in docstore.iter_batches(stop - start, start, stop)
-        for doc in docs
-    ]
-    if len(texts) != stop - start:
-        raise LyreError(
-            f"docstore returned {len(texts)} documents for rows {start}..{stop}; rebuild it with `lyre index`"
-        )
-    ids = embedder.tokenize(texts)
-    tokens = sum(len(sequence) for sequence in ids)
-    tracker.tokenized(len(ids), tokens)
-    began = time.perf_counter()
-    vectors = embedder.encode_ids(ids, progress=tracker.advance)
-    store.write_chunk(
-        chunk,
-        vectors.astype(np.float16),
-        {"tokens": tokens, "seconds": round(time.perf_counter() - began, 3), "device": str(embedder.device)},
+def _resolve(options: EncodeOptions) -> _Model:
+    """Model folder, effective recipe and output dim, from the model's config files only."""
+    from models.embedder import resolve_embedder
+
+    folder, recipe, dim = resolve_embedder(
+        options.embed_model,
+        **{key: value for key, value in options.recipe_overrides().items()},
+        dim=options.dim,
     )
+    return _Model(folder, model_identity(options.embed_model, folder), replace(recipe, dim=dim), dim)
 
 
-def _gpu_worker(
-    rank: int,
-    index_dir: str,
-    model: str,
-    recipe: dict[str, Any],
-    chunks: list[int],
-    token_budget: int | None,
-    messages: Any,
-) -> None:
-    """One GPU's share of the chunks, in a spawned process that reports progress through ``messages``."""
-    from indexes.docstore import DocStore
-    from models.embedder import Embedder
+@dataclass
+class EncodeStage:
+    """Docstore -> embedding chunks (the "embeddings" stage)."""
 
-    class Relay:
-        def tokenized(self, docs: int, tokens: int) -> None:
-            messages.put(("tokenized", docs, tokens))
+    name: ClassVar[str] = EMBEDDINGS
+    _model: _Model | None = None
 
-        def advance(self, docs: int, tokens: int) -> None:
-            messages.put(("advance", docs, tokens))
+    def model(self, options: EncodeOptions) -> _Model:
+        """The resolved model, once per command."""
+        if self._model is None:
+            self._model = _resolve(options)
+        return self._model
 
-    progress.set_quiet(True)
-    embedder = Embedder.from_pretrained(
-        model, recipe=EmbedRecipe.from_dict(recipe), device=f"cuda:{rank}", token_budget=token_budget
-    )
-    docstore = DocStore.open(Path(index_dir) / "docstore")
-    store = EmbeddingStore.open(Path(index_dir) / EMBEDDINGS_DIR)
-    for chunk in chunks:
-        encode_chunk(embedder, docstore, store, chunk, Relay())
-    messages.put(("finished", rank, 0))
-
-
-def _run_on_gpus(
-    index_dir: Path,
-    model: str,
-    recipe: EmbedRecipe,
-    todo: list[int],
-    token_budget: int | None,
-    tracker: _Tracker,
-) -> None:
-    """Spread ``todo`` over one spawned worker per visible GPU (disjoint, interleaved chunk lists)."""
-    import torch.multiprocessing as mp
-
-    count = min(_visible_gpus(), len(todo))
-    context = mp.get_context("spawn")
-    messages = context.Queue()
-    workers = [
-        context.Process(
-            target=_gpu_worker,
-            args=(rank, str(index_dir), model, recipe.to_dict(), todo[rank::count], token_budget, messages),
-        )
-        for rank in range(count)
-    ]
-    for worker in workers:
-        worker.start()
-    finished = 0
-    try:
-        while finished < count:
-            try:
-                kind, first, second = messages.get(timeout=2.0)
-            except queue.Empty:
-                failed = [rank for rank, worker in enumerate(workers) if worker.exitcode not in (None, 0)]
-                if failed:
-                    raise LyreError(
-                        f"encoding worker on cuda:{failed[0]} died "
-                        f"(exit code {workers[failed[0]].exitcode}); "
-                        "rerun the same command to resume from the finished chunks"
-                    ) from None
-                continue
-            if kind == "tokenized":
-                tracker.tokenized(first, second)
-            elif kind == "advance":
-                tracker.advance(first, second)
-            else:
-                finished += 1
-    finally:
-        for worker in workers:
-            worker.join(timeout=None if finished == count else 0)
-            if worker.is_alive():
-                worker.terminate()
-
-
-def _visible_gpus() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-def encode_stage(
-    index_dir: str | Path,
-    *,
-    model: str = "vec-ai/lychee-embed",
-    recipe: str | None = None,
-    pooling: str | None = None,
-    max_length: int | None = None,
-    query_template: str | None = None,
-    query_instruction: str | None = None,
-    dtype: str | None = None,
-    dim: int | None = None,
-    device: str | None = None,
-    shard_id: int | None = None,
-    num_shards: int | None = None,
-    chunk_rows: int = DEFAULT_CHUNK_ROWS,
-    token_budget: int | None = None,
-    overwrite: bool = False,
-    runner: ChunkRunner | None = None,
-) -> dict[str, Any]:
-    """Encode this job's slice of the docstore into ``INDEX/embeddings`` and, when every chunk of every
-    slice is complete, record the "embeddings" stage. Returns a plain report (with a one-line ``summary``)."""
-    from indexes.docstore import DocStore
-    from models.embedder import Embedder, resolve_embedder
-    from models.loading import model_fingerprint
-
-    index_dir = Path(index_dir)
-    require_stage(index_dir, "docstore")
-    shard_id, num_shards = slice_of_job(shard_id, num_shards)
-    if chunk_rows < 1:
-        raise LyreError(f"--chunk-rows {chunk_rows}: use a positive number of rows")
-    folder, effective, out_dim = resolve_embedder(
-        model,
-        recipe,
-        pooling=pooling,
-        max_length=max_length,
-        query_template=query_template,
-        query_task=query_instruction,
-        dtype=dtype,
-        dim=dim,
-    )
-    effective = replace(effective, dim=out_dim)
-    docstore = DocStore.open(index_dir / "docstore")
-    model_name = model_identity(model, folder)
-    spec = StoreSpec(len(docstore), out_dim, chunk_rows, model_name, effective.to_dict())
-    directory = index_dir / EMBEDDINGS_DIR
-    if overwrite and directory.exists():
-        invalidate(index_dir, "embeddings")
-        shutil.rmtree(directory)
-    store = EmbeddingStore.create_or_resume(directory, spec)
-    todo = store.missing_chunks(spec.chunks_of_slice(shard_id, num_shards))
-    total = sum(stop - start for start, stop in map(spec.chunk_bounds, todo))
-    tracker = _Tracker(total, f"encode {shard_id}/{num_shards}")
-    if todo:
-        invalidate(index_dir, "embeddings")  # new vectors: a dense index over the old ones is stale
-        progress.say(
-            f"encoding {len(todo)} chunks with {model_name} "
-            f"(recipe {effective.hash()}: {_describe(effective)})"
-        )
-        gpus = _visible_gpus() if device in (None, "auto", "cuda") else 0
-        if runner is not None:
-            runner(index_dir, str(folder), effective, todo, token_budget, tracker)
-        elif gpus > 1 and len(todo) > 1:
-            _run_on_gpus(index_dir, str(folder), effective, todo, token_budget, tracker)
+    def validate(self, index_dir: Path, options: EncodeOptions, upstream: Upstream) -> None:
+        slice_of_job(options.shard_id, options.num_shards)
+        if options.engine == "ray":
+            for name in RECIPE_OVERRIDES:
+                if getattr(options, name) is not None:
+                    raise OptionError(
+                        name,
+                        getattr(options, name),
+                        "engine ray takes the recipe from the model folder; drop it",
+                    )
         else:
-            embedder = Embedder.from_pretrained(
-                folder, recipe=effective, device=device, token_budget=token_budget
+            for name in ("ray_address", "ray_cpu_actors"):
+                if getattr(options, name) is not None:
+                    raise OptionError(name, getattr(options, name), f"applies only with {opt('engine')} ray")
+        model = self.model(options)
+        docstore = need(index_dir, upstream, DOCSTORE)
+        if options.overwrite or docstore is None:
+            return  # the store is rebuilt from scratch either way
+        recorded = upstream.get(EMBEDDINGS)
+        if recorded is not None:
+            changed = _differences(recorded.params, model.params())
+        elif (index_dir / EMBEDDINGS / "store.json").exists():
+            spec = EmbeddingStore.open(index_dir / EMBEDDINGS).spec
+            wanted = StoreSpec(
+                docstore.counts["documents"], model.dim, spec.chunk_rows, model.name, model.recipe.to_dict()
             )
-            for chunk in todo:
-                encode_chunk(embedder, docstore, store, chunk, tracker)
-    tracker.close()
-    missing = store.missing_chunks()
-    report = {
-        "model": model_name,
-        "recipe": effective.to_dict(),
-        "recipe_hash": effective.hash(),
-        "dim": out_dim,
-        "slice": [shard_id, num_shards],
-        "encoded_chunks": len(todo),
-        "documents": tracker.done_docs,
-        "tokens": tracker.done_tokens,
-        "seconds": round(tracker.seconds, 3),
-        "tokens_per_second": round(tracker.done_tokens / max(tracker.seconds, 1e-9), 1),
-        "missing_chunks": missing,
-        "complete": not missing,
-    }
-    if missing:
-        report["summary"] = (
-            f"embeddings: slice {shard_id}/{num_shards} done ({len(todo)} chunks encoded); {len(missing)} of "
-            f"{spec.num_chunks} chunks of other slices are still missing (first: {missing[0]})"
+            changed = _differences(asdict(spec), asdict(wanted))
+        else:
+            return
+        if changed:
+            raise LyreError(
+                f"{index_dir / EMBEDDINGS}: holds embeddings made with other settings "
+                f"({', '.join(changed)}); use the same model and recipe to resume, "
+                f"or set {opt('overwrite')} to encode again"
+            )
+
+    def is_current(self, index_dir: Path, record: StageRecord, options: EncodeOptions) -> bool:
+        return not _differences(record.params, self.model(options).params())
+
+    def discard_damaged(self, index_dir: Path, paths: list[str]) -> None:
+        """Forget the chunks whose files are damaged, so the build re-encodes only those; a damaged
+        ``store.json`` (the identity of every chunk) starts the store again."""
+        directory = index_dir / EMBEDDINGS
+        names = {Path(path).name for path in paths}
+        if STORE_FILE in names:
+            shutil.rmtree(directory, ignore_errors=True)
+            return
+        for name in names:
+            chunk = name.split(".", 1)[0]  # chunk-000003 of chunk-000003.rows.npy
+            for suffix in (".done.json", ".npy", ".rows.npy"):  # the completion record first
+                (directory / f"{chunk}{suffix}").unlink(missing_ok=True)
+
+    def build(self, index_dir: Path, options: EncodeOptions, forget: Forget) -> StageResult:
+        from indexes.docstore import DocStore
+
+        shard_id, num_shards = slice_of_job(options.shard_id, options.num_shards)
+        model = self.model(options)
+        docstore = DocStore.open(index_dir / DOCSTORE)
+        directory = index_dir / EMBEDDINGS
+        if options.overwrite and directory.exists():
+            forget()
+            shutil.rmtree(directory)
+        chunk_rows = options.chunk_rows
+        if (directory / "store.json").exists():
+            chunk_rows = EmbeddingStore.open(directory).spec.chunk_rows
+            if chunk_rows != options.chunk_rows:
+                progress.say(
+                    f"embeddings: resuming the store's {chunk_rows}-row chunks "
+                    f"(overwrite to start again with {options.chunk_rows})"
+                )
+        spec = StoreSpec(len(docstore), model.dim, chunk_rows, model.name, model.recipe.to_dict())
+        store = EmbeddingStore.create_or_resume(directory, spec)
+        todo = store.missing_chunks(spec.chunks_of_slice(shard_id, num_shards))
+        tracker = TokenProgress(
+            sum(stop - start for start, stop in map(spec.chunk_bounds, todo)),
+            f"encode {shard_id}/{num_shards}",
         )
-        return report
-    if todo or stage_record(index_dir, "embeddings") is None:
+        if todo:
+            forget()  # new vectors: a dense index over the old ones is stale
+            progress.say(
+                f"encoding {len(todo)} chunks with {model.name} "
+                f"(recipe {model.recipe.hash()}: {_describe(model.recipe)})"
+            )
+            _encode_missing(index_dir, model, todo, options, tracker)
+        tracker.close()
+        work = {
+            "slice": [shard_id, num_shards],
+            "encoded_chunks": len(todo),
+            "documents": tracker.done_items,
+            "tokens": tracker.done_tokens,
+            "seconds": round(tracker.seconds, 3),
+            "tokens_per_second": round(tracker.done_tokens / max(tracker.seconds, 1e-9), 1),
+        }
+        missing = store.missing_chunks()
+        if missing:
+            summary = (
+                f"{EMBEDDINGS}: slice {shard_id}/{num_shards} done ({len(todo)} chunks encoded); "
+                f"{len(missing)} of {spec.num_chunks} chunks of other slices are still missing "
+                f"(first: {missing[0]})"
+            )
+            return StageResult(summary, None, work)
         from basics.provenance import provenance
 
-        record_stage(
-            index_dir,
-            "embeddings",
-            {
-                "model": model_name,
-                "model_fingerprint": model_fingerprint(folder),
-                "recipe": effective.to_dict(),
-                "recipe_hash": effective.hash(),
-                "dim": out_dim,
-                "num_rows": spec.num_rows,
-                "chunk_rows": chunk_rows,
-                "num_chunks": spec.num_chunks,
-                "provenance": provenance(
-                    "torch", "transformers", model=model_name, recipe_hash=effective.hash()
-                ),
-            },
+        described = f"{spec.num_rows} documents x {model.dim} dims with {model.name}"
+        record = StageRecord(
+            summary=described,
+            params=model.params(),
+            counts={"documents": spec.num_rows, "chunk_rows": chunk_rows, "num_chunks": spec.num_chunks},
+            provenance=provenance("torch", "transformers", model=model.name, recipe_hash=model.recipe.hash()),
+            files=stage_files(index_dir, EMBEDDINGS),
         )
-    report["summary"] = (
-        f"embeddings: {spec.num_rows} documents x {out_dim} dims with {model_name} "
-        f"({report['documents']} encoded now, {report['tokens_per_second']:,.0f} tokens/s)"
+        rate = f"{work['tokens_per_second']:,.0f} tokens/s"
+        summary = f"{EMBEDDINGS}: {described} ({work['documents']} encoded now, {rate})"
+        return StageResult(summary, record, work)
+
+
+def _differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    return sorted(key for key in {*recorded, *wanted} if recorded.get(key) != wanted.get(key))
+
+
+def _encode_missing(
+    index_dir: Path, model: _Model, todo: list[int], options: EncodeOptions, sink: TokenProgress
+) -> None:
+    """Who encodes the missing chunks: the engine the options name (see :mod:`indexes.engines`)."""
+    runner = runner_for(
+        options.engine,
+        device=options.device,
+        chunks=len(todo),
+        ray_address=options.ray_address,
+        ray_cpu_actors=options.ray_cpu_actors,
     )
-    return report
+    runner.run(EncodeJob(index_dir, model.folder, model.recipe, tuple(todo), options.token_budget), sink)
 
 
 def _describe(recipe: EmbedRecipe) -> str:
@@ -329,39 +302,16 @@ def _describe(recipe: EmbedRecipe) -> str:
     return f"{recipe.name}, {sides}, max {recipe.max_length} tokens"
 
 
-def model_identity(model: str | Path, folder: Path) -> str:
-    """How the manifest names the model: the hub id as given, or the absolute folder."""
-    return str(folder) if Path(str(model)).expanduser().is_dir() else str(model)
+def encode_stage(
+    index_dir: str | Path, options: EncodeOptions | None = None, *, wait: bool = False
+) -> StageResult:
+    """The "embeddings" stage alone, through the stage runner (``lyre encode``): under the write lock, or
+    the shared slice lock for one slice of a job array, so the slices run together."""
+    options = options or EncodeOptions()
+    sliced = is_slice(options)
+    return run_stage(Path(index_dir), EncodeStage(), options, wait=wait, sliced=sliced)
 
 
-def load_index_embedder(
-    index_dir: str | Path, *, model: str | None = None, device: str | None = None, **overrides: Any
-) -> Any:
-    """The embedder that encoded ``index_dir``, with the recorded recipe, for encoding its queries.
-
-    ``model`` may point at another copy of the same model (same fingerprint: config and weight files);
-    recipe ``overrides`` (pooling, max_length, query_template, query_task, ...) must not change the recipe,
-    because query vectors made differently from the document vectors silently ruin retrieval."""
-    from models.embedder import Embedder
-    from models.loading import model_fingerprint, resolve_model
-
-    index_dir = Path(index_dir)
-    record = require_stage(index_dir, "embeddings", how="lyre encode")
-    recorded = EmbedRecipe.from_dict(record["recipe"])
-    wanted = replace(recorded, **{key: value for key, value in overrides.items() if value is not None})
-    if wanted.hash() != recorded.hash():
-        changed = sorted(key for key, value in wanted.to_dict().items() if recorded.to_dict()[key] != value)
-        raise LyreError(
-            f"{index_dir}: was encoded with recipe {recorded.hash()}; "
-            f"your settings change {', '.join(changed)}; "
-            "search with the index's recipe or rebuild the index with `lyre encode --overwrite`"
-        )
-    source = model or record["model"]
-    folder = resolve_model(source)
-    same_name = model is None or model_identity(model, folder) == record["model"]
-    if not same_name and model_fingerprint(folder) != record.get("model_fingerprint"):
-        raise LyreError(
-            f"{index_dir}: was encoded with {record['model']}, not {model}; search with --embed-model "
-            f"{record['model']} or rebuild the index with `lyre encode --overwrite`"
-        )
-    return Embedder.from_pretrained(folder, recipe=recorded, device=device)
+def is_slice(options: EncodeOptions) -> bool:
+    """Whether these options encode one slice of several (given, or from a SLURM job array)."""
+    return slice_of_job(options.shard_id, options.num_shards)[1] > 1

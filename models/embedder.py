@@ -2,21 +2,24 @@
 
 Written so that a text's vector does not depend on its batch: pooling reads the position of the last (or
 first) *real* token from the attention mask, whichever side was padded, and position ids count real tokens
-only. Batches are cut by a token budget over length-sorted inputs (see :mod:`models.batching`).
+only. Batches are cut by a token budget over length-sorted inputs (see :mod:`models.batching`). On CUDA,
+decoder models run padding-free packed batches instead (see :mod:`models.packing`); on the CPU, where
+sorted padded batches already waste little and a packed row's block mask costs more than it saves, the
+padded path stays.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from basics.errors import LyreError
-from basics.progress import say
-from models.batching import batch_rows, length_order, pad_batch, restore_order, truncate_with_eos
+from basics.errors import LyreError, OptionError, opt
+from basics.progress import ProgressSink
+from models.batching import cut_text, pad_batch, run_batches, truncate_with_eos
 from models.loading import (
     cpu_threads,
     load_model,
@@ -25,6 +28,7 @@ from models.loading import (
     pick_dtype,
     resolve_model,
 )
+from models.packing import ROW_TOKENS, can_pack, pack, pack_rows, packed_hidden, pool_packed
 from models.recipes import EmbedRecipe, resolve_recipe
 
 if TYPE_CHECKING:
@@ -33,9 +37,6 @@ if TYPE_CHECKING:
 DEFAULT_MODEL = "vec-ai/lychee-embed"
 CPU_TOKEN_BUDGET = 8192
 CUDA_TOKEN_BUDGET = 65536
-
-Progress = Callable[[int, int], None]
-"""Called after each batch with (texts done, tokens done) of that batch."""
 
 
 def model_config(folder: Path) -> dict[str, Any]:
@@ -59,7 +60,7 @@ def check_dim(dim: int | None, width: int) -> int:
     if dim is None:
         return width
     if dim % 32 or not 32 <= dim <= width:
-        raise LyreError(f"--dim {dim} is not a multiple of 32 between 32 and the model's {width}")
+        raise OptionError("dim", dim, f"use a multiple of 32 between 32 and the model's {width}")
     return dim
 
 
@@ -90,10 +91,20 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
 
 
 class Embedder:
-    """A loaded model plus its recipe. Build with :meth:`from_pretrained`."""
+    """A loaded model plus its recipe. Build with :meth:`from_pretrained`.
+
+    ``packing``: run padding-free packed batches (None: on CUDA for models that support it)."""
 
     def __init__(
-        self, model: Any, tokenizer: Any, recipe: EmbedRecipe, *, name: str, dim: int, token_budget: int
+        self,
+        model: Any,
+        tokenizer: Any,
+        recipe: EmbedRecipe,
+        *,
+        name: str,
+        dim: int,
+        token_budget: int,
+        packing: bool | None = None,
     ) -> None:
         import inspect
 
@@ -105,6 +116,7 @@ class Embedder:
         self.token_budget = token_budget
         self.device = next(model.parameters()).device
         self._pass_positions = "position_ids" in inspect.signature(model.forward).parameters
+        self.packing = can_pack(model) and (self.device.type == "cuda" if packing is None else packing)
         self.eos_id = self._eos_id()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_id or 0)
 
@@ -116,7 +128,7 @@ class Embedder:
         if token_id is None or token_id == self.tokenizer.unk_token_id:
             raise LyreError(
                 f"the recipe needs EOS token {token!r}, which the tokenizer does not know; "
-                "pass --pooling mean"
+                f"set {opt('pooling')} mean"
             )
         return int(token_id)
 
@@ -129,6 +141,7 @@ class Embedder:
         device: str | None = None,
         token_budget: int | None = None,
         num_threads: int | None = None,
+        packing: bool | None = None,
         **overrides: Any,
     ) -> Embedder:
         """Load model and tokenizer and resolve the recipe (built-in < folder files < ``overrides``:
@@ -143,64 +156,80 @@ class Embedder:
         tokenizer = load_tokenizer(folder, effective.padding_side)
         name = str(name_or_path) if not Path(str(name_or_path)).expanduser().is_dir() else str(folder)
         budget = token_budget or (CUDA_TOKEN_BUDGET if chosen.type == "cuda" else CPU_TOKEN_BUDGET)
-        return cls(model, tokenizer, effective, name=name, dim=dim, token_budget=budget)
+        return cls(model, tokenizer, effective, name=name, dim=dim, token_budget=budget, packing=packing)
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
-        """Token ids per text (no padding), truncated to max_length, ending in one EOS when required."""
+        """Token ids per text (no padding), truncated to max_length, ending in one EOS when required.
+        Characters that cannot fall within max_length tokens are dropped first (:func:`cut_text`)."""
         if not texts:
             return []
+        limit = self.recipe.max_length
         encoded = self.tokenizer(
-            list(texts), add_special_tokens=True, truncation=True, max_length=self.recipe.max_length
+            [cut_text(text, limit) for text in texts],
+            add_special_tokens=True,
+            truncation=True,
+            max_length=limit,
         )["input_ids"]
         if self.eos_id is None:
             return [list(ids) for ids in encoded]
-        return [truncate_with_eos(ids, self.recipe.max_length, self.eos_id) for ids in encoded]
+        return [truncate_with_eos(ids, limit, self.eos_id) for ids in encoded]
 
     def encode_queries(
-        self, texts: Sequence[str], task: str | None = None, progress: Progress | None = None
+        self, texts: Sequence[str], task: str | None = None, progress: ProgressSink | None = None
     ) -> np.ndarray:
         """Query vectors; the instruction (``task`` or the recipe's) is applied to queries only."""
         return self.encode_ids(
             self.tokenize([self.recipe.format_query(text, task) for text in texts]), progress
         )
 
-    def encode_documents(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+    def encode_documents(self, texts: Sequence[str], progress: ProgressSink | None = None) -> np.ndarray:
         return self.encode_ids(self.tokenize([self.recipe.format_document(text) for text in texts]), progress)
 
-    def encode_ids(self, sequences: Sequence[Sequence[int]], progress: Progress | None = None) -> np.ndarray:
-        """float32 [n, dim] for tokenized inputs, longest first in token-budget batches, in input order.
-        On CUDA out-of-memory the budget is halved and the batch retried."""
+    def encode_ids(
+        self, sequences: Sequence[Sequence[int]], progress: ProgressSink | None = None
+    ) -> np.ndarray:
+        """float32 [n, dim] for tokenized inputs, in input order, batched by the token budget (longest
+        first, or packed rows); ``progress`` advances after each batch. Out of memory halves the budget."""
+        vectors = np.zeros((len(sequences), self.dim), dtype=np.float32)
+        if not sequences:
+            return vectors
+        lengths = [len(sequence) for sequence in sequences]
+
+        def done(indices: list[int], batch_vectors: np.ndarray) -> None:
+            vectors[indices] = batch_vectors
+            if progress is not None:
+                progress.advance(len(indices), sum(lengths[i] for i in indices))
+
+        if self.packing:
+            rows = pack_rows(lengths, max(ROW_TOKENS, self.recipe.max_length))
+
+            def forward(batch: list[int]) -> None:
+                chosen = [rows[r] for r in batch]
+                indices = [i for row in chosen for i in row]
+                done(indices, self._forward_packed([[sequences[i] for i in row] for row in chosen]))
+
+            row_lengths = [sum(lengths[i] for i in row) for row in rows]
+            self.token_budget = run_batches(row_lengths, self.token_budget, forward, too_long=self._too_long)
+        else:
+
+            def forward(batch: list[int]) -> None:
+                done(batch, self._forward([sequences[i] for i in batch]))
+
+            self.token_budget = run_batches(lengths, self.token_budget, forward, too_long=self._too_long)
+        return vectors
+
+    @staticmethod
+    def _too_long(length: int) -> LyreError:
+        return LyreError(f"out of memory on a single text of {length} tokens; lower {opt('max_length')}")
+
+    def _finish(self, pooled: torch.Tensor) -> np.ndarray:
+        """The output vectors: the Matryoshka prefix, normalised when the recipe says so, on the host."""
         import torch
 
-        if not sequences:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        lengths = np.array([len(sequence) for sequence in sequences], dtype=np.int64)
-        order = length_order(lengths)
-        batches: list[np.ndarray] = []
-        outputs: list[np.ndarray] = []
-        start = 0
-        while start < len(order):
-            batch = order[start : start + batch_rows(int(lengths[order[start]]), self.token_budget)]
-            try:
-                outputs.append(self._forward([sequences[i] for i in batch]))
-            except torch.OutOfMemoryError:
-                if len(batch) == 1:
-                    raise LyreError(
-                        f"out of GPU memory on a single text of {lengths[batch[0]]} tokens; "
-                        "lower --max-length"
-                    ) from None
-                self.token_budget = max(self.token_budget // 2, 1)
-                torch.cuda.empty_cache()
-                say(
-                    f"out of GPU memory with {len(batch)} texts of {lengths[batch[0]]} tokens; "
-                    f"token budget now {self.token_budget}"
-                )
-                continue
-            batches.append(batch)
-            start += len(batch)
-            if progress is not None:
-                progress(len(batch), int(lengths[batch].sum()))
-        return restore_order(batches, outputs)
+        vectors = pooled[:, : self.dim]
+        if self.recipe.normalize:
+            vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
+        return vectors.cpu().numpy().astype(np.float32, copy=False)
 
     def _forward(self, sequences: list[Sequence[int]]) -> np.ndarray:
         import torch
@@ -213,7 +242,13 @@ class Embedder:
             inputs["position_ids"] = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         with torch.inference_mode():
             hidden = self.model(**inputs).last_hidden_state
-            vectors = pool(hidden, attention_mask, self.recipe.pooling)[:, : self.dim]
-            if self.recipe.normalize:
-                vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
-        return vectors.cpu().numpy().astype(np.float32, copy=False)
+            return self._finish(pool(hidden, attention_mask, self.recipe.pooling))
+
+    def _forward_packed(self, rows: list[list[Sequence[int]]]) -> np.ndarray:
+        """Vectors of the sequences of ``rows``, row by row, from one packed forward pass."""
+        import torch
+
+        batch = pack(rows, self.pad_id)
+        with torch.inference_mode():
+            hidden = packed_hidden(self.model, batch, self.device)
+            return self._finish(pool_packed(hidden, batch, self.recipe.pooling))

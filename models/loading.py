@@ -3,7 +3,8 @@
 No hub is reachable on many clusters, so a missing model must fail fast with one line that says how to
 provide it, instead of a long retry loop and a traceback, and never by falling back to another model.
 Device and dtype follow one rule everywhere: bfloat16 on CUDA (the weights' own precision for lychee),
-float32 on CPU (bf16 matmuls are slow or inexact on many CPUs), SDPA attention.
+float32 on CPU (bf16 matmuls are slow or inexact on many CPUs), SDPA attention. Weights load straight onto
+their device in their dtype, so the host holds at most one copy of them on the way.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from basics.errors import LyreError
+from basics.errors import LyreError, opt
 
 if TYPE_CHECKING:
     import torch
@@ -34,7 +35,7 @@ def hub_offline() -> bool:
 
 
 def missing_model_error(
-    name: str, option: str = "--embed-model", reason: str = "", example_repo: str = "vec-ai/lychee-embed"
+    name: str, option: str = opt("embed_model"), reason: str = "", example_repo: str = "vec-ai/lychee-embed"
 ) -> LyreError:
     """The one-line error for a model that cannot be found locally."""
     repo = name if _is_hub_id(name) else example_repo
@@ -65,7 +66,7 @@ def _packaged_copy(name: str) -> Path | None:
     return Path(importlib.import_module(module_name).get_model_path())
 
 
-def resolve_model(name_or_path: str | Path, option: str = "--embed-model") -> Path:
+def resolve_model(name_or_path: str | Path, option: str = opt("embed_model")) -> Path:
     """The local folder holding ``name_or_path``: the folder itself, or the hub snapshot in the local cache.
 
     The cache is consulted first (``local_files_only``), so a cached model loads without any network call,
@@ -131,7 +132,7 @@ def pick_device(device: str | None = None) -> torch.device:
     except RuntimeError:
         raise LyreError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if chosen.type == "cuda" and not torch.cuda.is_available():
-        raise LyreError(f"device {device!r} was asked for but no CUDA GPU is visible; use --device cpu")
+        raise LyreError(f"device {device!r} was asked for but no CUDA GPU is visible; run on the cpu")
     return chosen
 
 
@@ -166,22 +167,36 @@ def load_model(
     device: torch.device,
     dtype: torch.dtype,
     auto_class: str = "AutoModel",
-    option: str = "--embed-model",
+    option: str = opt("embed_model"),
 ) -> Any:
-    """The model in ``folder`` on ``device`` in eval mode, with SDPA attention where supported."""
+    """The model in ``folder`` on ``device`` in ``dtype``, in eval mode, with SDPA attention where supported.
+
+    Each tensor is read from the checkpoint straight onto ``device`` in ``dtype`` (``device_map``), so
+    loading a 3 GB model onto a GPU does not first build it in host memory. transformers accepts a
+    ``device_map`` only with accelerate installed; without it the weights are materialised on the host in
+    ``dtype`` (never in a wider one) and moved once.
+    """
     import transformers
 
     # lyre reports its own progress (and honours --quiet); the per-tensor loading bar is noise in logs.
     transformers.utils.logging.disable_progress_bar()
     loader = getattr(transformers, auto_class)
+    placement = {"device_map": str(device)} if accelerate_installed() else {}
     try:
         try:
-            model = loader.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa")
+            model = loader.from_pretrained(folder, dtype=dtype, attn_implementation="sdpa", **placement)
         except ValueError:  # an architecture without SDPA support
-            model = loader.from_pretrained(folder, dtype=dtype)
+            model = loader.from_pretrained(folder, dtype=dtype, **placement)
     except OSError as error:
         raise missing_model_error(str(folder), option, str(error).splitlines()[0]) from None
     return model.to(device).eval()
+
+
+def accelerate_installed() -> bool:
+    """Whether transformers can place weights on a device while loading (it needs accelerate for that)."""
+    import importlib.util
+
+    return importlib.util.find_spec("accelerate") is not None
 
 
 def cpu_threads() -> int:

@@ -6,8 +6,9 @@ computed (``logits_to_keep=1``): the 152k-row output layer over every position i
 implementations. Padding is on the left so the last position is the answer slot in every row, and
 position ids are counted from each row's first real token, so a pair scores the same alone or in a batch.
 The document is truncated to a token budget before formatting, so the prompt's suffix and the answer
-slot are never cut. Pairs are sorted by length and packed by a token budget (padding is pure waste), and
-a CUDA out-of-memory error halves the budget and retries instead of losing the run.
+slot are never cut; characters that cannot fall within the budget are dropped before tokenizing at all.
+Pairs are sorted by length and batched by a token budget (padding is pure waste) in the loop the embedder
+uses too (:func:`models.batching.run_batches`): out of memory halves the budget and retries.
 
 cross-encoder recipe: a sequence classification head over ``[CLS] query [SEP] document [SEP]``; the
 score is the single logit, or p(relevant) for a two-class head.
@@ -16,7 +17,6 @@ score is the single logit, or p(relevant) for a two-class head.
 from __future__ import annotations
 
 import json
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from basics import progress
-from basics.errors import LyreError
-from models.batching import batch_rows, length_order, pad_batch
+from basics.errors import LyreError, opt
+from basics.progress import ProgressSink, TokenProgress
+from models.batching import cut_text, pad_batch, run_batches
 from models.rerank_templates import DEFAULT_INSTRUCTION, RerankTemplate, get_template
 
 KINDS = ("auto", "yes-no", "cross-encoder")
@@ -62,7 +62,7 @@ def detect_kind(folder: Path) -> str:
         return "cross-encoder"
     raise LyreError(
         f"{folder}: cannot tell the reranker kind from config.json architectures {architectures}; "
-        "pass --rerank-kind yes-no or cross-encoder"
+        "use a causal LM (yes/no) or a sequence classification (cross-encoder) model"
     )
 
 
@@ -75,7 +75,7 @@ def yes_no_ids(tokenizer: Any) -> tuple[int, int]:
             raise LyreError(
                 f"the reranker's tokenizer splits {word!r} into {len(tokens)} tokens {tokens}; "
                 "a yes/no reranker needs single-token answers "
-                "(use --rerank-kind cross-encoder for a classification model)"
+                "(or a sequence classification model, scored as a cross-encoder)"
             )
         ids.append(tokens[0])
     return ids[0], ids[1]
@@ -151,7 +151,7 @@ class Reranker:
 
         if kind not in KINDS:
             raise LyreError(f"unknown reranker kind {kind!r}; use {', '.join(KINDS)}")
-        folder = resolve_model(name_or_path, option="--rerank-model")
+        folder = resolve_model(name_or_path, option=opt("rerank_model"))
         if kind == "auto":
             kind = detect_kind(folder)
         torch_device = pick_device(device)
@@ -162,7 +162,7 @@ class Reranker:
             device=torch_device,
             dtype=pick_dtype(torch_device),
             auto_class=auto_class,
-            option="--rerank-model",
+            option=opt("rerank_model"),
         )
         return cls(
             model,
@@ -180,18 +180,19 @@ class Reranker:
         """Scores of ``documents`` for one query, float32, in input order."""
         return self.score_pairs([(query, document) for document in documents])
 
-    def score_pairs(self, pairs: Sequence[tuple[str, str]], bar: Any = None) -> np.ndarray:
+    def score_pairs(
+        self, pairs: Sequence[tuple[str, str]], progress: ProgressSink | None = None
+    ) -> np.ndarray:
         """Scores of (query, document) pairs, float32, in input order (batched by length internally).
 
-        ``bar``: a progress bar to advance instead of opening one, for callers that score in groups.
+        ``progress``: where to report, for callers that score in groups; by default a bar of its own.
         """
         if not pairs:
             return np.zeros(0, dtype=np.float32)
-        encoded = self.encode_yes_no(pairs) if self.kind == "yes-no" else self.encode_cross(pairs)
-        if bar is not None:
-            return self._run(encoded, bar)
-        with progress.bar(len(encoded), "rerank", unit="pair") as own_bar:
-            return self._run(encoded, own_bar)
+        if progress is not None:
+            return self._run(pairs, progress)
+        with TokenProgress(len(pairs), "rerank", unit="pair") as own:
+            return self._run(pairs, own)
 
     # --- encoding -------------------------------------------------------------------------------------
 
@@ -199,10 +200,14 @@ class Reranker:
         """Each document cut to its longest prefix of at most ``budget`` tokens, at a token's end.
 
         Cutting the text (by the tokenizer's character offsets) rather than the ids keeps the prompt a plain
-        string that is tokenized once as a whole, exactly as a reference implementation would.
+        string that is tokenized once as a whole, exactly as a reference implementation would. Only the
+        characters that can fall within the budget are tokenized (:func:`cut_text`).
         """
+        documents = [
+            cut_text(document, max(budget, 0)) for document, budget in zip(documents, budgets, strict=True)
+        ]
         offsets = self.tokenizer(
-            list(documents), add_special_tokens=False, return_offsets_mapping=True, verbose=False
+            documents, add_special_tokens=False, return_offsets_mapping=True, verbose=False
         )
         cut = []
         for document, spans, budget in zip(documents, offsets["offset_mapping"], budgets, strict=True):
@@ -218,6 +223,7 @@ class Reranker:
 
     def encode_yes_no(self, pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
         """Token ids of each pair's prompt, the document cut so the whole fits in ``max_length``."""
+        pairs = [(cut_text(query, self.max_length), document) for query, document in pairs]
         queries = sorted({query for query, _ in pairs})
         empty_prompts = self._ids([self.prompt(query, "") for query in queries])
         overhead = {query: len(ids) for query, ids in zip(queries, empty_prompts, strict=True)}
@@ -225,7 +231,7 @@ class Reranker:
         if too_long:
             raise LyreError(
                 f"a query's rerank prompt alone takes {overhead[too_long[0]]} tokens, max_length is "
-                f"{self.max_length}; raise --rerank-max-length"
+                f"{self.max_length}; shorten the query or raise the reranker's max_length"
             )
         budgets = [min(self.doc_max_tokens, self.max_length - overhead[query]) for query, _ in pairs]
         documents = self.truncate_documents([document for _, document in pairs], budgets)
@@ -247,7 +253,7 @@ class Reranker:
             [document for _, document in pairs], [self.doc_max_tokens] * len(pairs)
         )
         tokens = self.tokenizer(
-            [query for query, _ in pairs],
+            [cut_text(query, self.max_length) for query, _ in pairs],
             documents,
             truncation="only_second",
             max_length=self.max_length,
@@ -260,35 +266,25 @@ class Reranker:
 
     # --- batched forward ------------------------------------------------------------------------------
 
-    def _run(self, encoded: list[Any], bar: Any) -> np.ndarray:
-        import torch
-
+    def _run(self, pairs: Sequence[tuple[str, str]], progress: ProgressSink) -> np.ndarray:
+        """Tokenize, then score in token-budget batches, longest first."""
+        encoded = self.encode_yes_no(pairs) if self.kind == "yes-no" else self.encode_cross(pairs)
         lengths = [len(item["input_ids"] if isinstance(item, dict) else item) for item in encoded]
-        # Batches are cut lazily from the length order so an out-of-memory can shrink the ones to come.
-        pending = deque(int(i) for i in length_order(lengths))
+        progress.tokenized(len(encoded), sum(lengths))
         scores = np.zeros(len(encoded), dtype=np.float32)
-        while pending:
-            # Longest first: a batch's padded size is its first row's length times its rows.
-            rows = batch_rows(lengths[pending[0]], self.token_budget)
-            batch = [pending.popleft() for _ in range(min(rows, len(pending)))]
-            try:
-                scores[batch] = self._forward([encoded[i] for i in batch])
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                if len(batch) == 1:
-                    raise LyreError(
-                        f"one rerank pair of {lengths[batch[0]]} tokens does not fit in GPU memory; "
-                        "lower --rerank-max-length"
-                    ) from None
-                self.token_budget = max(self.token_budget // 2, 1)
-                progress.say(
-                    f"GPU out of memory on {len(batch)} pairs x {lengths[batch[0]]} tokens; "
-                    f"token budget halved to {self.token_budget}"
-                )
-                pending.extendleft(reversed(batch))
-                continue
-            bar.update(len(batch))
+
+        def forward(batch: list[int]) -> None:
+            scores[batch] = self._forward([encoded[i] for i in batch])
+            progress.advance(len(batch), sum(lengths[i] for i in batch))
+
+        self.token_budget = run_batches(lengths, self.token_budget, forward, too_long=self._too_long)
         return scores
+
+    @staticmethod
+    def _too_long(length: int) -> LyreError:
+        return LyreError(
+            f"one rerank pair of {length} tokens does not fit in memory; lower the reranker's max_length"
+        )
 
     def _forward(self, items: list[Any]) -> np.ndarray:
         import torch

@@ -1,13 +1,16 @@
 from __future__ import annotations
 
+import resource
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from embed_fixtures import ENDOFTEXT, build_tiny_qwen, reference_last_token
+from embed_fixtures import ENDOFTEXT, reference_last_token
 
 from basics.errors import LyreError
+from models.batching import CHARS_PER_TOKEN_BOUND
 from models.embedder import Embedder, pool
 from models.recipes import WEB_SEARCH_TASK
 
@@ -17,11 +20,6 @@ TEXTS = [
     "short",
     "a b c d e f g h i j k l m n o p q r s t u v w x y z " * 3,
 ]
-
-
-@pytest.fixture(scope="module")
-def qwen_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen2"))
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +125,32 @@ def test_minilm_bfloat16_on_cpu_stays_close_to_float32() -> None:
     bf16 = Embedder.from_pretrained(get_model_path(), device="cpu", dtype="bfloat16").encode_documents(texts)
     cosines = (exact * bf16).sum(1)
     assert cosines.min() > 0.999 and not np.array_equal(exact, bf16)
+
+
+class RecordingTokenizer:
+    """The real tokenizer, recording how many characters each call hands it."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.longest_input = 0
+
+    def __call__(self, texts: list[str], **kwargs: Any) -> Any:
+        self.longest_input = max(self.longest_input, *map(len, texts))
+        return self.tokenizer(texts, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tokenizer, name)
+
+
+def test_a_huge_text_is_cut_before_tokenizing(qwen: Embedder) -> None:
+    sentence = "Proteins fold into structures determined by their amino acid sequence. "
+    huge = sentence * (5_000_000 // len(sentence))  # 5 MB: tokenized whole, it takes ~600 MB and ~10 s
+    recording = RecordingTokenizer(qwen.tokenizer)
+    embedder = Embedder(qwen.model, recording, qwen.recipe, name=qwen.name, dim=qwen.dim, token_budget=8192)
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    vector = embedder.encode_documents([huge])
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    assert recording.longest_input <= qwen.recipe.max_length * CHARS_PER_TOKEN_BOUND
+    assert grown_mib < 100
+    np.testing.assert_allclose(vector, qwen.encode_documents([huge[:2000]]), atol=1e-6)
+    assert qwen.tokenize([huge])[0] == qwen.tokenize([huge[:2000]])[0]

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,19 +15,15 @@ from embed_fixtures import build_tiny_qwen, reference_last_token
 
 from basics.errors import LyreError
 from indexes.embeddings import EmbeddingStore
-from indexes.encode import encode_stage, load_index_embedder, slice_of_job
+from indexes.encode import EncodeOptions, encode_stage, slice_of_job
 from indexes.manifest import stage_record
+from indexes.query_encoder import load_index_embedder
 
 DOCS = [
     {"_id": f"d{i}", "title": f"Title {i}", "text": "lorem ipsum " * (i % 7) + f"document {i}"}
     for i in range(24)
 ]
 TEXTS = [f"{doc['title']} {doc['text']}" for doc in DOCS]
-
-
-@pytest.fixture(scope="module")
-def qwen_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_tiny_qwen(tmp_path_factory.mktemp("tiny-qwen2"))
 
 
 def _index(folder: Path) -> Path:
@@ -60,39 +57,56 @@ def test_slice_defaults_from_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_encode_stage_matches_the_reference_and_records_the_stage(tmp_path: Path, qwen_folder: Path) -> None:
     index = _index(tmp_path / "index")
-    report = encode_stage(index, model=str(qwen_folder), chunk_rows=5, device="cpu")
-    assert report["complete"] and report["encoded_chunks"] == 5 and report["documents"] == len(DOCS)
+    options = EncodeOptions(embed_model=str(qwen_folder), chunk_rows=5, device="cpu")
+    report = encode_stage(index, options)
+    assert (
+        report.record is not None
+        and report.work["encoded_chunks"] == 5
+        and report.work["documents"] == len(DOCS)
+    )
     np.testing.assert_allclose(
         _vectors(index), reference_last_token(qwen_folder, TEXTS), atol=2e-3
     )  # float16
     record = stage_record(index, "embeddings")
-    assert record["recipe_hash"] == report["recipe_hash"] and record["dim"] == 64 and record["num_rows"] == 24
-    again = encode_stage(index, model=str(qwen_folder), chunk_rows=5, device="cpu")
-    assert again["encoded_chunks"] == 0 and again["complete"]
+    assert record["params"] == report.record.params and record["params"]["dim"] == 64
+    assert record["counts"] == {"documents": 24, "chunk_rows": 5, "num_chunks": 5}
+    again = encode_stage(index, options)
+    assert again.summary.startswith("embeddings: up to date") and again.record == report.record
 
 
 def test_slices_complete_the_stage_only_together(tmp_path: Path, qwen_folder: Path) -> None:
     index = _index(tmp_path / "index")
-    first = encode_stage(index, model=str(qwen_folder), chunk_rows=5, shard_id=0, num_shards=2, device="cpu")
-    assert not first["complete"] and first["missing_chunks"] == [1, 3]
-    assert "still missing" in first["summary"] and stage_record(index, "embeddings") is None
-    second = encode_stage(index, model=str(qwen_folder), chunk_rows=5, shard_id=1, num_shards=2, device="cpu")
-    assert second["complete"] and second["encoded_chunks"] == 2 and stage_record(index, "embeddings")
+    options = EncodeOptions(embed_model=str(qwen_folder), chunk_rows=5, num_shards=2, device="cpu")
+    first = encode_stage(index, replace(options, shard_id=0))
+    assert first.record is None and EmbeddingStore.open(index / "embeddings").missing_chunks() == [1, 3]
+    assert "still missing" in first.summary and stage_record(index, "embeddings") is None
+    second = encode_stage(index, replace(options, shard_id=1))
+    assert (
+        second.record is not None and second.work["encoded_chunks"] == 2 and stage_record(index, "embeddings")
+    )
     np.testing.assert_allclose(_vectors(index), reference_last_token(qwen_folder, TEXTS), atol=2e-3)
 
 
 def test_resume_refuses_other_settings_unless_overwrite(tmp_path: Path, qwen_folder: Path) -> None:
     index = _index(tmp_path / "index")
-    encode_stage(index, model=str(qwen_folder), chunk_rows=5, shard_id=0, num_shards=2, device="cpu")
+    options = EncodeOptions(embed_model=str(qwen_folder), chunk_rows=5, device="cpu")
+    encode_stage(index, replace(options, shard_id=0, num_shards=2))
     with pytest.raises(LyreError, match="other settings"):
-        encode_stage(index, model=str(qwen_folder), chunk_rows=5, dim=32, device="cpu")
-    report = encode_stage(index, model=str(qwen_folder), chunk_rows=5, dim=32, device="cpu", overwrite=True)
-    assert report["complete"] and report["encoded_chunks"] == 5 and _vectors(index).shape == (24, 32)
+        encode_stage(index, replace(options, dim=32))
+    report = encode_stage(index, replace(options, dim=32, overwrite=True))
+    assert (
+        report.record is not None and report.work["encoded_chunks"] == 5 and _vectors(index).shape == (24, 32)
+    )
 
 
 def test_queries_use_the_recorded_recipe(tmp_path: Path, qwen_folder: Path) -> None:
     index = _index(tmp_path / "index")
-    encode_stage(index, model=str(qwen_folder), chunk_rows=8, device="cpu", query_instruction="Given a claim")
+    encode_stage(
+        index,
+        EncodeOptions(
+            embed_model=str(qwen_folder), chunk_rows=8, device="cpu", query_instruction="Given a claim"
+        ),
+    )
     got = load_index_embedder(index, device="cpu").encode_queries(["is x true?"])
     expected = reference_last_token(qwen_folder, ["Instruct: Given a claim\nQuery:is x true?"])
     np.testing.assert_allclose(got, expected, atol=2e-5)
@@ -106,14 +120,14 @@ def test_queries_use_the_recorded_recipe(tmp_path: Path, qwen_folder: Path) -> N
 KILLABLE = """
 import sys, time
 from indexes.embeddings import EmbeddingStore
-from indexes.encode import encode_stage
+from indexes.encode import EncodeOptions, encode_stage
 
 write = EmbeddingStore.write_chunk
 def slow_write(self, *args, **kwargs):
     write(self, *args, **kwargs)
     time.sleep(0.25)  # widen the window between chunks so the parent can kill mid-run
 EmbeddingStore.write_chunk = slow_write
-encode_stage(sys.argv[1], model=sys.argv[2], chunk_rows=3, device="cpu")
+encode_stage(sys.argv[1], EncodeOptions(embed_model=sys.argv[2], chunk_rows=3, device="cpu"))
 """
 
 
@@ -131,11 +145,12 @@ def test_kill_9_then_rerun_gives_identical_embeddings(tmp_path: Path, qwen_folde
     child.wait()
     done = len(list((killed / "embeddings").glob("*.done.json")))
     assert 2 <= done < 8 and stage_record(killed, "embeddings") is None
-    resumed = encode_stage(killed, model=str(qwen_folder), chunk_rows=3, device="cpu")
-    assert resumed["encoded_chunks"] == 8 - done and resumed["complete"]
+    options = EncodeOptions(embed_model=str(qwen_folder), chunk_rows=3, device="cpu")
+    resumed = encode_stage(killed, options)
+    assert resumed.work["encoded_chunks"] == 8 - done and resumed.record is not None
 
     clean = _index(tmp_path / "clean")
-    encode_stage(clean, model=str(qwen_folder), chunk_rows=3, device="cpu")
+    encode_stage(clean, options)
     for chunk in range(8):
         for suffix in (".npy", ".rows.npy"):
             name = f"chunk-{chunk:06d}{suffix}"

@@ -8,10 +8,11 @@ from scale_fixtures import save_tiny_bert, write_corpus
 
 from basics.errors import LyreError
 from indexes.embeddings import EmbeddingStore
-from indexes.encode import encode_stage
+from indexes.encode import EncodeOptions, encode_stage
+from indexes.engines.ray_cluster import ActorPlan, ChunkEncoder, plan_actors
 from indexes.ingest import ingest
 from indexes.manifest import stage_record
-from indexes.ray_engine import ActorPlan, ChunkEncoder, encode_stage_on_ray, plan_actors
+from indexes.stages import StageResult
 
 ray = pytest.importorskip("ray")
 
@@ -38,7 +39,7 @@ def test_cpu_actors_split_the_cores_and_never_exceed_them() -> None:
 
 
 def test_bad_cpu_actor_count_is_a_one_line_error() -> None:
-    with pytest.raises(LyreError, match="--ray-cpu-actors 0"):
+    with pytest.raises(LyreError, match="ray_cpu_actors 0"):
         plan_actors({"CPU": 2.0}, [2.0], chunks=1, cpu_actors=0)
 
 
@@ -66,8 +67,18 @@ def local_index(tmp_path_factory: pytest.TempPathFactory, corpus: Path, tiny_ber
     """The reference: the local engine, one process, no Ray."""
     index = tmp_path_factory.mktemp("local") / "index"
     ingest(corpus, index)
-    encode_stage(index, model=str(tiny_bert), chunk_rows=CHUNK_ROWS, device="cpu")
+    encode_stage(index, EncodeOptions(embed_model=str(tiny_bert), chunk_rows=CHUNK_ROWS, device="cpu"))
     return index
+
+
+def on_ray(index: Path, model: Path, **options: int) -> StageResult:
+    """The encode stage with the Ray engine (two CPU actors unless said otherwise)."""
+    return encode_stage(
+        index,
+        EncodeOptions(
+            embed_model=str(model), chunk_rows=CHUNK_ROWS, engine="ray", **{"ray_cpu_actors": 2, **options}
+        ),
+    )
 
 
 def fresh_index(tmp_path: Path, corpus: Path) -> Path:
@@ -81,8 +92,8 @@ def all_chunks(index: Path) -> list[tuple[np.ndarray, np.ndarray]]:
 
 def test_ray_embeddings_equal_local_ones(local_ray, local_index, corpus, tiny_bert, tmp_path) -> None:
     index = fresh_index(tmp_path, corpus)
-    report = encode_stage_on_ray(index, model=str(tiny_bert), chunk_rows=CHUNK_ROWS, cpu_actors=2)
-    assert report["complete"] and report["encoded_chunks"] == 5 and report["documents"] == 70
+    report = on_ray(index, tiny_bert)
+    assert report.record is not None and report.work["encoded_chunks"] == 5 and report.work["documents"] == 70
     assert (
         EmbeddingStore.open(index / "embeddings").spec == EmbeddingStore.open(local_index / "embeddings").spec
     )
@@ -91,7 +102,7 @@ def test_ray_embeddings_equal_local_ones(local_ray, local_index, corpus, tiny_be
     ):
         np.testing.assert_array_equal(rows, local_rows)
         np.testing.assert_array_equal(vectors, local_vectors)
-    for key in ("model", "recipe_hash", "dim", "num_rows", "chunk_rows", "num_chunks", "model_fingerprint"):
+    for key in ("params", "counts"):  # model, fingerprint, recipe, dim; rows and chunks
         assert stage_record(index, "embeddings")[key] == stage_record(local_index, "embeddings")[key]
 
 
@@ -99,15 +110,13 @@ def test_ray_slice_then_resume_encodes_only_the_missing_chunks(
     local_ray, local_index, corpus, tiny_bert, tmp_path
 ) -> None:
     index = fresh_index(tmp_path, corpus)
-    part = encode_stage_on_ray(
-        index, model=str(tiny_bert), chunk_rows=CHUNK_ROWS, shard_id=1, num_shards=2, cpu_actors=2
-    )
-    assert part["encoded_chunks"] == 2 and part["missing_chunks"] == [0, 2, 4]
-    assert "still missing" in part["summary"] and stage_record(index, "embeddings") is None
+    part = on_ray(index, tiny_bert, shard_id=1, num_shards=2)
     store = EmbeddingStore.open(index / "embeddings")
+    assert part.work["encoded_chunks"] == 2 and store.missing_chunks() == [0, 2, 4]
+    assert "still missing" in part.summary and stage_record(index, "embeddings") is None
     before = {chunk: store.done_path(chunk).stat().st_mtime_ns for chunk in (1, 3)}
-    rest = encode_stage_on_ray(index, model=str(tiny_bert), chunk_rows=CHUNK_ROWS, cpu_actors=2)
-    assert rest["encoded_chunks"] == 3 and rest["documents"] == 70 - 32 and rest["complete"]
+    rest = on_ray(index, tiny_bert)
+    assert rest.work["encoded_chunks"] == 3 and rest.work["documents"] == 70 - 32 and rest.record is not None
     assert {chunk: store.done_path(chunk).stat().st_mtime_ns for chunk in (1, 3)} == before
     for (_, vectors), (_, local_vectors) in zip(all_chunks(index), all_chunks(local_index), strict=True):
         np.testing.assert_array_equal(vectors, local_vectors)
@@ -115,12 +124,14 @@ def test_ray_slice_then_resume_encodes_only_the_missing_chunks(
 
 
 def test_nothing_missing_does_not_touch_ray(local_index, tiny_bert, monkeypatch) -> None:
-    monkeypatch.setattr("indexes.ray_engine.connect", lambda address: pytest.fail("Ray was started"))
-    report = encode_stage_on_ray(local_index, model=str(tiny_bert), chunk_rows=CHUNK_ROWS)
-    assert report["encoded_chunks"] == 0 and report["complete"]
+    monkeypatch.setattr("indexes.engines.ray_cluster.connect", lambda address: pytest.fail("Ray was started"))
+    report = encode_stage(
+        local_index, EncodeOptions(embed_model=str(tiny_bert), chunk_rows=CHUNK_ROWS, engine="ray")
+    )
+    assert report.work.get("encoded_chunks", 0) == 0 and stage_record(local_index, "embeddings") is not None
 
 
-def test_worker_failure_is_one_line_and_keeps_finished_chunks(local_ray, corpus, tiny_bert, tmp_path) -> None:
+def test_worker_failure_is_one_line_and_records_nothing(local_ray, corpus, tiny_bert, tmp_path) -> None:
     broken = tmp_path / "broken-model"
     broken.mkdir()
     for path in tiny_bert.rglob("*"):
@@ -130,9 +141,10 @@ def test_worker_failure_is_one_line_and_keeps_finished_chunks(local_ray, corpus,
             target.write_bytes(b"not weights" if path.name == "model.safetensors" else path.read_bytes())
     index = fresh_index(tmp_path, corpus)
     with pytest.raises(LyreError, match="rerun the same command") as error:
-        encode_stage_on_ray(index, model=str(broken), chunk_rows=CHUNK_ROWS, cpu_actors=2)
+        on_ray(index, broken)
     assert "\n" not in str(error.value)
     assert stage_record(index, "embeddings") is None
+    assert EmbeddingStore.open(index / "embeddings").missing_chunks() == [0, 1, 2, 3, 4]  # none half-written
 
 
 @pytest.fixture(autouse=True)
@@ -148,7 +160,7 @@ def test_actor_refuses_an_index_its_node_cannot_see(tmp_path, tiny_bert) -> None
 
 
 def test_actor_refuses_a_different_copy_of_the_model(local_index, tiny_bert) -> None:
-    recipe = stage_record(local_index, "embeddings")["recipe"]
+    recipe = stage_record(local_index, "embeddings")["params"]["recipe"]
     actor = ChunkEncoder(str(local_index), str(tiny_bert), "0123456789abcdef", recipe, "cpu", None, 1)
     with pytest.raises(LyreError, match=r"another copy of .* same model files"):
         actor.load()

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from embed_fixtures import build_tiny_qwen
 
 from basics.errors import LyreError
+from models.batching import CHARS_PER_TOKEN_BOUND
 from models.reranker import Reranker, yes_no_ids
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -42,15 +42,10 @@ def lychee_text(query: str, doc: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def qwen_folder(tmp_path_factory) -> Path:
-    # large weights: p(yes) spread far from 0.5, so mismatches show
-    folder = tmp_path_factory.mktemp("tiny-qwen2-reranker")
-    return build_tiny_qwen(folder, causal_lm=True, initializer_range=0.5)
-
-
-@pytest.fixture(scope="module")
-def reranker(qwen_folder) -> Reranker:
-    return Reranker.from_pretrained(qwen_folder, instruction=INSTRUCTION, token_budget=256, device="cpu")
+def reranker(qwen_reranker_folder) -> Reranker:
+    return Reranker.from_pretrained(
+        qwen_reranker_folder, instruction=INSTRUCTION, token_budget=256, device="cpu"
+    )
 
 
 def test_yes_no_ids_are_single_qwen_tokens(reranker):
@@ -111,13 +106,13 @@ def test_doc_max_tokens_caps_the_document(reranker):
 
 def test_query_longer_than_max_length_is_one_line_error(reranker):
     tiny = variant(reranker, max_length=64)
-    with pytest.raises(LyreError, match="raise --rerank-max-length"):
+    with pytest.raises(LyreError, match="raise the reranker's max_length"):
         tiny.score("word " * 100, ["doc"])
 
 
-def test_qwen3_template_changes_the_prompt(qwen_folder, reranker):
+def test_qwen3_template_changes_the_prompt(qwen_reranker_folder, reranker):
     qwen3 = Reranker.from_pretrained(
-        qwen_folder, template="qwen3-reranker", instruction=INSTRUCTION, device="cpu"
+        qwen_reranker_folder, template="qwen3-reranker", instruction=INSTRUCTION, device="cpu"
     )
     text = qwen3.tokenizer.decode(qwen3.encode_yes_no([PAIRS[0]])[0])
     assert text.startswith("<|im_start|>system\nJudge whether the Document") and "<think>" in text
@@ -139,7 +134,7 @@ def test_missing_weights_is_one_line_error(tmp_path):
         with pytest.raises(LyreError) as error:
             Reranker.from_pretrained(name)
         message = str(error.value)
-        assert "\n" not in message and "--rerank-model" in message and "not available locally" in message
+        assert "\n" not in message and "rerank_model" in message and "not available locally" in message
 
 
 # --- cross-encoder -----------------------------------------------------------------------------------
@@ -182,7 +177,15 @@ def test_cross_encoder_batched_equals_single_and_reference(cross_folder):
     assert np.ptp(batched) > 1e-3
 
 
-def test_out_of_memory_halves_the_budget_and_keeps_the_scores(reranker):
+@pytest.mark.parametrize(
+    "error",
+    [
+        torch.cuda.OutOfMemoryError("CUDA out of memory"),
+        RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 4294967296 bytes"),
+    ],
+    ids=["cuda", "cpu"],
+)
+def test_out_of_memory_halves_the_budget_and_keeps_the_scores(reranker, error):
     class TwoRowsFit(torch.nn.Module):
         """The tiny model behind a memory limit: a batch of more than two rows runs out of memory."""
 
@@ -193,7 +196,7 @@ def test_out_of_memory_halves_the_budget_and_keeps_the_scores(reranker):
 
         def forward(self, input_ids, **kwargs):
             if input_ids.shape[0] > 2:
-                raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+                raise error
             return self.model(input_ids=input_ids, **kwargs)
 
     limited = Reranker(
@@ -202,3 +205,23 @@ def test_out_of_memory_halves_the_budget_and_keeps_the_scores(reranker):
     limited.instruction = reranker.instruction
     np.testing.assert_allclose(limited.score_pairs(PAIRS), reranker.score_pairs(PAIRS), atol=1e-5)
     assert limited.token_budget < 4096
+
+
+def test_a_huge_document_is_cut_before_tokenizing(reranker):
+    sentence = "Honey bees use the waggle dance to tell others where food is. "
+    huge = sentence * (5_000_000 // len(sentence))  # 5 MB
+    calls: list[int] = []
+    tokenizer = reranker.tokenizer
+
+    class Recording:
+        def __call__(self, texts, *args, **kwargs):
+            calls.append(max(map(len, texts if isinstance(texts, list) else [texts])))
+            return tokenizer(texts, *args, **kwargs)
+
+        def __getattr__(self, name):
+            return getattr(tokenizer, name)
+
+    recorded = Reranker(reranker.model, Recording(), kind="yes-no", name="tiny", instruction=INSTRUCTION)
+    score = recorded.score("how do bees communicate", [huge])
+    assert max(calls) <= 2 * recorded.max_length * CHARS_PER_TOKEN_BOUND  # the prompt around the cut text
+    np.testing.assert_allclose(score, recorded.score("how do bees communicate", [huge[:10_000]]), atol=1e-6)

@@ -1,10 +1,8 @@
-"""The encode stage on a Ray cluster: the local stage with its chunk loop handed to Ray actors.
+"""The Ray engine: the missing chunks of an encode job handed to actors of a Ray cluster.
 
-Everything that decides *what* is encoded stays in :func:`indexes.encode.encode_stage`: the recipe, the
-chunk layout, which chunks are missing, the completion records and the manifest record. Only *who*
-encodes a chunk changes: one actor per GPU (or a few CPU actors) loads the model once, then takes whole
-chunks from the driver, one at a time, and writes them straight into ``INDEX/embeddings`` with the local
-engine's :func:`~indexes.encode.encode_chunk`. So the index folder must sit on a filesystem that every node
+One actor per GPU (or a few CPU actors) loads the model once, then takes whole chunks from the driver, one
+at a time, and writes them straight into ``INDEX/embeddings`` with the engines' one
+:func:`~indexes.engines.job.encode_chunk`. So the index folder must sit on a filesystem that every node
 mounts at the same path, and a Ray-encoded chunk is byte for byte a locally encoded one.
 
 Handing out one chunk at a time to whichever actor is free balances fast and slow GPUs by itself. A chunk
@@ -18,13 +16,15 @@ import logging
 import os
 import socket
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 from basics import progress
-from basics.errors import LyreError
+from basics.errors import LyreError, OptionError
+from basics.progress import Counts, ProgressSink
 from indexes.embeddings import STORE_FILE, EmbeddingStore
+from indexes.engines.job import EncodeJob, encode_chunk
+from indexes.manifest import DOCSTORE, EMBEDDINGS
 
 #: Environment variables that decide where models are found; remote workers do not inherit the driver's.
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE")
@@ -61,24 +61,10 @@ def plan_actors(
         count, per_actor = len(node_cpus), int(min(node_cpus))
     else:
         if cpu_actors < 1:
-            raise LyreError(f"--ray-cpu-actors {cpu_actors}: use at least 1")
+            raise OptionError("ray_cpu_actors", cpu_actors, "use at least 1")
         count = min(cpu_actors, cores)
         per_actor = cores // count
     return ActorPlan(count=max(min(count, chunks), 1), device="cpu", num_gpus=0, num_cpus=max(per_actor, 1))
-
-
-class _Counts:
-    """The progress sink :func:`~indexes.encode.encode_chunk` expects, counting one chunk inside an actor."""
-
-    def __init__(self) -> None:
-        self.docs = self.tokens = 0
-
-    def tokenized(self, docs: int, tokens: int) -> None:
-        self.docs += docs
-        self.tokens += tokens
-
-    def advance(self, docs: int, tokens: int) -> None:
-        """Per-batch progress stays in the actor; the driver advances its bar per finished chunk."""
 
 
 class ChunkEncoder:
@@ -114,7 +100,7 @@ class ChunkEncoder:
             from models.recipes import EmbedRecipe
 
             progress.set_quiet(True)
-            embeddings = self.index_dir / "embeddings"
+            embeddings = self.index_dir / EMBEDDINGS
             if not (embeddings / STORE_FILE).exists():
                 raise LyreError(
                     f"{embeddings} is not visible on Ray node {socket.gethostname()}; put the index on a "
@@ -135,18 +121,17 @@ class ChunkEncoder:
                 token_budget=token_budget,
                 num_threads=threads if device == "cpu" else None,
             )
-            self.parts = (embedder, DocStore.open(self.index_dir / "docstore"), store)
+            self.parts = (embedder, DocStore.open(self.index_dir / DOCSTORE), store)
         return socket.gethostname()
 
     def encode(self, chunk: int) -> tuple[int, int]:
-        """Encode and write ``chunk``; returns its (documents, tokens)."""
-        from indexes.encode import encode_chunk
-
+        """Encode and write ``chunk``; returns its (documents, tokens). Per-batch progress stays in the
+        actor; the driver advances its bar per finished chunk."""
         self.load()
         embedder, docstore, store = self.parts  # type: ignore[misc]
-        counts = _Counts()
+        counts = Counts()
         encode_chunk(embedder, docstore, store, chunk, counts)
-        return counts.docs, counts.tokens
+        return counts.tokenized_items, counts.tokenized_tokens
 
 
 def connect(address: str | None) -> bool:
@@ -194,100 +179,70 @@ def _result(ray: Any, ref: Any) -> Any:
         raise LyreError(f"a Ray encoding actor died ({first}); {RESUME_HINT}") from None
 
 
-def run_chunks_on_ray(
-    index_dir: Path,
-    model: str,
-    recipe: Any,
-    todo: list[int],
-    token_budget: int | None,
-    tracker: Any,
-    *,
-    ray_address: str | None = None,
-    cpu_actors: int | None = None,
-) -> None:
-    """Encode the chunks ``todo`` of ``index_dir`` on Ray; the chunk runner of :func:`encode_stage_on_ray`."""
-    import ray
+@dataclass(frozen=True)
+class RayRunner:
+    """``address``: the cluster's HEAD:6379 (default: a local Ray on this process's cores);
+    ``cpu_actors``: model replicas on a cluster without GPUs (see :func:`plan_actors`)."""
 
-    from models.loading import model_fingerprint
+    address: str | None = None
+    cpu_actors: int | None = None
 
-    index_dir = Path(index_dir).resolve()
-    fingerprint = model_fingerprint(Path(model))
-    started = connect(ray_address)
-    actors: list[Any] = []
-    try:
-        nodes = [node for node in ray.nodes() if node.get("Alive")]
-        node_cpus = [node["Resources"].get("CPU", 0.0) for node in nodes if node["Resources"].get("CPU")]
-        plan = plan_actors(ray.cluster_resources(), node_cpus, len(todo), cpu_actors)
-        actor_class = ray.remote(ChunkEncoder).options(
-            num_cpus=plan.num_cpus,
-            num_gpus=plan.num_gpus,
-            max_restarts=MAX_RETRIES,
-            max_task_retries=MAX_RETRIES,
-            scheduling_strategy="SPREAD",
-        )
-        args = (
-            str(index_dir),
-            str(model),
-            fingerprint,
-            recipe.to_dict(),
-            plan.device,
-            token_budget,
-            plan.num_cpus,
-        )
-        actors = [actor_class.remote(*args) for _ in range(plan.count)]
-        hosts = [_result(ray, ref) for ref in [actor.load.remote() for actor in actors]]
-        progress.say(
-            f"ray: {plan.count} {plan.device} actor(s) on {len(set(hosts))} node(s), "
-            f"{plan.num_gpus or plan.num_cpus} {'GPU' if plan.num_gpus else 'CPU'}(s) each"
-        )
-        waiting = list(todo)
-        running: dict[Any, Any] = {}
-        for actor in actors:
-            if waiting:
-                running[actor.encode.remote(waiting.pop(0))] = actor
-        while running:
-            [ref], _ = ray.wait(list(running), num_returns=1)
-            actor = running.pop(ref)
-            docs, tokens = _result(ray, ref)
-            tracker.tokenized(docs, tokens)
-            tracker.advance(docs, tokens)
-            if waiting:
-                running[actor.encode.remote(waiting.pop(0))] = actor
-    finally:
-        for actor in actors:
-            ray.kill(actor, no_restart=True)
-        if started:
-            ray.shutdown()
+    def run(self, job: EncodeJob, progress: ProgressSink) -> None:
+        import ray
+
+        from models.loading import model_fingerprint
+
+        index_dir = job.index_dir.resolve()
+        fingerprint = model_fingerprint(job.model_folder)
+        started = connect(self.address)
+        actors: list[Any] = []
+        try:
+            nodes = [node for node in ray.nodes() if node.get("Alive")]
+            node_cpus = [node["Resources"].get("CPU", 0.0) for node in nodes if node["Resources"].get("CPU")]
+            plan = plan_actors(ray.cluster_resources(), node_cpus, len(job.chunks), self.cpu_actors)
+            actor_class = ray.remote(ChunkEncoder).options(
+                num_cpus=plan.num_cpus,
+                num_gpus=plan.num_gpus,
+                max_restarts=MAX_RETRIES,
+                max_task_retries=MAX_RETRIES,
+                scheduling_strategy="SPREAD",
+            )
+            args = (
+                str(index_dir),
+                str(job.model_folder),
+                fingerprint,
+                job.recipe.to_dict(),
+                plan.device,
+                job.token_budget,
+                plan.num_cpus,
+            )
+            actors = [actor_class.remote(*args) for _ in range(plan.count)]
+            hosts = [_result(ray, ref) for ref in [actor.load.remote() for actor in actors]]
+            _say_plan(plan, hosts)
+            waiting = list(job.chunks)
+            running: dict[Any, Any] = {}
+            for actor in actors:
+                if waiting:
+                    running[actor.encode.remote(waiting.pop(0))] = actor
+            while running:
+                [ref], _ = ray.wait(list(running), num_returns=1)
+                actor = running.pop(ref)
+                docs, tokens = _result(ray, ref)
+                progress.tokenized(docs, tokens)
+                progress.advance(docs, tokens)
+                if waiting:
+                    running[actor.encode.remote(waiting.pop(0))] = actor
+        finally:
+            for actor in actors:
+                ray.kill(actor, no_restart=True)
+            if started:
+                ray.shutdown()
 
 
-def encode_stage_on_ray(
-    index_dir: str | Path,
-    *,
-    model: str = "vec-ai/lychee-embed",
-    max_length: int | None = None,
-    dim: int | None = None,
-    shard_id: int | None = None,
-    num_shards: int | None = None,
-    overwrite: bool = False,
-    ray_address: str | None = None,
-    cpu_actors: int | None = None,
-    chunk_rows: int | None = None,
-    token_budget: int | None = None,
-) -> dict[str, Any]:
-    """``lyre index --engine ray``: the local encode stage (same chunks, records, resume and manifest),
-    with the missing chunks encoded by Ray actors. Ray is started or joined only when chunks are missing."""
-    from indexes.encode import DEFAULT_CHUNK_ROWS, encode_stage
+def _say_plan(plan: ActorPlan, hosts: list[str]) -> None:
+    from basics.progress import say
 
-    runner = partial(run_chunks_on_ray, ray_address=ray_address, cpu_actors=cpu_actors)
-    return encode_stage(
-        index_dir,
-        model=model,
-        max_length=max_length,
-        dim=dim,
-        shard_id=shard_id,
-        num_shards=num_shards,
-        chunk_rows=chunk_rows or DEFAULT_CHUNK_ROWS,
-        token_budget=token_budget,
-        overwrite=overwrite,
-        runner=runner,
+    say(
+        f"ray: {plan.count} {plan.device} actor(s) on {len(set(hosts))} node(s), "
+        f"{plan.num_gpus or plan.num_cpus} {'GPU' if plan.num_gpus else 'CPU'}(s) each"
     )

@@ -5,8 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from basics.errors import LyreError
-from models.loading import model_fingerprint, pick_device, pick_dtype, resolve_model
+from basics.errors import LyreError, opt
+from models.loading import (
+    accelerate_installed,
+    load_model,
+    model_fingerprint,
+    pick_device,
+    pick_dtype,
+    resolve_model,
+)
 
 
 def _one_line(error: pytest.ExceptionInfo) -> str:
@@ -24,13 +31,13 @@ def test_missing_hub_model_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     message = _one_line(error)
     assert "'vec-ai/lychee-embed' is not available locally" in message
     assert "huggingface-cli download vec-ai/lychee-embed --local-dir DIR" in message
-    assert "--embed-model DIR" in message
+    assert "embed_model DIR" in message  # the option, rendered as its flag by the CLI
 
 
 def test_missing_folder_and_folder_without_weights(tmp_path: Path) -> None:
     with pytest.raises(LyreError) as error:
-        resolve_model(str(tmp_path / "nowhere"), option="--rerank-model")
-    assert "no such folder" in _one_line(error) and "--rerank-model DIR" in str(error.value)
+        resolve_model(str(tmp_path / "nowhere"), option=opt("rerank_model"))
+    assert "no such folder" in _one_line(error) and "rerank_model DIR" in str(error.value)
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(LyreError, match="no weights"):
         resolve_model(tmp_path)
@@ -66,3 +73,18 @@ def test_packaged_hub_id_resolves_to_the_package_copy_offline(monkeypatch: pytes
     folder = resolve_model("sentence-transformers/all-MiniLM-L6-v2")
     assert folder == Path(get_model_path())
     assert (folder / "config.json").exists()
+
+
+@pytest.mark.parametrize("placed_while_loading", [True, False], ids=["device_map", "without-accelerate"])
+def test_weights_load_in_their_dtype_on_the_requested_device(
+    qwen_folder: Path, monkeypatch: pytest.MonkeyPatch, placed_while_loading: bool
+) -> None:
+    import torch
+
+    if placed_while_loading and not accelerate_installed():
+        pytest.skip("accelerate is not installed: transformers cannot place weights while loading")
+    monkeypatch.setattr("models.loading.accelerate_installed", lambda: placed_while_loading)
+    model = load_model(qwen_folder, device=torch.device("cpu"), dtype=torch.bfloat16)
+    assert {parameter.dtype for parameter in model.parameters()} == {torch.bfloat16}
+    assert {parameter.device for parameter in model.parameters()} == {torch.device("cpu")}
+    assert not model.training

@@ -1,0 +1,71 @@
+"""One encode job as every engine sees it, the runner contract, and the one way a chunk is encoded."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from basics.errors import LyreError
+from basics.progress import ProgressSink
+from formats.records import document_text
+from indexes.embeddings import EmbeddingStore
+from indexes.manifest import DOCSTORE, EMBEDDINGS
+from models.recipes import EmbedRecipe
+
+if TYPE_CHECKING:
+    from indexes.docstore import DocStore
+    from models.embedder import Embedder
+
+
+@dataclass(frozen=True)
+class EncodeJob:
+    """The missing chunks of one encode job: everything an engine needs, all of it picklable, so a
+    spawned process or a Ray actor can take it as is."""
+
+    index_dir: Path
+    model_folder: Path
+    recipe: EmbedRecipe
+    chunks: tuple[int, ...]
+    token_budget: int | None = None
+
+    def open_store(self) -> tuple[DocStore, EmbeddingStore]:
+        """The docstore to read and the embedding store to write (created by the encode stage)."""
+        from indexes.docstore import DocStore
+
+        return DocStore.open(self.index_dir / DOCSTORE), EmbeddingStore.open(self.index_dir / EMBEDDINGS)
+
+
+class ChunkRunner(Protocol):
+    """Encodes every chunk of a job and reports through ``progress`` (documents and tokens)."""
+
+    def run(self, job: EncodeJob, progress: ProgressSink) -> None: ...
+
+
+def encode_chunk(
+    embedder: Embedder, docstore: DocStore, store: EmbeddingStore, chunk: int, progress: ProgressSink
+) -> None:
+    """Encode and write one chunk (its texts batched only among themselves, so reruns are identical)."""
+    start, stop = store.spec.chunk_bounds(chunk)
+    texts = [
+        embedder.recipe.format_document(document_text(doc))
+        for _, docs in docstore.iter_batches(stop - start, start, stop)
+        for doc in docs
+    ]
+    if len(texts) != stop - start:
+        raise LyreError(
+            f"docstore returned {len(texts)} documents for rows {start}..{stop}; rebuild it with `lyre index`"
+        )
+    ids = embedder.tokenize(texts)
+    tokens = sum(len(sequence) for sequence in ids)
+    progress.tokenized(len(ids), tokens)
+    began = time.perf_counter()
+    vectors = embedder.encode_ids(ids, progress)
+    store.write_chunk(
+        chunk,
+        vectors.astype(np.float16),
+        {"tokens": tokens, "seconds": round(time.perf_counter() - began, 3), "device": str(embedder.device)},
+    )
