@@ -86,8 +86,10 @@ class ChunkEncoder:
         device: str,
         token_budget: int | None,
         threads: int,
+        store: str = DOCSTORE,
     ) -> None:
         self.index_dir = Path(index_dir)
+        self.store = store
         self.options = (model, fingerprint, recipe, device, token_budget, threads)
         self.parts: tuple[Any, Any, EmbeddingStore] | None = None
 
@@ -121,7 +123,7 @@ class ChunkEncoder:
                 token_budget=token_budget,
                 num_threads=threads if device == "cpu" else None,
             )
-            self.parts = (embedder, DocStore.open(self.index_dir / DOCSTORE), store)
+            self.parts = (embedder, DocStore.open(self.index_dir / self.store), store)
         return socket.gethostname()
 
     def encode(self, chunk: int) -> tuple[int, int]:
@@ -165,18 +167,20 @@ def connect(address: str | None) -> bool:
     return True
 
 
-def _result(ray: Any, ref: Any) -> Any:
-    """``ray.get(ref)`` with a worker's failure turned into one line (a LyreError passes through as is)."""
+def ray_result(ray: Any, ref: Any, role: str = "encoding", resume_hint: str = RESUME_HINT) -> Any:
+    """``ray.get(ref)`` with a worker's failure turned into one line (a LyreError passes through as is);
+    ``role`` names the actors (encoding, reranking), ``resume_hint`` says how to resume."""
     try:
         return ray.get(ref)
     except ray.exceptions.RayTaskError as error:
         cause = error.cause
         if isinstance(cause, LyreError):
             raise LyreError(str(cause)) from None
-        raise LyreError(f"a Ray worker failed: {type(cause).__name__}: {cause}; {RESUME_HINT}") from None
+        failure = f"{type(cause).__name__}: {cause}"
+        raise LyreError(f"a Ray {role} worker failed: {failure}; {resume_hint}") from None
     except ray.exceptions.RayActorError as error:
         first = str(error).strip().splitlines()[0]
-        raise LyreError(f"a Ray encoding actor died ({first}); {RESUME_HINT}") from None
+        raise LyreError(f"a Ray {role} actor died ({first}); {resume_hint}") from None
 
 
 @dataclass(frozen=True)
@@ -215,9 +219,10 @@ class RayRunner:
                 plan.device,
                 job.token_budget,
                 plan.num_cpus,
+                job.store,
             )
             actors = [actor_class.remote(*args) for _ in range(plan.count)]
-            hosts = [_result(ray, ref) for ref in [actor.load.remote() for actor in actors]]
+            hosts = [ray_result(ray, ref) for ref in [actor.load.remote() for actor in actors]]
             _say_plan(plan, hosts)
             waiting = list(job.chunks)
             running: dict[Any, Any] = {}
@@ -227,7 +232,7 @@ class RayRunner:
             while running:
                 [ref], _ = ray.wait(list(running), num_returns=1)
                 actor = running.pop(ref)
-                docs, tokens = _result(ray, ref)
+                docs, tokens = ray_result(ray, ref)
                 progress.tokenized(docs, tokens)
                 progress.advance(docs, tokens)
                 if waiting:
