@@ -15,7 +15,9 @@ is about 0.3 ms per row group touched (pyarrow's per-row-group overhead), whatev
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +26,9 @@ import numpy as np
 
 from basics.atomic import write_json_atomic
 from basics.errors import LyreError
+from basics.resources import write_error
 from formats.records import Document
+from indexes.manifest import DOCSTORE, HOW_TO_BUILD
 
 META_NAME = "docstore.json"
 FORMAT_VERSION = 1
@@ -55,11 +59,18 @@ class DocStoreWriter:
         *,
         rows_per_part: int = DEFAULT_ROWS_PER_PART,
         row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+        final: str | Path | None = None,
     ) -> None:
+        """``final``: where the docstore will end up when ``folder`` is a temporary one; write failures
+        name it, since the user never sees the temporary name."""
         if rows_per_part % row_group_rows:
             raise ValueError("rows_per_part must be a multiple of row_group_rows")
         self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
+        self.final = Path(final) if final is not None else self.folder
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise write_error(self.final, error) from None
         self.rows_per_part = rows_per_part
         self.row_group_rows = row_group_rows
         self._flush_rows = row_group_rows * max(1, min(64, rows_per_part // row_group_rows))
@@ -74,7 +85,19 @@ class DocStoreWriter:
         self._part_docids.extend(doc.docid for doc in docs)
         self.rows += len(docs)
         while len(self._pending) >= self._flush_rows:
-            self._flush(self._flush_rows)
+            with self._writing():
+                self._flush(self._flush_rows)
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn a failed write (pyarrow and numpy raise OSError with the errno on a full disk, a quota or
+        a read-only folder) into one line naming the docstore."""
+        try:
+            yield
+        except OSError as error:
+            if error.errno:  # pyarrow's text ("Error writing bytes to file. Detail: ...") says no more
+                error = OSError(error.errno, os.strerror(error.errno))
+            raise write_error(self.final, error) from None
 
     def _part_room(self) -> int:
         written = len(self._part_docids) - len(self._pending)
@@ -130,11 +153,12 @@ class DocStoreWriter:
 
     def close(self, id_index: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
         """Flush, write the docid index and ``docstore.json``; returns that metadata."""
-        self._flush(len(self._pending))
-        self._close_part()
         hashes, rows = id_index
-        np.save(self.folder / "ids.hash.npy", hashes.astype(np.uint64))
-        np.save(self.folder / "ids.row.npy", rows.astype(np.int64))
+        with self._writing():
+            self._flush(len(self._pending))
+            self._close_part()
+            np.save(self.folder / "ids.hash.npy", hashes.astype(np.uint64))
+            np.save(self.folder / "ids.row.npy", rows.astype(np.int64))
         meta = {
             "format": FORMAT_VERSION,
             "rows": self.rows,
@@ -147,8 +171,11 @@ class DocStoreWriter:
         return meta
 
     def abort(self) -> None:
+        """Close the open part after a failure; a second failure while closing it (the disk is still
+        full) must not hide the first."""
         if self._writer is not None:
-            self._writer.close()
+            with contextlib.suppress(OSError):
+                self._writer.close()
             self._writer = None
 
 
@@ -173,9 +200,8 @@ class DocStore:
         try:
             meta = json.loads((folder / META_NAME).read_text(encoding="utf-8"))
         except FileNotFoundError:
-            raise LyreError(
-                f"{folder}: no docstore here; build one with `lyre ingest CORPUS --out INDEX`"
-            ) from None
+            how = HOW_TO_BUILD[DOCSTORE]
+            raise LyreError(f"{folder}: no docstore here; build one with `{how}`") from None
         if meta.get("format") != FORMAT_VERSION:
             raise LyreError(
                 f"{folder}: docstore format {meta.get('format')} is not supported; re-run `lyre ingest`"

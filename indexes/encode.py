@@ -154,6 +154,8 @@ class EncodeStage:
     """Docstore -> embedding chunks (the "embeddings" stage)."""
 
     name: ClassVar[str] = EMBEDDINGS
+    store: str = DOCSTORE
+    """The store encoded: the docstore, or the passages of a passage index (``indexes/passage_stage.py``)."""
     _model: _Model | None = None
 
     def model(self, options: EncodeOptions) -> _Model:
@@ -161,6 +163,12 @@ class EncodeStage:
         if self._model is None:
             self._model = _resolve(options)
         return self._model
+
+    def params(self, options: EncodeOptions) -> dict[str, Any]:
+        """The record params: the model's, and the store when it is not the docstore."""
+        from indexes.passage_stage import store_params
+
+        return {**self.model(options).params(), **store_params(self.store)}
 
     def validate(self, index_dir: Path, options: EncodeOptions, upstream: Upstream) -> None:
         slice_of_job(options.shard_id, options.num_shards)
@@ -177,16 +185,18 @@ class EncodeStage:
                 if getattr(options, name) is not None:
                     raise OptionError(name, getattr(options, name), f"applies only with {opt('engine')} ray")
         model = self.model(options)
-        docstore = need(index_dir, upstream, DOCSTORE)
+        docstore = need(index_dir, upstream, self.store)
         if options.overwrite or docstore is None:
             return  # the store is rebuilt from scratch either way
         recorded = upstream.get(EMBEDDINGS)
         if recorded is not None:
-            changed = _differences(recorded.params, model.params())
+            changed = _differences(recorded.params, self.params(options))
         elif (index_dir / EMBEDDINGS / "store.json").exists():
             spec = EmbeddingStore.open(index_dir / EMBEDDINGS).spec
+            from indexes.passage_stage import store_rows
+
             wanted = StoreSpec(
-                docstore.counts["documents"], model.dim, spec.chunk_rows, model.name, model.recipe.to_dict()
+                store_rows(docstore), model.dim, spec.chunk_rows, model.name, model.recipe.to_dict()
             )
             changed = _differences(asdict(spec), asdict(wanted))
         else:
@@ -199,7 +209,7 @@ class EncodeStage:
             )
 
     def is_current(self, index_dir: Path, record: StageRecord, options: EncodeOptions) -> bool:
-        return not _differences(record.params, self.model(options).params())
+        return not _differences(record.params, self.params(options))
 
     def discard_damaged(self, index_dir: Path, paths: list[str]) -> None:
         """Forget the chunks whose files are damaged, so the build re-encodes only those; a damaged
@@ -219,7 +229,7 @@ class EncodeStage:
 
         shard_id, num_shards = slice_of_job(options.shard_id, options.num_shards)
         model = self.model(options)
-        docstore = DocStore.open(index_dir / DOCSTORE)
+        docstore = DocStore.open(index_dir / self.store)
         directory = index_dir / EMBEDDINGS
         if options.overwrite and directory.exists():
             forget()
@@ -245,7 +255,7 @@ class EncodeStage:
                 f"encoding {len(todo)} chunks with {model.name} "
                 f"(recipe {model.recipe.hash()}: {_describe(model.recipe)})"
             )
-            _encode_missing(index_dir, model, todo, options, tracker)
+            _encode_missing(index_dir, model, todo, options, tracker, self.store)
         tracker.close()
         work = {
             "slice": [shard_id, num_shards],
@@ -268,7 +278,7 @@ class EncodeStage:
         described = f"{spec.num_rows} documents x {model.dim} dims with {model.name}"
         record = StageRecord(
             summary=described,
-            params=model.params(),
+            params=self.params(options),
             counts={"documents": spec.num_rows, "chunk_rows": chunk_rows, "num_chunks": spec.num_chunks},
             provenance=provenance("torch", "transformers", model=model.name, recipe_hash=model.recipe.hash()),
             files=stage_files(index_dir, EMBEDDINGS),
@@ -283,7 +293,7 @@ def _differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
 
 
 def _encode_missing(
-    index_dir: Path, model: _Model, todo: list[int], options: EncodeOptions, sink: TokenProgress
+    index_dir: Path, model: _Model, todo: list[int], options: EncodeOptions, sink: TokenProgress, store: str
 ) -> None:
     """Who encodes the missing chunks: the engine the options name (see :mod:`indexes.engines`)."""
     runner = runner_for(
@@ -293,7 +303,8 @@ def _encode_missing(
         ray_address=options.ray_address,
         ray_cpu_actors=options.ray_cpu_actors,
     )
-    runner.run(EncodeJob(index_dir, model.folder, model.recipe, tuple(todo), options.token_budget), sink)
+    job = EncodeJob(index_dir, model.folder, model.recipe, tuple(todo), options.token_budget, store)
+    runner.run(job, sink)
 
 
 def _describe(recipe: EmbedRecipe) -> str:

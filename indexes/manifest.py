@@ -28,15 +28,26 @@ EMBEDDINGS = "embeddings"
 DENSE = "dense"
 STAGES = (DOCSTORE, BM25, EMBEDDINGS, DENSE)
 """Stage names, each also the name of the folder holding the stage's files."""
-DERIVED = {DOCSTORE: (BM25, EMBEDDINGS, DENSE), BM25: (), EMBEDDINGS: (DENSE,), DENSE: ()}
+PASSAGES = "passages"
+"""The optional stage of a passage index (``--passage-tokens``): BM25 and the embeddings read its store."""
+DERIVED = {
+    DOCSTORE: (PASSAGES, BM25, EMBEDDINGS, DENSE),
+    PASSAGES: (BM25, EMBEDDINGS, DENSE),
+    BM25: (),
+    EMBEDDINGS: (DENSE,),
+    DENSE: (),
+}
 """The stages built from each stage's files."""
 HOW_TO_BUILD = {
     DOCSTORE: "lyre index CORPUS --out INDEX",
+    PASSAGES: "lyre index CORPUS --out INDEX --passage-tokens N",
     BM25: "lyre index CORPUS --out INDEX",
     EMBEDDINGS: "lyre index CORPUS --out INDEX --embed-model MODEL",
     DENSE: "lyre index CORPUS --out INDEX --embed-model MODEL",
 }
 """The one command that builds or finishes each stage, named by every 'missing stage' message."""
+REENCODE = "lyre index {corpus} --out {index} --embed-model {model} --overwrite"
+"""The command that encodes an index again with another (or changed) embedding model or recipe."""
 
 
 def read_manifest(index_dir: str | Path) -> dict[str, Any]:
@@ -64,8 +75,8 @@ def _write(index_dir: Path, manifest: dict[str, Any]) -> None:
 
 def record_stage(index_dir: str | Path, stage: str, record: dict[str, Any]) -> None:
     """Mark ``stage`` complete with its record (a ``StageRecord.to_dict()``)."""
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}; known: {STAGES}")
+    if stage not in (*STAGES, PASSAGES):
+        raise ValueError(f"unknown stage {stage!r}; known: {(*STAGES, PASSAGES)}")
     index_dir = Path(index_dir)
     with manifest_update(index_dir):
         manifest = read_manifest(index_dir)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from basics.errors import LyreError
-from indexes.manifest import DOCSTORE, EMBEDDINGS, require_stage, stage_record
+from indexes.manifest import DOCSTORE, EMBEDDINGS, REENCODE, require_stage, stage_record
 from models.recipes import EmbedRecipe
 
 
@@ -42,7 +42,7 @@ def load_index_embedder(
         raise LyreError(
             f"{index_dir}: was encoded with recipe {recorded.hash()}; "
             f"your settings change {', '.join(changed)}; "
-            "search with the index's recipe or rebuild the index with `lyre encode --overwrite`"
+            f"search with the index's recipe or encode the index again with `{_reencode(index_dir, 'MODEL')}`"
         )
     source = model or record["model"]
     folder = resolve_model(source)
@@ -57,9 +57,7 @@ def model_changed_error(
 ) -> LyreError:
     """The model found for the queries is not the one that encoded the documents (its config or weights
     differ from the recorded fingerprint): query and document vectors would silently disagree."""
-    docstore = stage_record(index_dir, DOCSTORE) or {}
-    corpus = docstore.get("params", {}).get("corpus", "CORPUS")
-    rebuild = f"lyre index {corpus} --out {index_dir} --embed-model {folder} --overwrite"
+    rebuild = _reencode(index_dir, folder)
     if asked is not None and model_identity(asked, folder) != record["model"]:
         return LyreError(
             f"{index_dir}: was encoded with {record['model']}, not {asked} ({folder} holds other weights "
@@ -70,3 +68,10 @@ def model_changed_error(
         f"(fingerprint {found}, recorded {record.get('model_fingerprint')}); "
         f"restore the weights, or re-encode with `{rebuild}`"
     )
+
+
+def _reencode(index_dir: Path, model: str | Path) -> str:
+    """The command that encodes ``index_dir`` again with ``model``, from the corpus it was built from."""
+    docstore = stage_record(index_dir, DOCSTORE) or {}
+    corpus = docstore.get("params", {}).get("corpus", "CORPUS")
+    return REENCODE.format(corpus=corpus, index=index_dir, model=model)

@@ -24,6 +24,7 @@ Trust under faults, all decided here for every command that writes an index:
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
@@ -242,9 +243,21 @@ def _decide(index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]], verify: boo
     return _Decision(records, upstream, current, damaged, unreadable)
 
 
-def _remove_unfinished(index_dir: Path) -> None:
-    """After a failed first command on a folder it created: remove the folder unless a stage completed
-    in it (then a rerun resumes from it), so a failed ingest leaves no empty index behind."""
+def _first_missing(path: Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet: what a command that
+    creates ``path`` creates."""
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _remove_unfinished(index_dir: Path, created: Path) -> None:
+    """After a failed command on an index folder it created (``created``: that folder or the outermost
+    parent it made for it): remove it unless a stage completed (a rerun resumes from that), so a failed
+    ingest leaves no empty index behind."""
     from indexes.manifest import complete_records, read_manifest
 
     try:
@@ -252,7 +265,7 @@ def _remove_unfinished(index_dir: Path) -> None:
             return
     except LyreError:
         pass
-    shutil.rmtree(index_dir, ignore_errors=True)
+    shutil.rmtree(created, ignore_errors=True)
 
 
 def run_stages(
@@ -270,8 +283,10 @@ def run_stages(
     with ``sliced`` (one slice of a job array) the shared slice lock, which may build only the embeddings
     stage's chunks; a slice that must build any other stage first becomes the writer (waiting for the other
     slices) and decides again. ``wait``: wait for another command holding the folder instead of stopping
-    with one line naming it. ``verify``: hash every file of the stages used instead of only checking sizes.
-    An ``overwrite`` option set in a stage's options rebuilds that stage even when it is current."""
+    with one line naming it. A slice always waits: the writer it meets is most often another slice of its
+    array building the stages they share, and refusing would fail the array's tasks that start meanwhile.
+    ``verify``: hash every file of the stages used instead of only checking sizes. An ``overwrite``
+    option set in a stage's options rebuilds that stage even when it is current."""
     from basics.lock import index_lock
 
     index_dir = Path(index_dir)
@@ -279,13 +294,13 @@ def run_stages(
         raise LyreError(f"{index_dir}: is a file; pass a folder for the index (choose another {opt('out')})")
     for _, options in plan:
         check_options(options)  # before the lock: a typo never creates the folder
-    created = not index_dir.exists()
-    with index_lock(index_dir, "slice" if sliced else "write", wait=wait) as lock:
+    created = _first_missing(Path(os.path.abspath(index_dir)))
+    with index_lock(index_dir, "slice" if sliced else "write", wait=wait or sliced) as lock:
         try:
             return _run_locked(index_dir, plan, lock, verify=verify, sliced=sliced)
         except BaseException:
-            if created:
-                _remove_unfinished(index_dir)
+            if created is not None:
+                _remove_unfinished(index_dir, created)
             raise
 
 
@@ -296,10 +311,14 @@ def _run_locked(
     from indexes.manifest import EMBEDDINGS, FORMAT_VERSION, MANIFEST_NAME, invalidate, record_stage
 
     decision = _decide(index_dir, plan, verify, sliced)
-    if lock.mode != "write" and any(
-        not decision.current[stage.name] and stage.name != EMBEDDINGS for stage, _ in plan
+    if lock.mode != "write" and (
+        decision.damaged
+        or any(not decision.current[stage.name] and stage.name != EMBEDDINGS for stage, _ in plan)
     ):
-        lock.promote()  # waits for the other slices; what they finished meanwhile is decided again
+        # Only the chunks of its own slice are a slice's to write: a shared stage to build, or damaged
+        # files to discard, need the folder alone. Promoting waits for the other slices; what they
+        # finished meanwhile is decided again.
+        lock.promote()
         decision = _decide(index_dir, plan, verify, sliced)
     if verify:
         say_verified(index_dir, decision.records, decision.damaged)

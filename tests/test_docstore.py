@@ -67,5 +67,5 @@ def test_writer_resolves_docids_of_closed_parts_and_pending_rows(tmp_path):
 
 
 def test_open_without_docstore_says_how_to_build(tmp_path):
-    with pytest.raises(LyreError, match="lyre ingest"):
+    with pytest.raises(LyreError, match="no docstore here; build one with `lyre index CORPUS --out INDEX`"):
         DocStore.open(tmp_path)

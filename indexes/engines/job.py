@@ -31,12 +31,14 @@ class EncodeJob:
     recipe: EmbedRecipe
     chunks: tuple[int, ...]
     token_budget: int | None = None
+    store: str = DOCSTORE
+    """The folder of the store encoded: the docstore, or the passages of a passage index."""
 
     def open_store(self) -> tuple[DocStore, EmbeddingStore]:
-        """The docstore to read and the embedding store to write (created by the encode stage)."""
+        """The store to read and the embedding store to write (created by the encode stage)."""
         from indexes.docstore import DocStore
 
-        return DocStore.open(self.index_dir / DOCSTORE), EmbeddingStore.open(self.index_dir / EMBEDDINGS)
+        return DocStore.open(self.index_dir / self.store), EmbeddingStore.open(self.index_dir / EMBEDDINGS)
 
 
 class ChunkRunner(Protocol):
