@@ -37,6 +37,7 @@ app.command()(search_commands.fuse)
 app.command("eval")(eval_commands.evaluate)
 app.command()(eval_commands.doctor)
 app.command()(experiment_commands.compare)
+app.command()(experiment_commands.tune)
 
 
 def render_error(error: LyreError, argv: list[str]) -> str:

@@ -1,4 +1,5 @@
-"""``lyre compare``: runs against a baseline with paired tests, corrected p-values, tables and plots.
+"""``lyre compare`` (runs against a baseline with paired tests, corrected p-values, tables and plots) and
+``lyre tune`` (search settings chosen on dev queries with cross-validation).
 
 The settings are declared once in :class:`retrieval.compare.CompareOptions`; :func:`cli.options.expand`
 turns them into flags. Every option is checked, and ``--plot`` checked for its suffix and matplotlib,
@@ -12,9 +13,12 @@ from typing import Annotated
 
 import typer
 
-from cli.common import Quiet
+from cli.common import IndexOption, QueriesOption, Quiet, TopicField, _exists_unless_irds
 from cli.options import expand
+from retrieval.cache import CacheOptions
 from retrieval.compare import CompareOptions
+from retrieval.options import RerankOptions, SearchOptions
+from retrieval.tune import TuneOptions
 
 
 @expand
@@ -49,3 +53,47 @@ def compare(
         from retrieval.plots import write_plot
 
         progress.say(f"wrote {write_plot(report, plot)}")
+
+
+@expand
+def tune(
+    index: IndexOption,
+    queries: QueriesOption,
+    qrels: Annotated[
+        Path,
+        typer.Option(
+            "--qrels", callback=_exists_unless_irds, help="Judgements of the dev queries (or an irds: id)."
+        ),
+    ],
+    grid: Annotated[
+        list[str],
+        typer.Option(
+            "--grid",
+            help="NAME=v1,v2,... or NAME=start:stop:step (stop included), repeatable; NAME is a search "
+            "setting such as fusion, rrf-k, weight, normalization, depth, k, rerank-depth.",
+        ),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Write the chosen settings here (JSON, for lyre search --settings).")
+    ],
+    tune_options: TuneOptions,
+    options: SearchOptions,
+    rerank: RerankOptions,
+    cache: CacheOptions,
+    topic_field: TopicField = "title",
+    quiet: Quiet = False,
+) -> None:
+    """Choose search settings on dev queries (grid, k-fold cross-validation) and write them for --settings."""
+    from basics.outputs import check_output
+    from retrieval.tune import check_tune, render, write_report
+    from retrieval.tune import tune as run_tune
+
+    check_tune(grid, options, rerank, tune_options, cache)
+    inputs = {"queries": queries, "qrels": qrels, "index": index}
+    check_output(out, [(f"{what} file" if what != "index" else what, path) for what, path in inputs.items()])
+    report = run_tune(
+        index, queries, qrels, grid, options, rerank, tune_options, cache=cache, topic_field=topic_field
+    )
+    write_report(out, report, tune_options, options, rerank, inputs)
+    typer.echo(render(report, tune_options.folds))
+    typer.echo(f"wrote {out}")

@@ -21,6 +21,7 @@ from indexes.bm25 import Bm25Options
 from indexes.dense import DenseOptions
 from indexes.encode import EncodeOptions
 from indexes.ingest import IngestOptions
+from indexes.passages import PassageOptions
 from indexes.stages import VerifyOptions, WriterOptions
 
 
@@ -47,6 +48,7 @@ def index(
     bm25: Bm25Options,
     encode: EncodeOptions,
     dense: DenseOptions,
+    passages: PassageOptions,
     writer: WriterOptions,
     integrity: VerifyOptions,
     bm25_only: Annotated[bool, typer.Option(help="Build the docstore and BM25 only.")] = False,
@@ -62,6 +64,7 @@ def index(
         bm25=bm25,
         encode=_typed(encode),
         dense=dense,
+        passages=passages,
         bm25_only=bm25_only,
         wait=writer.wait,
         verify=integrity.verify,

@@ -14,7 +14,20 @@ import typer
 
 from cli.common import IndexOption, OutRun, QrelsOption, QueriesOption, Quiet, TopicField, unescape
 from cli.options import expand
+from indexes.stages import WriterOptions
+from retrieval.aggregation import AggregationOptions
+from retrieval.cache import CacheOptions
 from retrieval.options import FuseOptions, RerankOptions, RerankRunOptions, SearchOptions
+
+SettingsOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--settings",
+        exists=True,
+        dir_okay=False,
+        help="Apply a settings file written by `lyre tune --out`; flags typed here win over it.",
+    ),
+]
 
 
 def _typed(rerank: RerankOptions) -> RerankOptions:
@@ -22,22 +35,50 @@ def _typed(rerank: RerankOptions) -> RerankOptions:
     return replace(rerank, rerank_template=unescape(rerank.rerank_template))
 
 
+def typed_on_command_line(context: typer.Context) -> set[str]:
+    """The options the user typed (not left at their defaults): they win over a settings file."""
+    sources = {name: context.get_parameter_source(name) for name in context.params}
+    return {name for name, source in sources.items() if source is not None and source.name == "COMMANDLINE"}
+
+
 @expand
 def search(
+    context: typer.Context,
     index: IndexOption,
     queries: QueriesOption,
     out: OutRun,
     options: SearchOptions,
     rerank: RerankOptions,
+    cache: CacheOptions,
+    aggregation: AggregationOptions,
+    lock: WriterOptions,
     qrels: QrelsOption = None,
+    settings: SettingsOption = None,
     topic_field: TopicField = "title",
     quiet: Quiet = False,
 ) -> None:
     """Search a query file in batch and write a TREC run (hybrid BM25 + dense, fused, then reranked)."""
     from retrieval.run_files import search_to_run
 
+    record = None
+    if settings is not None:
+        from retrieval.settings_file import apply, read_settings, settings_record
+
+        chosen, typed = read_settings(settings), typed_on_command_line(context)
+        options, rerank = apply(chosen, options, rerank, keep=typed)
+        record = settings_record(settings, chosen, typed)
     summary = search_to_run(
-        index, queries, out, options, _typed(rerank), qrels=qrels, topic_field=topic_field
+        index,
+        queries,
+        out,
+        options,
+        _typed(rerank),
+        qrels=qrels,
+        topic_field=topic_field,
+        cache=cache,
+        settings_file=record,
+        aggregation=aggregation,
+        wait=lock.wait,
     )
     typer.echo(summary)
 
@@ -50,13 +91,17 @@ def rerank(
     out: OutRun,
     rerank: RerankOptions,
     options: RerankRunOptions,
+    lock: WriterOptions,
     topic_field: TopicField = "title",
     quiet: Quiet = False,
 ) -> None:
     """Rerank the top K of any existing run with the index's document texts (resumable when killed)."""
     from retrieval.run_files import rerank_run_file
 
-    typer.echo(rerank_run_file(index, queries, run, out, _typed(rerank), options, topic_field=topic_field))
+    summary = rerank_run_file(
+        index, queries, run, out, _typed(rerank), options, topic_field=topic_field, wait=lock.wait
+    )
+    typer.echo(summary)
 
 
 @expand

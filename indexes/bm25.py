@@ -296,6 +296,8 @@ class Bm25Stage:
     """Docstore -> BM25."""
 
     batch_size: int = BATCH_SIZE
+    store: str = DOCSTORE
+    """The store indexed: the docstore, or the passages of a passage index (``indexes/passage_stage.py``)."""
     name: ClassVar[str] = BM25
 
     def validate(self, index_dir: Path, options: Bm25Options, upstream: Upstream) -> None:
@@ -314,17 +316,21 @@ class Bm25Stage:
                     options.stopwords,
                     "is not known; use lucene, none, a bm25s list such as bm25s-en, or comma-separated words",
                 ) from None
-        need(index_dir, upstream, DOCSTORE)
+        need(index_dir, upstream, self.store)
 
     def is_current(self, index_dir: Path, record: StageRecord, options: Bm25Options) -> bool:
-        return _params(options) == {**record.params, "analyzer": _analyzer_of(record.params["analyzer"])}
+        from indexes.passage_stage import store_params
+
+        wanted = {**_params(options), **store_params(self.store)}
+        return wanted == {**record.params, "analyzer": _analyzer_of(record.params["analyzer"])}
 
     def build(self, index_dir: Path, options: Bm25Options, forget: Forget) -> StageResult:
         from indexes.docstore import DocStore
+        from indexes.passage_stage import store_params
 
         forget()
         built = build_bm25(
-            DocStore.open(index_dir / DOCSTORE),
+            DocStore.open(index_dir / self.store),
             index_dir / BM25,
             analyzer=options.build_analyzer(),
             k1=options.k1,
@@ -333,9 +339,11 @@ class Bm25Stage:
             batch_size=self.batch_size,
         )
         counts = {key: built[key] for key in ("documents", "vocabulary", "postings", "avg_doc_len")}
-        described = f"{counts['documents']:,} documents, {counts['vocabulary']:,} terms"
+        rows = "documents" if self.store == DOCSTORE else self.store
+        described = f"{counts['documents']:,} {rows}, {counts['vocabulary']:,} terms"
         say(f"{BM25}: {described}, {counts['postings']:,} postings")
         params = {key: built[key] for key in ("k1", "b", "method", "delta", "analyzer")}
+        params.update(store_params(self.store))
         files = stage_files(index_dir, BM25)
         record = StageRecord(described, params, counts, built["provenance"], files)
         return StageResult(f"{BM25}: {described}", record)

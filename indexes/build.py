@@ -1,8 +1,10 @@
 """`lyre index`: the index stages in order through the one runner (``indexes/stages.py``).
 
-Stages: ingest -> BM25 -> encode -> dense. The runner validates every stage's options first, keeps what is
-current, rebuilds what changed together with what derives from it, and records each stage last; so a
-rerun of the same command after an interruption redoes only what is missing.
+Stages: ingest -> BM25 -> encode -> dense; with ``--passage-tokens``, ingest -> passages -> BM25 -> encode
+-> dense, BM25 and the embeddings built over the passages (``indexes/passage_stage.py``). The runner
+validates every stage's options first, keeps what is current, rebuilds what changed together with what
+derives from it, and records each stage last; so a rerun of the same command after an interruption
+redoes only what is missing.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ from indexes.bm25 import Bm25Options, Bm25Stage
 from indexes.dense import DenseOptions, DenseStage
 from indexes.encode import EncodeOptions, EncodeStage, slice_of_job
 from indexes.ingest import IngestOptions, IngestStage
-from indexes.manifest import DENSE
+from indexes.manifest import DENSE, DOCSTORE, PASSAGES
+from indexes.passage_stage import PassageStage
+from indexes.passages import PassageOptions
 from indexes.stages import Stage, StageResult, run_stages
 
 
@@ -27,6 +31,7 @@ def build_index(
     bm25: Bm25Options | None = None,
     encode: EncodeOptions | None = None,
     dense: DenseOptions | None = None,
+    passages: PassageOptions | None = None,
     bm25_only: bool = False,
     wait: bool = False,
     verify: bool = False,
@@ -35,19 +40,22 @@ def build_index(
     lock throughout (``wait``: wait for another command using it) and checks every recorded file's size
     (``verify``: its SHA-256), rebuilding the stages that fail."""
     encode = encode or EncodeOptions()
-    plan: list[tuple[Stage[Any], Any]] = [
-        (IngestStage(corpus), ingest or IngestOptions()),
-        (Bm25Stage(), bm25 or Bm25Options()),
-    ]
+    passages = passages or PassageOptions()
+    passages.validate()
+    store = DOCSTORE if passages.passage_tokens is None else PASSAGES
+    plan: list[tuple[Stage[Any], Any]] = [(IngestStage(corpus), ingest or IngestOptions())]
+    if store == PASSAGES:
+        plan.append((PassageStage(None if bm25_only else encode), passages))
+    plan.append((Bm25Stage(store=store), bm25 or Bm25Options()))
     if bm25_only:
         return [result.summary for result in run_stages(out, plan, wait=wait, verify=verify)]
-    plan.append((EncodeStage(), encode))
+    plan.append((EncodeStage(store=store), encode))
     dense = dense or DenseOptions()
     sliced = slice_of_job(encode.shard_id, encode.num_shards)[1] > 1
     if sliced:
         check_options(dense)  # not built in a slice, but a typo should not wait for the finalize run
     else:
-        plan.append((DenseStage(), dense))
+        plan.append((DenseStage(store=store), dense))
     results: list[StageResult] = run_stages(out, plan, wait=wait, verify=verify, sliced=sliced)
     lines = [result.summary for result in results]
     if sliced:

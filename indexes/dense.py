@@ -378,8 +378,8 @@ def dense_shape(
         )
     except ValueError as error:
         raise OptionError("nlist", options.nlist, str(error)) from None
-    if shape.train_sample < MIN_IVFPQ_ROWS:
-        raise OptionError("train_sample", shape.train_sample, f"must be at least {MIN_IVFPQ_ROWS} for IVF-PQ")
+    if shape.train_sample < MIN_IVFPQ_ROWS:  # set only by library callers (no command has it)
+        raise ValueError(f"train_sample {shape.train_sample}: must be at least {MIN_IVFPQ_ROWS} for IVF-PQ")
     return kind, shape
 
 
@@ -388,13 +388,18 @@ class DenseStage:
     """Embeddings -> Faiss shards (the "dense" stage)."""
 
     name: ClassVar[str] = DENSE
+    store: str = DOCSTORE
+    """The store the embeddings encode (the passages of a passage index): its rows are the vectors."""
 
     def validate(self, index_dir: Path, options: DenseOptions, upstream: Upstream) -> None:
+        from indexes.passage_stage import store_rows
+
         embeddings = need(index_dir, upstream, EMBEDDINGS)
+        source = upstream.get(self.store)
         if embeddings is not None:
             dense_shape(embeddings.counts["documents"], embeddings.params["dim"], options)
-        elif upstream.get(DOCSTORE) is not None:  # vectors encoded by this command: N is known, not the dim
-            dense_shape(upstream[DOCSTORE].counts["documents"], None, options)  # type: ignore[union-attr]
+        elif source is not None:  # vectors encoded by this command: N is known, not the dim
+            dense_shape(store_rows(source), None, options)
 
     def is_current(self, index_dir: Path, record: StageRecord, options: DenseOptions) -> bool:
         return record.params == options.params()

@@ -35,12 +35,14 @@ class OpenIndex:
 
 @contextlib.contextmanager
 def open_for_search(
-    index_dir: str | Path, stages: Sequence[str], *, wait: bool = False
+    index_dir: str | Path, stages: Sequence[str], *, wait: bool = False, if_built: Sequence[str] = ()
 ) -> Iterator[OpenIndex]:
     """Hold ``index_dir``'s read lock for the block and yield its manifest, once ``stages`` (and the
     stages they are built from) are complete and every file they recorded has its recorded size.
 
     ``wait``: when a writer holds the folder, wait for it instead of stopping with one line naming it.
+    ``if_built``: stages checked only where the index has them (the passages of a passage index, which
+    a search reads instead of the docstore): whether one is needed is known only from the manifest.
     """
     index_dir = Path(index_dir)
     with index_lock(index_dir, "read", wait=wait):
@@ -58,7 +60,7 @@ def open_for_search(
                     f"{index_dir}: the {stage} stage is missing or incomplete; "
                     f"run `{HOW_TO_BUILD[stage]}` to build or finish it"
                 )
-        damaged = damaged_stages(index_dir, records, needed)
+        damaged = damaged_stages(index_dir, records, list(dict.fromkeys([*needed, *if_built])))
         if damaged:
             from indexes.integrity import damage_error
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from basics.errors import OptionError, opt
 from basics.options import check_options, option
+from indexes.engines import ENGINES
 from models.rerank_templates import LYCHEE
 from retrieval.fusion import DEFAULT_METHOD, FUSION_METHODS
 
@@ -85,6 +86,13 @@ class RerankOptions:
     instruction: str | None = option(
         None, "Task instruction for the queries and the reranker (default: the model's own)."
     )
+    engine: str = option(
+        "local",
+        "Who reranks: local (this process; one process per GPU when several are visible), gpus, or ray.",
+        choices=ENGINES,
+    )
+    ray_address: str | None = option(None, "Ray cluster address (default: a local Ray).")
+    ray_cpu_actors: int | None = option(None, "Ray actors on a cluster without GPUs.", minimum=1)
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,18 @@ alone, so a plan can serve many batches.
 
 from __future__ import annotations
 
+import heapq
 import json
+import operator
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from basics.errors import LyreError, opt
 from formats.records import Query, Run
-from formats.runs import rank_order
 from indexes.manifest import (
     BM25,
     DENSE,
@@ -28,13 +29,20 @@ from indexes.manifest import (
     EMBEDDINGS,
     HOW_TO_BUILD,
     MANIFEST_NAME,
+    PASSAGES,
     complete_records,
     read_manifest,
 )
 from retrieval import fusion
+from retrieval.aggregation import AggregationOptions
+from retrieval.cache import CacheOptions, Deferred, SearchCache, cached_lists, cached_vectors, digest
 from retrieval.options import RerankOptions, SearchOptions, check_search_options
 from retrieval.rerank import rerank
 from retrieval.rerank_parts import GroupScores
+
+if TYPE_CHECKING:
+    from indexes.open_index import OpenIndex
+    from retrieval.passage_search import PassageSearch
 
 
 def complete_stages(index_dir: Path, manifest: dict[str, Any], needed: Sequence[str]) -> None:
@@ -54,6 +62,7 @@ def complete_stages(index_dir: Path, manifest: dict[str, Any], needed: Sequence[
 
 
 def needed_stages(mode: str) -> tuple[str, ...]:
+    """The stages a search in ``mode`` reads (a passage index's passages come on top, where built)."""
     sides = {"bm25": (BM25,), "dense": (DENSE, EMBEDDINGS), "hybrid": (BM25, DENSE, EMBEDDINGS)}[mode]
     return (DOCSTORE, *sides)
 
@@ -79,11 +88,21 @@ def run_tag(options: SearchOptions, rerank_options: RerankOptions) -> str:
 
 
 def cut(run: Run, k: int, remove_query_id: bool = False) -> Run:
-    """Keep the top k of every query in evaluated order, optionally without the query's own id."""
-    return {
-        qid: dict([(d, s) for d, s in rank_order(docs) if not (remove_query_id and d == qid)][:k])
-        for qid, docs in run.items()
-    }
+    """Keep the top k of every query in evaluated order (``formats.runs.rank_order``: score, then docid, both
+    descending), optionally without the query's own id. A heap finds a few of many (``lyre tune`` cuts
+    at the measure's depth once per setting); a sort is faster when most are kept."""
+    top: Run = {}
+    for qid, docs in run.items():
+        items = [(d, s) for d, s in docs.items() if d != qid] if remove_query_id else list(docs.items())
+        if k * 8 < len(items):
+            top[qid] = dict(heapq.nlargest(k, items, key=_EVALUATED_ORDER))
+        else:
+            top[qid] = dict(sorted(items, key=_EVALUATED_ORDER, reverse=True)[:k])
+    return top
+
+
+_EVALUATED_ORDER = operator.itemgetter(1, 0)
+"""The key of ``formats.runs.rank_order`` (score, then docid; both descending)."""
 
 
 def _rows_to_run(qids: Sequence[str], rows: np.ndarray, scores: np.ndarray, store: Any) -> Run:
@@ -103,6 +122,12 @@ class LoadedReranker:
     identity: str
     settings: dict[str, Any]
 
+    def close(self) -> None:
+        """Stop the reranker's worker processes or Ray actors, if it has any."""
+        from retrieval.rerank_workers import release
+
+        release(self.model)
+
 
 def locate_reranker(options: RerankOptions, *, optional: bool) -> Path:
     """The reranker's folder, found without loading it; ``optional``: the message offers to turn it off."""
@@ -121,13 +146,12 @@ def load_reranker(folder: Path, options: RerankOptions) -> LoadedReranker:
     """The reranker in ``folder``; its identity covers every setting that changes a score, and the
     weights' fingerprint, so saved group scores are reused only for the very same reranker."""
     from models.loading import model_fingerprint
-    from models.reranker import Reranker
+    from retrieval.rerank_workers import device_kind, open_reranker
 
-    model = Reranker.from_pretrained(
-        folder, template=options.rerank_template, instruction=options.instruction
-    )
+    model = open_reranker(folder, options)  # in this process, or replicas on every GPU / Ray (engine)
     settings = {
         **model.settings.to_dict(),
+        "device": device_kind(model.settings.device),
         "model": options.rerank_model,
         "folder": str(folder),
         "fingerprint": model_fingerprint(folder),
@@ -136,10 +160,12 @@ def load_reranker(folder: Path, options: RerankOptions) -> LoadedReranker:
 
 
 def check_rerank_template(options: RerankOptions) -> None:
-    """A custom template must have its slots before any model is loaded."""
+    """A custom template must have its slots, and the engine its GPUs, before any model is loaded."""
     from models.rerank_templates import get_template
+    from retrieval.rerank_workers import check_engine
 
     get_template(options.rerank_template)
+    check_engine(options)
 
 
 @dataclass
@@ -155,30 +181,58 @@ class SearchPlan:
     dense: Any
     embedder: Any
     reranker: LoadedReranker | None
+    cache: SearchCache | None = None
+    """Query vectors, first-stage lists and reranker scores of earlier searches (:mod:`retrieval.cache`)."""
+    passages: PassageSearch | None = None
+    """How a passage index is searched (None: a document index); ``store`` is then the passage store."""
 
     @classmethod
-    def open(cls, index_dir: Path, options: SearchOptions, rerank_options: RerankOptions) -> SearchPlan:
+    def open(
+        cls,
+        index_dir: Path,
+        options: SearchOptions,
+        rerank_options: RerankOptions,
+        cache: CacheOptions | None = None,
+        aggregation: AggregationOptions | None = None,
+        opened: OpenIndex | None = None,
+    ) -> SearchPlan:
+        """``cache``: where given and on, earlier work is reused; the docstore, BM25, the dense index and
+        the query encoder are then opened only when something is not in the cache. ``aggregation``: how a
+        passage index answers (``retrieval/passage_search.py``); refused on a document index.
+        ``opened``: the index as :func:`indexes.open_index.open_for_search` read and checked it under the
+        read lock (``lyre search``), used as it is; without it the manifest is read here, unlocked."""
+        from retrieval.passage_search import PassageSearch
+
         check_plan_options(options, rerank_options)
-        manifest = read_manifest(index_dir)
-        complete_stages(index_dir, manifest, needed_stages(options.mode))
+        if opened is not None:
+            manifest = opened.manifest
+        else:
+            manifest = read_manifest(index_dir)
+            complete_stages(index_dir, manifest, needed_stages(options.mode))
+        passages = PassageSearch.open(index_dir, manifest, options.mode, aggregation or AggregationOptions())
         reranking = rerank_options.rerank_depth > 0
         folder = locate_reranker(rerank_options, optional=True) if reranking else None
         from indexes.docstore import DocStore
 
-        store = DocStore.open(index_dir / DOCSTORE)
+        store = Deferred(lambda: DocStore.open(index_dir / (DOCSTORE if passages is None else PASSAGES)))
         bm25 = dense = embedder = None
         if BM25 in needed_stages(options.mode):
             from indexes.bm25 import BM25Index
 
-            bm25 = BM25Index.load(index_dir / BM25)
+            bm25 = Deferred(lambda: BM25Index.load(index_dir / BM25))
         if DENSE in needed_stages(options.mode):
             from indexes.dense import DenseIndex
             from indexes.query_encoder import load_index_embedder
 
-            embedder = load_index_embedder(index_dir)
-            dense = DenseIndex.open(index_dir)
+            embedder = Deferred(lambda: load_index_embedder(index_dir))
+            dense = Deferred(lambda: DenseIndex.open(index_dir))
+        if cache is None or cache.no_cache:
+            for part in (store, bm25, dense, embedder):
+                Deferred.now(part)  # without a cache everything is needed: opened here, errors first
         reranker = load_reranker(folder, rerank_options) if folder is not None else None
-        return cls(index_dir, options, rerank_options, manifest, store, bm25, dense, embedder, reranker)
+        found = SearchCache.open(index_dir, cache) if cache is not None else None
+        parts = (store, bm25, dense, embedder, reranker, found, passages)
+        return cls(index_dir, options, rerank_options, manifest, *parts)
 
     @property
     def tag(self) -> str:
@@ -190,37 +244,99 @@ class SearchPlan:
 
     def first_stage(self, queries: Sequence[Query]) -> Run:
         """BM25, dense, or both fused; every query present (maybe empty), cut to k."""
+        if self.passages is not None:
+            return self.passage_first_stage(queries, keep_passages=False)[0]
+        return self.fuse(queries, self.side_runs(queries), self.options)
+
+    def passage_first_stage(self, queries: Sequence[Query], keep_passages: bool) -> tuple[Run, Run | None]:
+        """Passage index: the run and, with ``keep_passages``, the fused passage list the reranker
+        chooses passages from (:func:`retrieval.passage_search.search_passage_index`)."""
+        from retrieval.passage_search import search_passage_index
+
         options = self.options
-        qids = [query.qid for query in queries]
-        texts = [query.text for query in queries]
+        return search_passage_index(
+            self.passages,  # type: ignore[arg-type]
+            lambda depth: self.side_runs(queries, replace(options, depth=depth)),
+            lambda runs, k: self.fuse(queries, runs, replace(options, k=k)),
+            options.depth,
+            options.k,
+            keep_passages,
+        )
+
+    def side_runs(self, queries: Sequence[Query], options: SearchOptions | None = None) -> list[Run]:
+        """Each side's lists before fusion (BM25 first), read from the cache where it has them: keyed
+        by the side's stage records, the settings that change the list, and the query text."""
+        options = options or self.options
+        records = complete_records(self.manifest)
         sides: list[Run] = []
         if self.bm25 is not None:
-            rows, scores = self.bm25.search(texts, options.depth)
-            sides.append(_rows_to_run(qids, rows, scores, self.store))
-        if self.dense is not None:
-            vectors = self.embedder.encode_queries(texts, task=self.rerank_options.instruction)
-            rows, scores = self.dense.search(
-                vectors, options.depth, nprobe=options.nprobe, refine=options.refine
+            identity = [digest(records[DOCSTORE], records.get(PASSAGES), records[BM25]), options.depth]
+            sides.append(
+                cached_lists(self.cache, identity, queries, lambda todo: self._bm25_run(todo, options))
             )
-            sides.append(_rows_to_run(qids, rows, scores, self.store))
+        if self.dense is not None:
+            instruction = self.rerank_options.instruction
+            stages = digest(records[DOCSTORE], records.get(PASSAGES), records[EMBEDDINGS], records[DENSE])
+            identity = [stages, options.depth, options.nprobe, options.refine, instruction]
+            sides.append(
+                cached_lists(self.cache, identity, queries, lambda todo: self._dense_run(todo, options))
+            )
+        return sides
+
+    def _bm25_run(self, queries: Sequence[Query], options: SearchOptions) -> Run:
+        rows, scores = self.bm25.search([query.text for query in queries], options.depth)
+        return _rows_to_run([query.qid for query in queries], rows, scores, self.store)
+
+    def _dense_run(self, queries: Sequence[Query], options: SearchOptions) -> Run:
+        instruction = self.rerank_options.instruction
+        params = complete_records(self.manifest)[EMBEDDINGS]["params"]
+        vectors = cached_vectors(
+            self.cache,
+            [params.get("model_fingerprint"), params.get("recipe"), instruction],
+            [query.text for query in queries],
+            lambda texts: self.embedder.encode_queries(texts, task=instruction),
+        )
+        rows, scores = self.dense.search(vectors, options.depth, nprobe=options.nprobe, refine=options.refine)
+        return _rows_to_run([query.qid for query in queries], rows, scores, self.store)
+
+    def fuse(self, queries: Sequence[Query], sides: list[Run], options: SearchOptions) -> Run:
+        """The sides fused with ``options``' fusion (one side: itself); every query present, cut to k."""
         if len(sides) == 2:
             method, arguments = fusion_arguments(options)
             first = method.fuse(sides, arguments)
         else:
             first = sides[0]
+        qids = [query.qid for query in queries]
         return cut({qid: first.get(qid, {}) for qid in qids}, options.k, options.remove_query_id)
 
     def search(self, queries: Sequence[Query], parts: GroupScores | None = None) -> Run:
         """The run of ``queries``: first stage, then the reranked head spliced above the tail.
 
         ``parts``: where finished rerank groups are kept, so an interrupted search resumes."""
-        run = self.first_stage(queries)
+        if self.passages is not None and self.reranker is not None:
+            run, passage_list = self.passage_first_stage(queries, keep_passages=True)
+        else:
+            run, passage_list = self.first_stage(queries), None
         if self.reranker is None:
             return run
         depth = self.rerank_options.rerank_depth
-        return rerank(
-            run, queries, self.store, self.reranker.model, depth, parts=parts, identity=self.reranker.identity
-        )
+        reranker = self.reranker
+
+        def rerank_run(head: Run, depth: int) -> Run:
+            return rerank(
+                head,
+                queries,
+                self.store,
+                reranker.model,
+                depth,
+                parts=parts,
+                identity=reranker.identity,
+                pair_cache=self.cache,
+            )
+
+        if self.passages is not None:
+            return self.passages.rerank(run, passage_list or {}, queries, rerank_run, depth)
+        return rerank_run(run, depth)
 
 
 def check_plan_options(options: SearchOptions, rerank_options: RerankOptions) -> None:

@@ -17,7 +17,9 @@ from basics import progress
 from basics.errors import LyreError
 from formats.records import Query, Run, document_text
 from formats.runs import rank_order
+from retrieval.cache import SearchCache, cached_pair_scores
 from retrieval.rerank_parts import GroupScores, group_key
+from retrieval.rerank_workers import GroupScorer
 from retrieval.splice import splice
 
 RERANK_GROUP_PAIRS = 8192
@@ -38,14 +40,10 @@ def query_groups(heads: dict[str, list[str]], max_pairs: int) -> list[list[str]]
     return groups
 
 
-def _score_group(
-    group: list[str],
-    heads: dict[str, list[str]],
-    texts: dict[str, str],
-    store: Any,
-    reranker: Any,
-    sink: progress.ProgressSink,
-) -> np.ndarray:
+def _group_pairs(
+    group: list[str], heads: dict[str, list[str]], texts: dict[str, str], store: Any
+) -> tuple[list[str], list[tuple[str, str]]]:
+    """The docids of a group and its (query text, document text) pairs, in the group's order."""
     docids = [docid for qid in group for docid in heads[qid]]
     rows = store.rows_of(docids)
     if (rows < 0).any():
@@ -54,8 +52,25 @@ def _score_group(
             f"document {unknown!r} of the run is not in the index; rerank with the index it came from"
         )
     documents = iter(store.fetch(rows))
-    pairs = [(texts[qid], document_text(next(documents))) for qid in group for _ in heads[qid]]
-    return np.asarray(reranker.score_pairs(pairs, progress=sink), dtype=np.float32)
+    return docids, [(texts[qid], document_text(next(documents))) for qid in group for _ in heads[qid]]
+
+
+def _score_group(
+    group: list[str],
+    heads: dict[str, list[str]],
+    texts: dict[str, str],
+    store: Any,
+    reranker: Any,
+    sink: progress.ProgressSink,
+    pair_cache: SearchCache | None = None,
+    identity: str = "",
+) -> np.ndarray:
+    docids, pairs = _group_pairs(group, heads, texts, store)
+    scores, cached = cached_pair_scores(
+        pair_cache, identity, pairs, docids, lambda todo: reranker.score_pairs(todo, progress=sink)
+    )
+    sink.advance(cached, 0)  # pairs scored by an earlier search
+    return scores
 
 
 def rerank(
@@ -67,17 +82,23 @@ def rerank(
     *,
     parts: GroupScores | None = None,
     identity: str = "",
+    pair_cache: SearchCache | None = None,
+    group_pairs: int | None = None,
 ) -> Run:
     """``run`` with the top ``depth`` of every query that has a text in ``queries`` reranked.
 
     Queries without a text keep their first-stage list (callers decide whether that is allowed). With
     ``parts``, groups finished by an earlier, interrupted call with the same ``identity`` (the reranker's
     fingerprint and settings) are read instead of scored again; the scores, and so the run, are the same.
+    With ``pair_cache``, only pairs this reranker has not scored in an earlier search are scored.
+    ``reranker`` may be replicas in worker processes or Ray actors (:mod:`retrieval.rerank_workers`):
+    the missing groups are then scored in parallel and kept as they finish, and put in place by number.
+    ``group_pairs``: pairs per group (default :data:`RERANK_GROUP_PAIRS`).
     """
     texts = {query.qid: query.text for query in queries}
     ordered = {qid: rank_order(docs) for qid, docs in run.items()}
     heads = {qid: [docid for docid, _ in ordered[qid][:depth]] for qid in ordered if qid in texts}
-    groups = query_groups(heads, RERANK_GROUP_PAIRS)
+    groups = query_groups(heads, group_pairs or RERANK_GROUP_PAIRS)
     keys = [group_key(identity, [(qid, texts[qid], heads[qid]) for qid in group]) for group in groups]
     sizes = [sum(len(heads[qid]) for qid in group) for group in groups]
     saved: dict[int, np.ndarray] = {}
@@ -91,10 +112,17 @@ def rerank(
     reranked: Run = {}
     todo = sum(size for number, size in enumerate(sizes) if number not in saved)
     with progress.TokenProgress(todo, "rerank", unit="pair") as sink:
+        if isinstance(reranker, GroupScorer):  # workers: whole groups, without the pair cache
+            missing = [number for number in range(len(groups)) if number not in saved]
+            prepared = ((number, _group_pairs(groups[number], heads, texts, store)[1]) for number in missing)
+            for number, scores in reranker.score_groups(prepared, sink):
+                if parts is not None:
+                    parts.save(number, keys[number], scores)
+                saved[number] = scores
         for number, group in enumerate(groups):
             scores = saved.get(number)
             if scores is None:
-                scores = _score_group(group, heads, texts, store, reranker, sink)
+                scores = _score_group(group, heads, texts, store, reranker, sink, pair_cache, identity)
                 if parts is not None:
                     parts.save(number, keys[number], scores)
             values = iter(scores.tolist())

@@ -20,6 +20,8 @@ from basics.errors import InputError, LyreError, OptionError, opt
 from basics.options import check_options
 from basics.outputs import check_output
 from formats.records import Query, Run
+from retrieval.aggregation import AggregationOptions
+from retrieval.cache import CacheOptions
 from retrieval.options import FuseOptions, RerankOptions, RerankRunOptions, SearchOptions, check_run_options
 from retrieval.rerank_parts import GroupScores, parts_folder
 
@@ -69,29 +71,57 @@ def search_to_run(
     *,
     qrels: Path | None = None,
     topic_field: str = "title",
+    cache: CacheOptions | None = None,
+    settings_file: dict[str, Any] | None = None,
+    aggregation: AggregationOptions | None = None,
+    wait: bool = False,
 ) -> str:
-    """``lyre search``: read queries, search them through one plan, write the run and its sidecar."""
-    from retrieval.plan import SearchPlan, check_plan_options
+    """``lyre search``: read queries, search them through one plan, write the run and its sidecar.
+
+    ``cache``: reuse (and keep) earlier work in the index's cache (None: off). ``settings_file``: the
+    record of an applied settings file (:func:`retrieval.settings_file.settings_record`) for the sidecar.
+    The index's read lock is held from opening to the written run
+    (:func:`~indexes.open_index.open_for_search`); ``wait``: wait for a command writing the index
+    instead of stopping.
+    """
+    from indexes.manifest import PASSAGES
+    from indexes.open_index import open_for_search
+    from retrieval.plan import SearchPlan, check_plan_options, needed_stages
 
     started = time.perf_counter()
     check_plan_options(options, rerank_options)
+    if cache is not None:
+        check_options(cache)
+    if aggregation is not None:
+        aggregation.validate()
     reranking = rerank_options.rerank_depth > 0
     inputs = [("queries file", queries_path), ("index", index_dir), *([("qrels", qrels)] if qrels else [])]
     _check_out(out, inputs, reranking)
     queries = _load_queries(queries_path, qrels, topic_field)
-    plan = SearchPlan.open(index_dir, options, rerank_options)
-    progress.say(f"searching {len(queries)} queries ({plan.tag})")
-    parts = GroupScores(parts_folder(out)) if reranking else None
-    run = plan.search(queries, parts)
-    meta = {
-        "settings": asdict(options),
-        "rerank": asdict(rerank_options),
-        "reranker": plan.reranker.settings if plan.reranker is not None else None,
-        "query_file": _query_file(queries_path, len(queries)),
-        "qrels_filter": str(qrels) if qrels else None,
-        "index": plan.index_summary(),
-    }
-    summary = _write(out, run, plan.tag, meta, started)
+    stages = needed_stages(options.mode)
+    with open_for_search(index_dir, stages, wait=wait, if_built=(PASSAGES,)) as opened:
+        plan = SearchPlan.open(index_dir, options, rerank_options, cache, aggregation, opened=opened)
+        progress.say(f"searching {len(queries)} queries ({plan.tag})")
+        parts = GroupScores(parts_folder(out)) if reranking else None
+        try:
+            run = plan.search(queries, parts)
+        finally:
+            if plan.reranker is not None:
+                plan.reranker.close()  # its worker processes or Ray actors
+        meta = {
+            "settings": asdict(options),
+            "rerank": asdict(rerank_options),
+            "reranker": plan.reranker.settings if plan.reranker is not None else None,
+            "query_file": _query_file(queries_path, len(queries)),
+            "qrels_filter": str(qrels) if qrels else None,
+            "index": plan.index_summary(),
+            "passages": plan.passages.sidecar(options.depth) if plan.passages is not None else None,
+            "settings_file": settings_file,
+            "cache": plan.cache.summary() if plan.cache is not None else None,
+        }
+        if plan.cache is not None:
+            plan.cache.close()
+        summary = _write(out, run, plan.tag, meta, started)
     if parts is not None:
         parts.remove()
     return summary
@@ -126,13 +156,18 @@ def rerank_run_file(
     options: RerankRunOptions,
     *,
     topic_field: str = "title",
+    wait: bool = False,
 ) -> str:
-    """``lyre rerank``: rerank the top ``rerank_depth`` of an existing run file with the index's texts."""
+    """``lyre rerank``: rerank the top ``rerank_depth`` of an existing run file with the index's texts.
+
+    The index's read lock is held from opening to the written run; ``wait``: wait for a command writing
+    the index instead of stopping."""
     from basics.provenance import sha256_file
     from formats.runs import read_run
     from indexes.docstore import DocStore
-    from indexes.manifest import DOCSTORE, complete_records, read_manifest
-    from retrieval.plan import check_rerank_template, complete_stages, load_reranker, locate_reranker
+    from indexes.manifest import DOCSTORE, PASSAGES
+    from indexes.open_index import open_for_search
+    from retrieval.plan import check_rerank_template, load_reranker, locate_reranker
     from retrieval.rerank import rerank
 
     started = time.perf_counter()
@@ -146,22 +181,26 @@ def rerank_run_file(
     run = read_run(run_path)
     queries = _load_queries(queries_path, None, topic_field)
     _missing_queries(run, queries, queries_path, options.skip_missing_queries)
-    manifest = read_manifest(index_dir)
-    complete_stages(index_dir, manifest, (DOCSTORE,))
-    reranker = load_reranker(locate_reranker(rerank_options, optional=False), rerank_options)
-    parts = GroupScores(parts_folder(out))
-    depth = rerank_options.rerank_depth
-    store = DocStore.open(index_dir / DOCSTORE)
-    reranked = rerank(run, queries, store, reranker.model, depth, parts=parts, identity=reranker.identity)
-    tag = options.tag or f"{run_path.stem}.rerank{depth}"
-    meta = {
-        "reranked_run": {"path": str(run_path), "sha256": sha256_file(run_path)},
-        "settings": {**asdict(rerank_options), **asdict(options)},
-        "reranker": reranker.settings,
-        "query_file": _query_file(queries_path, len(queries)),
-        "index": {"path": str(index_dir.resolve()), "stages": complete_records(manifest)},
-    }
-    summary = _write(out, reranked, tag, meta, started)
+    with open_for_search(index_dir, (DOCSTORE,), wait=wait, if_built=(PASSAGES,)) as opened:
+        reranker = load_reranker(locate_reranker(rerank_options, optional=False), rerank_options)
+        parts = GroupScores(parts_folder(out))
+        depth = rerank_options.rerank_depth
+        store = DocStore.open(index_dir / DOCSTORE)
+        try:
+            reranked = rerank(
+                run, queries, store, reranker.model, depth, parts=parts, identity=reranker.identity
+            )
+        finally:
+            reranker.close()  # its worker processes or Ray actors
+        tag = options.tag or f"{run_path.stem}.rerank{depth}"
+        meta = {
+            "reranked_run": {"path": str(run_path), "sha256": sha256_file(run_path)},
+            "settings": {**asdict(rerank_options), **asdict(options)},
+            "reranker": reranker.settings,
+            "query_file": _query_file(queries_path, len(queries)),
+            "index": {"path": str(index_dir.resolve()), "stages": opened.records},
+        }
+        summary = _write(out, reranked, tag, meta, started)
     parts.remove()
     return summary
 

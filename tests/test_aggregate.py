@@ -73,8 +73,10 @@ def test_unknown_rule_and_document_ids_are_one_line_errors() -> None:
 
 
 def test_options_declare_the_rules_and_the_default() -> None:
-    assert default_of(AggregationOptions, "aggregate") == DEFAULT_RULE == "maxp"
-    assert default_of(AggregationOptions, "rerank_passages") == 1
+    assert default_of(AggregationOptions, "aggregate") is None
+    assert default_of(AggregationOptions, "rerank_passages") is None
+    unset = AggregationOptions()
+    assert unset.rule_name == DEFAULT_RULE == "maxp" and unset.passages_per_document == 1
     AggregationOptions(aggregate="sump", rerank_passages=3).validate()
     with pytest.raises(OptionError, match="aggregate maxpp"):
         AggregationOptions(aggregate="maxpp").validate()

@@ -50,23 +50,41 @@ AGGREGATION_RULES: dict[str, AggregationRule] = {
 DEFAULT_RULE = "maxp"
 
 
+DEFAULT_RERANK_PASSAGES = 1
+
+
 @dataclass(frozen=True)
 class AggregationOptions:
-    """How a search on a passage index turns passage scores into a run (ignored on a document index)."""
+    """How a search on a passage index turns passage scores into a run. Unset (None) means the default
+    on a passage index, and is the only value a document index accepts besides ``none``: a rule asked
+    for on whole documents would silently do nothing."""
 
-    aggregate: str = option(
-        DEFAULT_RULE,
+    aggregate: str | None = option(
+        None,
         "Passage index: "
         + "; ".join(f"{rule.name}: {rule.summary}" for rule in AGGREGATION_RULES.values())
-        + ".",
+        + f" (default {DEFAULT_RULE}).",
         choices=tuple(AGGREGATION_RULES),
     )
-    rerank_passages: int = option(
-        1, "Passage index: passages of each candidate document the reranker reads, best first.", minimum=1
+    rerank_passages: int | None = option(
+        None,
+        "Passage index: passages of each candidate document the reranker reads, best first "
+        f"(default {DEFAULT_RERANK_PASSAGES}).",
+        minimum=1,
     )
 
     def validate(self) -> None:
         check_options(self)
+
+    @property
+    def rule_name(self) -> str:
+        """The rule in effect on a passage index."""
+        return self.aggregate or DEFAULT_RULE
+
+    @property
+    def passages_per_document(self) -> int:
+        """The passages of a candidate the reranker reads, in effect on a passage index."""
+        return self.rerank_passages or DEFAULT_RERANK_PASSAGES
 
 
 def rule(name: str) -> AggregationRule:
@@ -92,6 +110,7 @@ def aggregate(passage_run: Run, name: str = DEFAULT_RULE, depth: int | None = No
 
 __all__ = [
     "AGGREGATION_RULES",
+    "DEFAULT_RERANK_PASSAGES",
     "DEFAULT_RULE",
     "AggregationOptions",
     "AggregationRule",

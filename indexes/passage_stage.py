@@ -1,0 +1,228 @@
+"""The passages stage: ``INDEX/docstore`` -> ``INDEX/passages``, the store BM25 and the embeddings read
+when an index is built with ``--passage-tokens``.
+
+Layout of ``INDEX/passages/``: a docstore (:mod:`indexes.docstore`) whose rows are passages, ids
+``DOCID#N``, each with its parent's title and the slice ``text[start:end]`` of the parent's text; beside
+it ``parent.npy`` (int64, the parent's docstore row of each passage), ``start.npy`` and ``end.npy``
+(int64 character offsets into the parent's text). So a passage row leads back to its document and its
+exact place in it without reading any text.
+
+Every document is split with the embedding model's own tokenizer (:class:`indexes.passages.TokenSplitter`;
+whitespace words for a BM25-only index), in bounded batches. The stage writes into a temporary folder and
+swaps it in when complete, like ingest: a killed run leaves the previous state (or nothing) and a rerun
+redoes the stage, giving the same bytes. The record keeps the splitting settings (what decides every
+boundary: size, stride, tokenizer fingerprint, template) and the statistics (passages per document, the
+documents' lengths before splitting, how many would have been truncated).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+
+from basics import progress
+from basics.atomic import replace_dir
+from basics.errors import LyreError, opt
+from basics.provenance import provenance
+from basics.resources import write_error
+from formats.records import Document
+from indexes.manifest import DOCSTORE, PASSAGES
+from indexes.passages import (
+    PassageOptions,
+    SplitStats,
+    Splitter,
+    TokenSplitter,
+    WordSplitter,
+    split_documents,
+)
+from indexes.stages import Forget, StageRecord, StageResult, Upstream, need, stage_files
+
+if TYPE_CHECKING:
+    from indexes.encode import EncodeOptions
+
+PARENT_NAME = "parent.npy"
+START_NAME = "start.npy"
+END_NAME = "end.npy"
+READ_BATCH = 1024
+"""Documents read from the docstore at a time (the splitter batches them again by size)."""
+
+
+def store_rows(record: StageRecord) -> int:
+    """Rows of the store a stage record describes: passages for the passages stage, else documents."""
+    return int(record.counts.get("passages", record.counts["documents"]))
+
+
+def index_store(record: StageRecord | dict[str, Any] | None) -> str:
+    """Which store (``docstore`` or ``passages``) the BM25 or embeddings stage of ``record`` was built
+    over; records without the key predate passages and read the docstore."""
+    if record is None:
+        return DOCSTORE
+    params = record.params if isinstance(record, StageRecord) else record.get("params", {})
+    return str(params.get("store", DOCSTORE))
+
+
+def store_params(store: str) -> dict[str, Any]:
+    """What a BM25 or embeddings record adds to its params for the store it reads: nothing for the
+    docstore (document indexes keep their records as before), the store's name for passages."""
+    return {} if store == DOCSTORE else {"store": store}
+
+
+@dataclass
+class PassageStage:
+    """Docstore -> passages (the "passages" stage); ``encode``: the embedding model whose tokenizer cuts
+    the windows, or None for whitespace-word windows (a BM25-only index)."""
+
+    encode: EncodeOptions | None
+    name: ClassVar[str] = PASSAGES
+    _splitter: Splitter | None = None
+
+    def splitter(self, options: PassageOptions) -> Splitter:
+        """The splitter these options make, resolved once per command (the tokenizer, no weights)."""
+        if self._splitter is None:
+            if options.passage_tokens is None:
+                raise LyreError(f"the passages stage needs {opt('passage_tokens')}")
+            size, stride = options.passage_tokens, options.stride()
+            if self.encode is None:
+                self._splitter = WordSplitter(size, stride)
+            else:
+                self._splitter = TokenSplitter.for_model(
+                    self.encode.embed_model, size, stride, **self.encode.recipe_overrides()
+                )
+        return self._splitter
+
+    def params(self, options: PassageOptions) -> dict[str, Any]:
+        return {"settings": self.splitter(options).settings()}
+
+    def validate(self, index_dir: Path, options: PassageOptions, upstream: Upstream) -> None:
+        options.validate()
+        need(index_dir, upstream, DOCSTORE)
+        self.splitter(options)  # a size above the model's max length, a tokenizer without offsets
+
+    def is_current(self, index_dir: Path, record: StageRecord, options: PassageOptions) -> bool:
+        return record.params == self.params(options)
+
+    def build(self, index_dir: Path, options: PassageOptions, forget: Forget) -> StageResult:
+        from indexes.docstore import DocStore
+
+        started = time.perf_counter()
+        splitter = self.splitter(options)
+        docstore = DocStore.open(index_dir / DOCSTORE)
+        try:  # a killed run's temporary is swept by the write lock the runner holds
+            temp = Path(tempfile.mkdtemp(prefix=f".{PASSAGES}.", suffix=".tmp", dir=index_dir))
+        except OSError as error:
+            raise write_error(index_dir / PASSAGES, error) from None
+        umask = os.umask(0)
+        os.umask(umask)
+        temp.chmod(0o777 & ~umask)
+        try:
+            stats = _write_passages(docstore, splitter, temp, index_dir / PASSAGES)
+            forget()  # BM25 and the embeddings over older passages are stale
+            replace_dir(temp, index_dir / PASSAGES)
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        seconds = time.perf_counter() - started
+        described = stats.describe()
+        progress.say(f"{PASSAGES}: {described}")
+        settings = splitter.settings()
+        window = f"{settings['size']} {settings['unit']}, stride {settings['stride']}"
+        summary = f"{stats.documents:,} documents -> {stats.passages:,} passages ({window})"
+        record = StageRecord(
+            summary=summary,
+            params=self.params(options),
+            counts={**stats.summary(), "seconds": round(seconds, 3)},
+            provenance=provenance("tokenizers", "transformers", **settings),
+            files=stage_files(index_dir, PASSAGES),
+        )
+        return StageResult(f"{PASSAGES}: {described} in {seconds:.1f}s", record)
+
+
+def _documents(docstore: Any) -> Iterator[Document]:
+    for _, documents in docstore.iter_batches(READ_BATCH):
+        yield from documents
+
+
+def _write_passages(docstore: Any, splitter: Splitter, folder: Path, final: Path) -> SplitStats:
+    """Split every document of ``docstore`` into a passage docstore at ``folder`` with its side arrays;
+    the statistics of the split. Passages come in document order, each document's from number 0, so a
+    passage numbered 0 starts the next parent row."""
+    from formats.corpus import id_hashes
+    from indexes.docstore import DocStoreWriter
+
+    stats = SplitStats(splitter.unit, splitter.limit)
+    writer = DocStoreWriter(folder, final=final)
+    parents, starts, ends = array("q"), array("q"), array("q")
+    hashes: list[np.ndarray] = []
+    batch: list[Document] = []
+    parent = -1
+
+    def flush() -> None:
+        writer.write(batch)
+        hashes.append(id_hashes([document.docid for document in batch]))
+        batch.clear()
+
+    try:
+        with progress.bar(len(docstore), PASSAGES, unit="doc") as bar:
+            for passage in split_documents(_documents(docstore), splitter, stats):
+                if passage.number == 0:
+                    parent += 1
+                    bar.update(1)
+                parents.append(parent)
+                starts.append(passage.start)
+                ends.append(passage.end)
+                batch.append(passage.as_document())
+                if len(batch) >= READ_BATCH:
+                    flush()
+            if batch:
+                flush()
+    except BaseException:
+        writer.abort()
+        raise
+    if parent + 1 != len(docstore):
+        raise LyreError(
+            f"{final}: split {parent + 1} documents of {len(docstore)}; rebuild the docstore with "
+            f"`lyre index CORPUS --out INDEX {opt('overwrite')}`"
+        )
+    all_hashes = np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64)
+    order = np.argsort(all_hashes, kind="stable")
+    try:
+        writer.close((all_hashes[order], order.astype(np.int64)))
+        for name, values in ((PARENT_NAME, parents), (START_NAME, starts), (END_NAME, ends)):
+            np.save(folder / name, np.frombuffer(values, dtype=np.int64))
+    except OSError as error:
+        raise write_error(final, error) from None
+    return stats
+
+
+@dataclass(frozen=True)
+class PassageStore:
+    """The passages of an index opened for reading: the passage docstore and where each passage lies."""
+
+    store: Any
+    """The passage :class:`indexes.docstore.DocStore` (ids ``DOCID#N``)."""
+    parent: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+
+    @classmethod
+    def open(cls, index_dir: Path) -> PassageStore:
+        from indexes.docstore import DocStore
+
+        folder = Path(index_dir) / PASSAGES
+        store = DocStore.open(folder)
+        arrays = [np.load(folder / name, mmap_mode="r") for name in (PARENT_NAME, START_NAME, END_NAME)]
+        if any(len(values) != len(store) for values in arrays):
+            raise LyreError(
+                f"{folder}: side arrays do not match its {len(store):,} passages; rebuild it with "
+                "`lyre index CORPUS --out INDEX --passage-tokens N --overwrite`"
+            )
+        return cls(store, *arrays)
