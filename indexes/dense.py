@@ -608,16 +608,16 @@ def _place(index_dir: Path, params: dict[str, Any], device: str, engine: str) ->
     """faiss-gpu where it sees GPUs; else torch on CUDA GPUs (flat search, IVF-PQ's exact refine); else
     Faiss on the CPU. ``engine`` forces Faiss or torch (torch on the CPU with ``device="cpu"``)."""
     if device not in DEVICES:
-        raise OptionError("device", device, f"use one of {', '.join(DEVICES)}")
+        raise ValueError(f"device {device!r}: use one of {', '.join(DEVICES)}")
     if engine not in ENGINES:
-        raise OptionError("engine", engine, f"use one of {', '.join(ENGINES)}")
+        raise ValueError(f"engine {engine!r}: use one of {', '.join(ENGINES)}")
     faiss = _faiss()
     dense_dir = index_dir / DENSE_DIR
     count, why = _gpu_support(faiss)
     torch_gpus = [] if device == "cpu" else _torch_gpus()
     if engine == "torch":
         if device == "cuda" and not torch_gpus:
-            raise OptionError("device", device, "torch sees no CUDA GPU; use device cpu or auto")
+            raise LyreError("torch sees no CUDA GPU for the dense search; search on a GPU machine or the CPU")
         return _torch_placement(index_dir, params, torch_gpus or ["cpu"], "engine torch asked for")
     if device == "cpu":
         return _cpu_placement(dense_dir, params, "device cpu asked for")
@@ -625,9 +625,7 @@ def _place(index_dir: Path, params: dict[str, Any], device: str, engine: str) ->
         return _torch_placement(index_dir, params, torch_gpus, why)
     if not count:
         if device == "cuda":
-            raise OptionError(
-                "device", device, f"{why}; install faiss-gpu-cu12 on a GPU machine or use device cpu"
-            )
+            raise LyreError(f"{why}; install faiss-gpu-cu12 on a GPU machine, or search on the CPU")
         return _cpu_placement(dense_dir, params, why)
     options = faiss.GpuClonerOptions()
     options.useFloat16 = bool(params.get("float16_lookup_tables", False))  # IVF-PQ: float16 lookup tables
@@ -735,7 +733,7 @@ class DenseIndex:
         if self.on_gpu and any(self.on_gpu) and max(depth, probes or 0) > GPU_MAX_K:
             raise LyreError(
                 f"GPU Faiss allows at most {GPU_MAX_K} results and probes; lower k, {opt('refine')} or "
-                f"{opt('nprobe')}, or use {opt('device')} cpu"
+                f"{opt('nprobe')}, or search on the CPU (CUDA_VISIBLE_DEVICES= lyre search ...)"
             )
         if probes is not None:
             for index in self.shards:

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from basics.errors import LyreError
+from basics.errors import LyreError, opt
 
 POOLINGS = ("last-token", "mean", "cls")
 PADDING_SIDES = ("left", "right")
@@ -70,7 +70,8 @@ class EmbedRecipe:
         if "{task}" in template:
             if not task:
                 raise LyreError(
-                    "the query template has a {task} slot but no instruction; pass --query-instruction"
+                    "the query template has a {task} slot but no instruction; "
+                    f"pass {opt('query_instruction')}"
                 )
             template = template.replace("{task}", task)
         elif task and task != self.query_task:

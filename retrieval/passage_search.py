@@ -44,7 +44,7 @@ def searched_store(records: Mapping[str, Mapping[str, Any]], mode: str) -> str:
     if len(stores) > 1:
         raise LyreError(
             "the index's BM25 and embeddings were built over different stores (documents and passages); "
-            "rebuild it with the same passage options for both (lyre index ... --overwrite)"
+            "rebuild it with the same passage options for both (`lyre index CORPUS --out INDEX --overwrite`)"
         )
     return stores.pop()
 

@@ -26,6 +26,7 @@ REPOSITORY = Path(__file__).resolve().parents[1]
 LIBRARY = ("basics", "formats", "models", "indexes", "retrieval")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 OTHER_PROGRAM = re.compile(r"`(?!lyre\b)[^`]*`")
+LYRE_COMMAND = re.compile(r"`lyre (?P<command>[a-z]+)(?P<rest>[^`]*)`")
 BASE_ERRORS = frozenset({"LyreError", "InputError", "OptionError"})
 
 
@@ -72,14 +73,28 @@ def message_text(node: ast.AST) -> str:
     return "{}"
 
 
-def flags_in_errors(path: str, tree: ast.Module, errors: frozenset[str]) -> list[str]:
+def flags_in_errors(
+    path: str, tree: ast.Module, errors: frozenset[str], commands: dict[str, set[str]] | None = None
+) -> list[str]:
     """``path:line: --flag`` for each flag spelled in the text of an error constructed in ``tree``.
-    Quoted commands of other programs (```ray start --head```) are skipped: their flags are theirs."""
+    Quoted commands of other programs (```ray start --head```) are skipped: their flags are theirs. With
+    ``commands`` (each lyre command's flags), a quoted lyre command line (```lyre index CORPUS --out
+    INDEX```) may spell that command's own flags: it tells the user what to type next, whatever command
+    failed; a flag the quoted command does not have is still reported."""
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Call) and callee(node) in errors:
             for argument in [*node.args, *(keyword.value for keyword in node.keywords)]:
                 text = OTHER_PROGRAM.sub("", message_text(argument))
+                if commands is not None:
+                    for quoted in LYRE_COMMAND.finditer(text):
+                        own = commands.get(quoted["command"], set())
+                        found += [
+                            f"{path}:{node.lineno}: {flag} (not a flag of lyre {quoted['command']})"
+                            for flag in FLAG.findall(quoted["rest"])
+                            if flag not in own
+                        ]
+                    text = LYRE_COMMAND.sub("", text)
                 found += [f"{path}:{node.lineno}: {flag}" for flag in FLAG.findall(text)]
     return found
 
@@ -134,12 +149,20 @@ def test_the_scanner_finds_flags_in_every_kind_of_error_text() -> None:
         "m.py:12: --ray-address",
     ]
     assert sorted(named_options(tree)) == [(10, "b"), (10, "k1")]
+    quoted = {"index": {"--out", "--overwrite"}}
+    assert flags_in_errors("m.py", tree, errors, quoted) == [
+        "m.py:4: --bm25-k1 (not a flag of lyre index)",
+        "m.py:6: --on-error",
+        "m.py:8: --dense",
+        "m.py:12: --ray-address (not a flag of lyre index)",
+    ]
 
 
 def test_library_error_messages_name_options_never_flags() -> None:
     trees = library_trees()
     errors = error_classes(trees)
-    found = [site for path, tree in trees for site in flags_in_errors(path, tree, errors)]
+    commands = command_flags()
+    found = [site for path, tree in trees for site in flags_in_errors(path, tree, errors, commands)]
     assert not found, "error messages that spell a flag (name the option with opt(...)):\n" + "\n".join(found)
 
 

@@ -41,7 +41,7 @@ def test_bad_tag_and_nan_keep_previous_file(tmp_path):
     path = tmp_path / "run.trec"
     write_run(path, {"q": {"d": 1.0}}, "ok", {})
     before = path.read_text(encoding="utf-8")
-    with pytest.raises(LyreError, match="run tag 'my tag'"):
+    with pytest.raises(LyreError, match="tag 'my tag': a run tag must be non-empty without whitespace"):
         write_run(path, {"q": {"d": 2.0}}, "my tag", {})
     with pytest.raises(LyreError, match="is NaN"):
         write_run(path, {"q": {"d": float("nan")}}, "ok", {})
