@@ -63,9 +63,9 @@ def write_run(path: str | Path, run: Run, tag: str, meta: dict[str, Any]) -> Non
 
 
 def _check_query_lines(qid: str, ranked: list[tuple[str, float]]) -> None:
-    """Refuse ids a TREC run cannot hold and NaN scores; checked per query in one pass over joined text
-    (a search writes ~300k lines, and a check per line was most of the time of a cached search)."""
-    docids, scores = zip(*ranked) if ranked else ((), ())
+    """Refuse ids a TREC run cannot hold and NaN scores, per query in one pass over the joined ids (a
+    search writes ~300k lines; the exact ``repr`` of each score is then the larger cost of writing)."""
+    docids, scores = zip(*ranked, strict=True) if ranked else ((), ())
     if not all(docids) or _WHITESPACE.search("\x00".join(docids)):
         bad = next(docid for docid in docids if not docid or _WHITESPACE.search(docid))
         raise LyreError(f"document id {bad!r} is empty or contains whitespace; fix the corpus ids")
