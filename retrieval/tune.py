@@ -262,8 +262,10 @@ def tune(
     """Evaluate every grid setting on the dev queries (judged in ``qrels_path``) and cross-validate."""
     from formats.qrels import qrels_dict, read_qrels
     from formats.queries import read_queries
+    from indexes.manifest import PASSAGES
+    from indexes.open_index import open_for_search
     from retrieval.evaluation import evaluate_run
-    from retrieval.plan import SearchPlan, cut
+    from retrieval.plan import SearchPlan, cut, needed_stages
 
     settings = check_tune(grid_entries, options, rerank, tune_options, cache)
     measure, cutoff = parse_measure(tune_options.measure)
@@ -273,29 +275,33 @@ def tune(
     if not queries:
         raise LyreError(f"{queries_path}: none of its queries is judged in {qrels_path}; check the ids")
     deepest = max(apply(setting, options, rerank)[1].rerank_depth for setting in settings)
-    plan = SearchPlan.open(index_dir, options, replace(rerank, rerank_depth=deepest), cache)
-    progress.say(f"tuning {len(settings)} settings on {len(queries)} queries ({len(qrels)} judged)")
+    # Hold the read lock throughout: a writer must not swap the index under the first stages.
+    with open_for_search(index_dir, needed_stages(options.mode), if_built=(PASSAGES,)) as opened:
+        plan = SearchPlan.open(
+            index_dir, options, replace(rerank, rerank_depth=deepest), cache, opened=opened
+        )
+        progress.say(f"tuning {len(settings)} settings on {len(queries)} queries ({len(qrels)} judged)")
 
-    started = time.perf_counter()
-    lists = FirstStages(plan, queries)
-    for setting in settings if plan.passages is None else []:
-        lists.sides(apply(setting, options, rerank)[0])
-    first_stage_seconds = time.perf_counter() - started
-    reused = f"; cache: {plan.cache.hits} read, {plan.cache.misses} computed" if plan.cache else ""
-    progress.say(f"first stages: {len(lists.lists)} distinct, {first_stage_seconds:.1f} s{reused}")
+        started = time.perf_counter()
+        lists = FirstStages(plan, queries)
+        for setting in settings if plan.passages is None else []:
+            lists.sides(apply(setting, options, rerank)[0])
+        first_stage_seconds = time.perf_counter() - started
+        reused = f"; cache: {plan.cache.hits} read, {plan.cache.misses} computed" if plan.cache else ""
+        progress.say(f"first stages: {len(lists.lists)} distinct, {first_stage_seconds:.1f} s{reused}")
 
-    started = time.perf_counter()
-    values: list[dict[str, float]] = []
-    with progress.bar(len(settings), "settings", unit="setting") as bar:
-        for setting in settings:
-            applied, applied_rerank = apply(setting, options, rerank)
-            run = _setting_run(plan, queries, applied, applied_rerank, lists, cutoff)
-            per_query = evaluate_run(qrels, cut(run, cutoff) if cutoff else run, [measure])
-            values.append({qid: found.get(str(measure), 0.0) for qid, found in per_query.items()})
-            bar.update()
-    settings_seconds = time.perf_counter() - started
-    if plan.cache is not None:
-        plan.cache.close()
+        started = time.perf_counter()
+        values: list[dict[str, float]] = []
+        with progress.bar(len(settings), "settings", unit="setting") as bar:
+            for setting in settings:
+                applied, applied_rerank = apply(setting, options, rerank)
+                run = _setting_run(plan, queries, applied, applied_rerank, lists, cutoff)
+                per_query = evaluate_run(qrels, cut(run, cutoff) if cutoff else run, [measure])
+                values.append({qid: found.get(str(measure), 0.0) for qid, found in per_query.items()})
+                bar.update()
+        settings_seconds = time.perf_counter() - started
+        if plan.cache is not None:
+            plan.cache.close()
 
     qids = list(qrels)
     means = [_mean(per_query, qids) for per_query in values]

@@ -92,8 +92,9 @@ def test_hybrid_search_on_a_bm25_only_index_says_how_to_fix(
         tmp_path / "x.run",
         check=False,
     )
-    assert_one_line_error(result, "dense", "--embed-model")
-    assert not (tmp_path / "x.run").exists()
+    # The first stage the dense side needs is the embeddings; the hint builds both it and the dense index.
+    assert_one_line_error(result, "the embeddings stage is missing", "lyre index CORPUS", "--embed-model")
+    assert result.returncode == 2 and not (tmp_path / "x.run").exists()
 
 
 def test_malformed_corpus_line_is_one_line_error_and_keeps_existing_index(
