@@ -33,6 +33,25 @@ class OpenIndex:
     """The records of the complete stages (all of them, for a run's sidecar)."""
 
 
+def require_complete(
+    index_dir: Path, manifest: dict[str, Any], stages: Sequence[str]
+) -> dict[str, dict[str, Any]]:
+    """The records of the complete stages, once ``stages`` and those they are built from are all
+    complete; otherwise one line saying which is missing and the command that builds it."""
+    if not (index_dir / MANIFEST_NAME).exists():
+        raise LyreError(
+            f"{index_dir}: not a lyre index (no {MANIFEST_NAME}); build one with `{HOW_TO_BUILD[DOCSTORE]}`"
+        )
+    records = complete_records(manifest)
+    for stage in used_stages(stages):
+        if stage not in records:
+            raise LyreError(
+                f"{index_dir}: the {stage} stage is missing or incomplete; "
+                f"run `{HOW_TO_BUILD[stage]}` to build or finish it"
+            )
+    return records
+
+
 @contextlib.contextmanager
 def open_for_search(
     index_dir: str | Path, stages: Sequence[str], *, wait: bool = False, if_built: Sequence[str] = ()
@@ -47,19 +66,8 @@ def open_for_search(
     index_dir = Path(index_dir)
     with index_lock(index_dir, "read", wait=wait):
         manifest = read_manifest(index_dir)
-        if not (index_dir / MANIFEST_NAME).exists():
-            raise LyreError(
-                f"{index_dir}: not a lyre index (no {MANIFEST_NAME}); build one with "
-                f"`{HOW_TO_BUILD[DOCSTORE]}`"
-            )
-        records = complete_records(manifest)
+        records = require_complete(index_dir, manifest, stages)
         needed = used_stages(stages)
-        for stage in needed:
-            if stage not in records:
-                raise LyreError(
-                    f"{index_dir}: the {stage} stage is missing or incomplete; "
-                    f"run `{HOW_TO_BUILD[stage]}` to build or finish it"
-                )
         damaged = damaged_stages(index_dir, records, list(dict.fromkeys([*needed, *if_built])))
         if damaged:
             from indexes.integrity import damage_error

@@ -240,7 +240,9 @@ class TokenSplitter:
         self.overlap = size - stride
         self.limit = recipe.max_length
         self.tokenizer_name = tokenizer_name
-        self.eos_id = self._eos_id()
+        from models.embedder import recipe_eos_id
+
+        self.eos_id = recipe_eos_id(self.tokenizer, self.recipe)
         self._body_start = recipe.document_template.find("{document}")
         self.title_allowance = stride // 2
         """Most tokens the title, template and special tokens may take from a passage."""
@@ -265,16 +267,6 @@ class TokenSplitter:
         folder, recipe, _ = resolve_embedder(name_or_path, **recipe_overrides)
         tokenizer = load_tokenizer(folder, recipe.padding_side)
         return cls(tokenizer, recipe, size, stride, tokenizer_name=str(name_or_path))
-
-    def _eos_id(self) -> int | None:
-        """The EOS the embedder appends (same rule as ``Embedder``), or None when it adds none."""
-        if not self.recipe.ensure_eos:
-            return None
-        token = self.recipe.eos_token or self.tokenizer.eos_token
-        token_id = self.tokenizer.convert_tokens_to_ids(token) if token else None
-        if token_id is None or token_id == self.tokenizer.unk_token_id:
-            raise LyreError(f"the recipe needs EOS token {token!r}, which the tokenizer does not know")
-        return int(token_id)
 
     def fingerprint(self) -> str:
         """Identity of the tokenizer's vocabulary, merges and normalisation, wherever its files lie."""

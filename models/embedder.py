@@ -90,6 +90,20 @@ def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+def recipe_eos_id(tokenizer: Any, recipe: EmbedRecipe) -> int | None:
+    """The id of the EOS token the recipe appends to every text, or None when it appends none."""
+    if not recipe.ensure_eos:
+        return None
+    token = recipe.eos_token or tokenizer.eos_token
+    token_id = tokenizer.convert_tokens_to_ids(token) if token else None
+    if token_id is None or token_id == tokenizer.unk_token_id:
+        raise LyreError(
+            f"the recipe needs EOS token {token!r}, which the tokenizer does not know; "
+            f"set {opt('pooling')} mean"
+        )
+    return int(token_id)
+
+
 class Embedder:
     """A loaded model plus its recipe. Build with :meth:`from_pretrained`.
 
@@ -117,20 +131,8 @@ class Embedder:
         self.device = next(model.parameters()).device
         self._pass_positions = "position_ids" in inspect.signature(model.forward).parameters
         self.packing = can_pack(model) and (self.device.type == "cuda" if packing is None else packing)
-        self.eos_id = self._eos_id()
+        self.eos_id = recipe_eos_id(tokenizer, recipe)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (self.eos_id or 0)
-
-    def _eos_id(self) -> int | None:
-        if not self.recipe.ensure_eos:
-            return None
-        token = self.recipe.eos_token or self.tokenizer.eos_token
-        token_id = self.tokenizer.convert_tokens_to_ids(token) if token else None
-        if token_id is None or token_id == self.tokenizer.unk_token_id:
-            raise LyreError(
-                f"the recipe needs EOS token {token!r}, which the tokenizer does not know; "
-                f"set {opt('pooling')} mean"
-            )
-        return int(token_id)
 
     @classmethod
     def from_pretrained(

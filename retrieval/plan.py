@@ -27,8 +27,6 @@ from indexes.manifest import (
     DENSE,
     DOCSTORE,
     EMBEDDINGS,
-    HOW_TO_BUILD,
-    MANIFEST_NAME,
     PASSAGES,
     complete_records,
     read_manifest,
@@ -43,22 +41,6 @@ from retrieval.rerank_parts import GroupScores
 if TYPE_CHECKING:
     from indexes.open_index import OpenIndex
     from retrieval.passage_search import PassageSearch
-
-
-def complete_stages(index_dir: Path, manifest: dict[str, Any], needed: Sequence[str]) -> None:
-    """Refuse an index whose ``needed`` stages are not all complete, saying how to finish them (the
-    manifest already read, so a search reads it once)."""
-    if not (index_dir / MANIFEST_NAME).exists():
-        raise LyreError(
-            f"{index_dir}: not a lyre index (no {MANIFEST_NAME}); build one with `{HOW_TO_BUILD[DOCSTORE]}`"
-        )
-    complete = complete_records(manifest)
-    for stage in needed:
-        if stage not in complete:
-            raise LyreError(
-                f"{index_dir}: the {stage} stage is missing or incomplete; "
-                f"run `{HOW_TO_BUILD[stage]}` to build or finish it"
-            )
 
 
 def needed_stages(mode: str) -> tuple[str, ...]:
@@ -208,7 +190,9 @@ class SearchPlan:
             manifest = opened.manifest
         else:
             manifest = read_manifest(index_dir)
-            complete_stages(index_dir, manifest, needed_stages(options.mode))
+            from indexes.open_index import require_complete
+
+            require_complete(index_dir, manifest, needed_stages(options.mode))
         passages = PassageSearch.open(index_dir, manifest, options.mode, aggregation or AggregationOptions())
         reranking = rerank_options.rerank_depth > 0
         folder = locate_reranker(rerank_options, optional=True) if reranking else None

@@ -253,24 +253,15 @@ class RayRerankers:
         """Join the cluster (or start a local Ray), start one actor per GPU and load them all."""
         import ray
 
-        from indexes.engines.ray_cluster import MAX_RETRIES, connect, plan_actors, ray_result
+        from indexes.engines.ray_cluster import connect, placed_actor_class, ray_result
         from models.loading import model_fingerprint
 
         fingerprint = model_fingerprint(folder)
         started = connect(options.ray_address)
         actors: list[Any] = []
         try:
-            nodes = [node for node in ray.nodes() if node.get("Alive")]
-            node_cpus = [node["Resources"].get("CPU", 0.0) for node in nodes if node["Resources"].get("CPU")]
-            plan = plan_actors(
-                ray.cluster_resources(), node_cpus, RAY_REPLICAS_UNBOUNDED, options.ray_cpu_actors
-            )
-            actor_class = ray.remote(RerankActor).options(
-                num_cpus=plan.num_cpus,
-                num_gpus=plan.num_gpus,
-                max_restarts=MAX_RETRIES,
-                max_task_retries=MAX_RETRIES,
-                scheduling_strategy="SPREAD",
+            plan, actor_class = placed_actor_class(
+                ray, RerankActor, RAY_REPLICAS_UNBOUNDED, options.ray_cpu_actors
             )
             args = (
                 str(folder),

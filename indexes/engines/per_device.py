@@ -17,24 +17,12 @@ from typing import Any
 from basics import progress
 from basics.errors import LyreError
 from basics.progress import ProgressSink
+from indexes.engines.device_pool import QueueSink
 from indexes.engines.job import EncodeJob
 
 RESUME_HINT = "rerun the same command to resume from the finished chunks"
 POLL_SECONDS = 2.0
 """How often the parent looks for a dead worker while no message arrives."""
-
-
-class QueueSink:
-    """A worker's progress sink: every report goes to the parent through ``messages``."""
-
-    def __init__(self, messages: Any) -> None:
-        self.messages = messages
-
-    def tokenized(self, items: int, tokens: int) -> None:
-        self.messages.put(("tokenized", items, tokens))
-
-    def advance(self, items: int, tokens: int) -> None:
-        self.messages.put(("advance", items, tokens))
 
 
 def _worker(rank: int, device: str, job: EncodeJob, threads: int, messages: Any) -> None:

@@ -136,6 +136,22 @@ class ChunkEncoder:
         return counts.tokenized_items, counts.tokenized_tokens
 
 
+def placed_actor_class(ray: Any, actor: type, work_items: int, cpu_actors: int | None) -> tuple[Any, Any]:
+    """(the actor plan, ``actor`` as a Ray actor class with the resources each replica takes), planned
+    from the live cluster: one replica per GPU, or per node's CPUs; restarted on failure, spread out."""
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    node_cpus = [node["Resources"].get("CPU", 0.0) for node in nodes if node["Resources"].get("CPU")]
+    plan = plan_actors(ray.cluster_resources(), node_cpus, work_items, cpu_actors)
+    actor_class = ray.remote(actor).options(
+        num_cpus=plan.num_cpus,
+        num_gpus=plan.num_gpus,
+        max_restarts=MAX_RETRIES,
+        max_task_retries=MAX_RETRIES,
+        scheduling_strategy="SPREAD",
+    )
+    return plan, actor_class
+
+
 def connect(address: str | None) -> bool:
     """Join the cluster at ``address``, or start a quiet local Ray on this process's cores. Returns whether
     this call started Ray (and so must stop it); an already running Ray (a test's, a notebook's) is used."""
@@ -201,16 +217,7 @@ class RayRunner:
         started = connect(self.address)
         actors: list[Any] = []
         try:
-            nodes = [node for node in ray.nodes() if node.get("Alive")]
-            node_cpus = [node["Resources"].get("CPU", 0.0) for node in nodes if node["Resources"].get("CPU")]
-            plan = plan_actors(ray.cluster_resources(), node_cpus, len(job.chunks), self.cpu_actors)
-            actor_class = ray.remote(ChunkEncoder).options(
-                num_cpus=plan.num_cpus,
-                num_gpus=plan.num_gpus,
-                max_restarts=MAX_RETRIES,
-                max_task_retries=MAX_RETRIES,
-                scheduling_strategy="SPREAD",
-            )
+            plan, actor_class = placed_actor_class(ray, ChunkEncoder, len(job.chunks), self.cpu_actors)
             args = (
                 str(index_dir),
                 str(job.model_folder),
