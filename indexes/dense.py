@@ -69,7 +69,6 @@ PQ_TRAIN_ITERATIONS = 10
 #: Tuned nprobe is this multiple of the one reaching the target on build-time queries (see _tune).
 NPROBE_MARGIN = 2
 #: GPU Faiss selects at most this many results (k and nprobe) per search.
-GPU_MAX_K = 2048
 FAISS_DISTRIBUTIONS = ("faiss-cpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss-gpu")
 
 
@@ -730,10 +729,10 @@ class DenseIndex:
         if self.params["index_type"] == "flat":
             depth_refine = 0
         depth = max(k, depth_refine)
-        if self.on_gpu and any(self.on_gpu) and max(depth, probes or 0) > GPU_MAX_K:
+        if self.on_gpu and any(self.on_gpu) and max(depth, probes or 0) > faiss_params.GPU_MAX_K:
             raise LyreError(
-                f"GPU Faiss allows at most {GPU_MAX_K} results and probes; lower k, {opt('refine')} or "
-                f"{opt('nprobe')}, or search on the CPU (CUDA_VISIBLE_DEVICES= lyre search ...)"
+                f"GPU Faiss allows at most {faiss_params.GPU_MAX_K} results and probes; lower k, "
+                f"{opt('refine')} or {opt('nprobe')}, or search on the CPU (CUDA_VISIBLE_DEVICES=)"
             )
         if probes is not None:
             for index in self.shards:

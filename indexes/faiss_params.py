@@ -137,7 +137,11 @@ def ivfpq_params(
     return IvfPqParams(lists, code, nbits, sample, needs_float16_tables(code))
 
 
-def nprobe_candidates(nlist: int, gpu_limit: int = 2048) -> list[int]:
+GPU_MAX_K = 2048
+"""GPU Faiss returns at most this many results per query and probes at most this many lists."""
+
+
+def nprobe_candidates(nlist: int, gpu_limit: int = GPU_MAX_K) -> list[int]:
     """Powers of two up to nlist (and the GPU's 2048 limit), then nlist itself."""
     top = min(nlist, gpu_limit)
     values = [1 << i for i in range(int(math.log2(top)) + 1)]

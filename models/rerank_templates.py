@@ -12,8 +12,10 @@ import re
 from dataclasses import asdict, dataclass
 
 from basics.errors import LyreError
+from models.recipes import WEB_SEARCH_TASK
 
-DEFAULT_INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+DEFAULT_RERANKER = "vec-ai/lychee-rerank"
+DEFAULT_INSTRUCTION = WEB_SEARCH_TASK
 
 LYCHEE_PREFIX = (
     "Given the instruction and query, judge whether the document is relevant to the query (yes/no)."

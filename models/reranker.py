@@ -27,7 +27,7 @@ import numpy as np
 from basics.errors import LyreError, opt
 from basics.progress import ProgressSink, TokenProgress
 from models.batching import cut_text, pad_batch, run_batches
-from models.rerank_templates import DEFAULT_INSTRUCTION, RerankTemplate, get_template
+from models.rerank_templates import DEFAULT_INSTRUCTION, DEFAULT_RERANKER, RerankTemplate, get_template
 
 KINDS = ("auto", "yes-no", "cross-encoder")
 
@@ -136,7 +136,7 @@ class Reranker:
     @classmethod
     def from_pretrained(
         cls,
-        name_or_path: str | Path = "vec-ai/lychee-rerank",
+        name_or_path: str | Path = DEFAULT_RERANKER,
         *,
         kind: str = "auto",
         template: str | RerankTemplate = "lychee",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from basics.errors import OptionError, opt
 from basics.options import check_options, option
 from indexes.engines import ENGINES
-from models.rerank_templates import LYCHEE
+from models.rerank_templates import DEFAULT_RERANKER, LYCHEE
 from retrieval.fusion import DEFAULT_METHOD, FUSION_METHODS
 
 MODES = ("bm25", "dense", "hybrid")
@@ -78,7 +78,7 @@ class FuseOptions(FusionOptions, RunOptions):
 class RerankOptions:
     """The reranker and how deep it reads; shared by ``lyre search`` and ``lyre rerank``."""
 
-    rerank_model: str = option("vec-ai/lychee-rerank", "Hub id or local folder of the reranker.")
+    rerank_model: str = option(DEFAULT_RERANKER, "Hub id or local folder of the reranker.")
     rerank_depth: int = option(100, "Rerank the top K of each query; 0 turns reranking off.", minimum=0)
     rerank_template: str = option(
         LYCHEE.name, "Reranker prompt: lychee, qwen3-reranker, or a custom template text."
