@@ -31,7 +31,7 @@ def load_index_embedder(
     ``overrides`` (pooling, max_length, query_template, query_task, ...) must not change the recipe,
     because query vectors made differently from the document vectors silently ruin retrieval."""
     from models.embedder import Embedder
-    from models.loading import model_fingerprint, resolve_model
+    from models.loading import MissingModelError, model_fingerprint, resolve_model
 
     index_dir = Path(index_dir)
     record = require_stage(index_dir, EMBEDDINGS)["params"]
@@ -45,7 +45,15 @@ def load_index_embedder(
             f"search with the index's recipe or encode the index again with `{_reencode(index_dir, 'MODEL')}`"
         )
     source = model or record["model"]
-    folder = resolve_model(source)
+    try:
+        folder = resolve_model(source)
+    except MissingModelError as error:
+        # Searching has no model option: say where the index expects its model, not how to pass one.
+        raise LyreError(
+            f"{index_dir}: its documents were encoded with {source}, which cannot be loaded here "
+            f"({error.reason}); put that model back where it was (for a hub id, in the Hugging Face "
+            f"cache), or encode the index again with `{_reencode(index_dir, 'MODEL')}`"
+        ) from None
     found = model_fingerprint(folder)
     if found != record.get("model_fingerprint"):
         raise model_changed_error(index_dir, record, folder, found, model)

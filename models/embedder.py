@@ -21,6 +21,7 @@ from basics.errors import LyreError, OptionError, opt
 from basics.progress import ProgressSink
 from models.batching import cut_text, pad_batch, run_batches, truncate_with_eos
 from models.loading import (
+    LYCHEE_EMBED,
     cpu_threads,
     load_model,
     load_tokenizer,
@@ -34,7 +35,7 @@ from models.recipes import EmbedRecipe, resolve_recipe
 if TYPE_CHECKING:
     import torch
 
-DEFAULT_MODEL = "vec-ai/lychee-embed"
+DEFAULT_MODEL = LYCHEE_EMBED
 CPU_TOKEN_BUDGET = 8192
 CUDA_TOKEN_BUDGET = 65536
 

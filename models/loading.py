@@ -34,16 +34,36 @@ def hub_offline() -> bool:
     )
 
 
+LYCHEE_EMBED = "vec-ai/lychee-embed"
+"""lyre's default embedding model (the hub id)."""
+
+
+class MissingModelError(LyreError):
+    """A model that cannot be loaded here; ``reason`` says why in a few words, for callers that name
+    the model in a message of their own."""
+
+    def __init__(self, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def missing_model_error(
-    name: str, option: str = opt("embed_model"), reason: str = "", example_repo: str = "vec-ai/lychee-embed"
-) -> LyreError:
-    """The one-line error for a model that cannot be found locally."""
-    repo = name if _is_hub_id(name) else example_repo
+    name: str, option: str = opt("embed_model"), reason: str = "", example_repo: str = LYCHEE_EMBED
+) -> MissingModelError:
+    """The one-line error for a model that cannot be found locally: a hub id says how to download it, a
+    folder says the folder is wrong (offering to download another model would mislead)."""
     why = f" ({reason})" if reason else ""
-    return LyreError(
-        f"model {name!r} is not available locally{why}; download it on a connected machine, e.g. "
-        f"`huggingface-cli download {repo} --local-dir DIR`, then pass {option} DIR"
-    )
+    if _is_hub_id(name):
+        message = (
+            f"model {name!r} is not available locally{why}; download it on a connected machine, e.g. "
+            f"`huggingface-cli download {name} --local-dir DIR`, then pass {option} DIR"
+        )
+    else:
+        message = (
+            f"model folder {name!r} is not available locally{why}; pass {option} with the folder that "
+            "holds the model (config.json and weights), or its hub id"
+        )
+    return MissingModelError(message, reason or "not in the Hugging Face cache")
 
 
 def _is_hub_id(name: str) -> bool:

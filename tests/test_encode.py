@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -155,3 +156,20 @@ def test_kill_9_then_rerun_gives_identical_embeddings(tmp_path: Path, qwen_folde
         for suffix in (".npy", ".rows.npy"):
             name = f"chunk-{chunk:06d}{suffix}"
             assert (killed / "embeddings" / name).read_bytes() == (clean / "embeddings" / name).read_bytes()
+
+
+def test_a_moved_model_folder_is_named_at_search_without_offering_another_model(
+    tmp_path: Path, qwen_folder: Path
+) -> None:
+    folder = tmp_path / "my-model"
+    shutil.copytree(qwen_folder, folder)
+    index = _index(tmp_path / "index")
+    encode_stage(index, EncodeOptions(embed_model=str(folder), chunk_rows=8, device="cpu"))
+    shutil.rmtree(folder)
+    with pytest.raises(LyreError) as error:
+        load_index_embedder(index, device="cpu")
+    message = str(error.value)
+    assert "\n" not in message
+    assert f"encoded with {folder}" in message and "no such folder" in message
+    assert "huggingface-cli" not in message and "lychee-embed" not in message
+    assert "--embed-model MODEL --overwrite`" in message  # how to encode again

@@ -37,7 +37,9 @@ def test_missing_hub_model_offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
 def test_missing_folder_and_folder_without_weights(tmp_path: Path) -> None:
     with pytest.raises(LyreError) as error:
         resolve_model(str(tmp_path / "nowhere"), option=opt("rerank_model"))
-    assert "no such folder" in _one_line(error) and "rerank_model DIR" in str(error.value)
+    message = _one_line(error)
+    assert "no such folder" in message and "pass rerank_model with the folder" in message
+    assert "huggingface-cli" not in message  # a folder is not downloaded: offering a hub model misleads
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(LyreError, match="no weights"):
         resolve_model(tmp_path)
