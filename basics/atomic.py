@@ -20,6 +20,21 @@ from typing import Any
 from basics.resources import DISK_FULL, is_write_failure, write_error
 
 
+def temp_dir_beside(final: Path) -> Path:
+    """A new hidden temporary folder beside ``final`` (``.NAME.xxxx.tmp``), as readable as any folder the
+    user makes (mkdtemp makes it private, and renaming it onto ``final`` would keep that); a failure to
+    create it is one line naming ``final``."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        temp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    except OSError as error:
+        raise write_error(final, error) from None
+    umask = os.umask(0)
+    os.umask(umask)
+    temp.chmod(0o777 & ~umask)
+    return temp
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds."""

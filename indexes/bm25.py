@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
@@ -29,7 +28,7 @@ from typing import Any, ClassVar, Protocol
 
 import numpy as np
 
-from basics.atomic import replace_dir, write_json_atomic
+from basics.atomic import replace_dir, temp_dir_beside, write_json_atomic
 from basics.errors import LyreError, OptionError, opt
 from basics.options import check_value, default_of, option, option_spec
 from basics.progress import bar, say
@@ -208,9 +207,9 @@ def build_bm25(
         # A full disk under a memory map kills the process with SIGBUS: check the space up front, then
         # reserve the mapped files' blocks before the first page is written.
         ensure_free_space(out_dir.parent, _bytes_needed(nnz, vocab_size, term_ids.vocab))
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     except OSError as error:
         raise write_error(out_dir, error) from None
+    tmp = temp_dir_beside(out_dir)
     try:
         data = np.lib.format.open_memmap(tmp / DATA_NAME, mode="w+", dtype=np.float32, shape=(nnz,))
         indices = np.lib.format.open_memmap(tmp / INDICES_NAME, mode="w+", dtype=np.int32, shape=(nnz,))

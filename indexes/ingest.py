@@ -10,9 +10,7 @@ the temporary folder is removed.
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,11 +19,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from basics import progress
-from basics.atomic import replace_dir
+from basics.atomic import replace_dir, temp_dir_beside
 from basics.errors import InputError, LyreError, opt
 from basics.options import option
 from basics.provenance import provenance, sha256_file
-from basics.resources import write_error
 from formats.corpus import CorpusReader, UniqueIds, corpus_file, open_corpus
 from indexes.docstore import DocStoreWriter
 from indexes.manifest import DOCSTORE
@@ -144,13 +141,7 @@ class IngestStage:
             on_error=options.on_error,
         )
         progress.say(f"ingest {reader.path} ({reader.format}): fields {reader.mapping.describe()}")
-        try:  # the temporaries of a killed ingest are swept by the write lock the runner holds
-            temp = Path(tempfile.mkdtemp(prefix=f".{DOCSTORE}.", suffix=".tmp", dir=index_dir))
-        except OSError as error:
-            raise write_error(index_dir / DOCSTORE, error) from None
-        umask = os.umask(0)
-        os.umask(umask)
-        temp.chmod(0o777 & ~umask)  # mkdtemp makes it private; the docstore should be as readable as INDEX
+        temp = temp_dir_beside(index_dir / DOCSTORE)  # a killed ingest's is swept under the write lock
         try:
             writer = DocStoreWriter(temp, final=index_dir / DOCSTORE)
             try:

@@ -17,9 +17,7 @@ documents' lengths before splitting, how many would have been truncated).
 
 from __future__ import annotations
 
-import os
 import shutil
-import tempfile
 import time
 from array import array
 from collections.abc import Iterator
@@ -30,7 +28,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from basics import progress
-from basics.atomic import replace_dir
+from basics.atomic import replace_dir, temp_dir_beside
 from basics.errors import LyreError, opt
 from basics.provenance import provenance
 from basics.resources import write_error
@@ -116,13 +114,7 @@ class PassageStage:
         started = time.perf_counter()
         splitter = self.splitter(options)
         docstore = DocStore.open(index_dir / DOCSTORE)
-        try:  # a killed run's temporary is swept by the write lock the runner holds
-            temp = Path(tempfile.mkdtemp(prefix=f".{PASSAGES}.", suffix=".tmp", dir=index_dir))
-        except OSError as error:
-            raise write_error(index_dir / PASSAGES, error) from None
-        umask = os.umask(0)
-        os.umask(umask)
-        temp.chmod(0o777 & ~umask)
+        temp = temp_dir_beside(index_dir / PASSAGES)  # a killed run's is swept under the write lock
         try:
             stats = _write_passages(docstore, splitter, temp, index_dir / PASSAGES)
             forget()  # BM25 and the embeddings over older passages are stale

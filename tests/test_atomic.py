@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from basics.atomic import atomic_path, replace_dir, write_text_atomic
+from basics.atomic import atomic_path, replace_dir, temp_dir_beside, write_text_atomic
 from basics.resources import (
     SPACE_MARGIN,
     ResourceError,
@@ -263,3 +264,13 @@ def test_sweep_removes_only_temporaries_older_than_the_lock(tmp_path):
     )
     assert fresh.exists() and all(p.exists() for p in kept)
     assert not any(p.exists() for p in (old_dir, old_file, aside))
+
+
+def test_a_temp_folder_beside_a_final_one_is_as_readable_as_the_umask_allows(tmp_path: Path) -> None:
+    previous = os.umask(0o022)
+    try:
+        temp = temp_dir_beside(tmp_path / "bm25")
+    finally:
+        os.umask(previous)
+    assert temp.parent == tmp_path and temp.name.startswith(".bm25.") and temp.name.endswith(".tmp")
+    assert stat.S_IMODE(temp.stat().st_mode) == 0o755  # mkdtemp alone gives 0o700: others could not read
