@@ -100,3 +100,29 @@ def qwen_reranker_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     spread p(yes) far from 0.5, so a mismatch between two scoring paths shows."""
     folder = tmp_path_factory.mktemp("tiny-qwen2-reranker")
     return build_tiny_qwen(folder, causal_lm=True, initializer_range=0.5)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random BERT (real MiniLM tokenizer): an embedding model that encodes the sample in a blink."""
+    from scale_fixtures import save_tiny_bert
+
+    return save_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def corpus70(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """70 generated documents: five chunks of 16 rows, the last one short."""
+    from scale_fixtures import write_corpus
+
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", documents=70)
+
+
+HOLD_WRITE = """
+import sys
+from basics.lock import index_lock
+with index_lock(sys.argv[1], "write"):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+"""A program holding an index's write lock, as ``lyre index`` does, until a line arrives on its stdin."""

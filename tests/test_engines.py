@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-from scale_fixtures import save_tiny_bert, write_corpus
 
 from basics.errors import LyreError, OptionError
 from basics.progress import Counts
@@ -24,13 +23,8 @@ CHUNK_ROWS = 16  # 70 documents -> 5 chunks, the last one short
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", documents=70)
+def corpus(corpus70: Path) -> Path:
+    return corpus70
 
 
 @pytest.fixture(scope="module")

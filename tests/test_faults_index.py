@@ -23,8 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPOSITORY, SAMPLE, LyreCli
-from scale_fixtures import save_tiny_bert
+from conftest import HOLD_WRITE, REPOSITORY, SAMPLE, LyreCli
 
 from basics.errors import LyreError
 from basics.lock import LockedError
@@ -47,13 +46,6 @@ resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
 sys.argv = ["lyre", *sys.argv[2:]]
 from cli.app import main
 main()
-"""
-HOLD_WRITE = """
-import sys
-from basics.lock import index_lock
-with index_lock(sys.argv[1], "write"):
-    print("held", flush=True)
-    sys.stdin.readline()
 """
 VOLATILE = ("done.json", "dense/params.json", "bm25/bm25.json")
 """Recorded files holding timings or times (a chunk's seconds, the dense build's, BM25's provenance), which
@@ -119,8 +111,8 @@ def wait_for(condition: Callable[[], bool], what: str, seconds: float = 120) -> 
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_bert(tmp_path_factory.mktemp("model") / "tiny-bert")
+def model(tiny_bert: Path) -> Path:
+    return tiny_bert
 
 
 @pytest.fixture(scope="module")

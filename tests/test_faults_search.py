@@ -23,7 +23,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import REPOSITORY, SAMPLE, LyreCli
+from conftest import HOLD_WRITE, REPOSITORY, SAMPLE, LyreCli
 
 from basics.lock import LockedError, index_lock
 from formats.runs import meta_path, rank_order, read_run
@@ -49,14 +49,6 @@ from cli.app import main
 main()
 """
 """`lyre` with rerank groups of ``argv[1]`` pairs (the default, 8192, would put the sample in one group)."""
-HOLD_WRITE = """
-import sys
-from basics.lock import index_lock
-with index_lock(sys.argv[1], "write"):
-    print("held", flush=True)
-    sys.stdin.readline()
-"""
-"""Holds an index's write lock, as ``lyre index`` does, until a line arrives on stdin."""
 BAR = re.compile(r"rerank: ([\d.]+)/([\d.]+) pairs")
 
 

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scale_fixtures import save_tiny_bert, write_corpus
 
 from basics.errors import LyreError
 from indexes.embeddings import EmbeddingStore
@@ -53,13 +52,8 @@ def local_ray() -> object:
 
 
 @pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_bert(tmp_path_factory.mktemp("models") / "tiny-bert")
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.jsonl", documents=70)
+def corpus(corpus70: Path) -> Path:
+    return corpus70
 
 
 @pytest.fixture(scope="module")

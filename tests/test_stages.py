@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from conftest import REPOSITORY, SAMPLE, LyreCli
-from scale_fixtures import save_tiny_bert
 
 pytest.importorskip("faiss")
 
@@ -59,8 +58,8 @@ def changed(before: dict[str, int], after: dict[str, int]) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return save_tiny_bert(tmp_path_factory.mktemp("model") / "tiny-bert")
+def model(tiny_bert: Path) -> Path:
+    return tiny_bert
 
 
 @pytest.fixture(scope="module")
