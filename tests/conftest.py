@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -126,3 +127,22 @@ with index_lock(sys.argv[1], "write"):
     sys.stdin.readline()
 """
 """A program holding an index's write lock, as ``lyre index`` does, until a line arrives on its stdin."""
+
+
+def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str | Path) -> str:
+    """The single ``error:`` line of a failed quiet command, checked for exit code 2 and ``fragments``."""
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert str(fragment) in lines[0], lines[0]
+    return lines[0]
+
+
+def wait_for(condition: Callable[[], bool], what: str, seconds: float = 120) -> None:
+    """Poll ``condition`` until it holds; fail the test naming ``what`` after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)

@@ -17,13 +17,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HOLD_WRITE, REPOSITORY, SAMPLE, LyreCli
+from conftest import HOLD_WRITE, REPOSITORY, SAMPLE, LyreCli, one_line_error, wait_for
 
 from basics.errors import LyreError
 from basics.lock import LockedError
@@ -80,17 +79,6 @@ def temporaries(folder: Path) -> list[Path]:
     return [path for path in folder.rglob("*") if is_temp_name(path.name)]
 
 
-def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str | Path) -> str:
-    """The single ``error:`` line of a failed quiet command, checked for exit code 2 and ``fragments``."""
-    assert "Traceback" not in result.stderr, result.stderr
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert str(fragment) in lines[0], lines[0]
-    return lines[0]
-
-
 def under_file_limit(*args: str | Path, on_limit: str = "SIG_IGN") -> subprocess.CompletedProcess[str]:
     """`lyre` whose files may not grow beyond :data:`FILE_LIMIT`: a write beyond fails with EFBIG, or
     (``on_limit="SIG_DFL"``) the kernel kills the process with SIGXFSZ, as a crash would."""
@@ -101,13 +89,6 @@ def under_file_limit(*args: str | Path, on_limit: str = "SIG_IGN") -> subprocess
         text=True,
         timeout=300,
     )
-
-
-def wait_for(condition: Callable[[], bool], what: str, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 @pytest.fixture(scope="module")

@@ -18,12 +18,10 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import HOLD_WRITE, REPOSITORY, SAMPLE, LyreCli
+from conftest import HOLD_WRITE, REPOSITORY, SAMPLE, LyreCli, one_line_error, wait_for
 
 from basics.lock import LockedError, index_lock
 from formats.runs import meta_path, rank_order, read_run
@@ -61,24 +59,6 @@ def run_to_end(argv: list[str]) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(argv, cwd=REPOSITORY, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return result
-
-
-def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str | Path) -> str:
-    """The single ``error:`` line of a failed quiet command, checked for exit code 2 and ``fragments``."""
-    assert "Traceback" not in result.stderr, result.stderr
-    assert result.returncode == 2, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert str(fragment) in lines[0], lines[0]
-    return lines[0]
-
-
-def wait_for(condition: Callable[[], bool], what: str, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def saved_records(out: Path) -> list[dict[str, int]]:
