@@ -677,15 +677,24 @@ class DenseIndex:
     """The torch device of IVF-PQ's exact refine (None: numpy on the CPU)."""
 
     @classmethod
-    def open(cls, index_dir: str | Path, device: str = "auto", engine: str = "auto") -> DenseIndex:
+    def open(
+        cls,
+        index_dir: str | Path,
+        device: str = "auto",
+        engine: str = "auto",
+        *,
+        checked: bool = False,
+    ) -> DenseIndex:
         """Open a built index; says on one line which engine searches where, and why.
 
         ``device``: auto, cpu or cuda. ``engine``: auto (faiss-gpu where it sees a GPU, else torch on
         CUDA GPUs, else Faiss CPU), faiss, or torch (flat search and the exact refine; on the CPU with
-        ``device="cpu"``).
+        ``device="cpu"``). ``checked``: the caller already found the dense stage complete in the manifest
+        it read (a search reads it once), so it is not read again here.
         """
         index_dir = Path(index_dir)
-        require_stage(index_dir, "dense", how="lyre index --dense")
+        if not checked:
+            require_stage(index_dir, DENSE)
         params = json.loads((index_dir / DENSE_DIR / PARAMS_FILE).read_text(encoding="utf-8"))
         placement = _place(index_dir, params, device, engine)
         progress.say(placement.line)

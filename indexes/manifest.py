@@ -114,11 +114,11 @@ def stage_record(index_dir: str | Path, stage: str) -> dict[str, Any] | None:
     return complete_records(read_manifest(index_dir)).get(stage)
 
 
-def require_stage(index_dir: str | Path, stage: str, how: str | None = None) -> dict[str, Any]:
-    """The record of ``stage``; a one-line error naming the folder and the fix (by default the command of
-    :data:`HOW_TO_BUILD`) when it is missing."""
+def require_stage(index_dir: str | Path, stage: str) -> dict[str, Any]:
+    """The record of ``stage``; a one-line error naming the folder and the command of :data:`HOW_TO_BUILD`
+    that builds it when it is missing."""
     index_dir = Path(index_dir)
-    how = how or HOW_TO_BUILD[stage]
+    how = HOW_TO_BUILD[stage]
     if not (index_dir / MANIFEST_NAME).exists():
         raise LyreError(f"{index_dir}: not a lyre index (no {MANIFEST_NAME}); build one with `{how}`")
     record = stage_record(index_dir, stage)

@@ -21,7 +21,12 @@ def model_identity(model: str | Path, folder: Path) -> str:
 
 
 def load_index_embedder(
-    index_dir: str | Path, *, model: str | None = None, device: str | None = None, **overrides: Any
+    index_dir: str | Path,
+    *,
+    model: str | None = None,
+    device: str | None = None,
+    embeddings: dict[str, Any] | None = None,
+    **overrides: Any,
 ) -> Any:
     """The embedder that encoded ``index_dir``, with the recorded recipe, for encoding its queries.
 
@@ -29,12 +34,13 @@ def load_index_embedder(
     call, whatever the model is called: weights replaced in the folder the index was built with are
     refused, and ``model`` may point at another copy of the same model (same fingerprint). Recipe
     ``overrides`` (pooling, max_length, query_template, query_task, ...) must not change the recipe,
-    because query vectors made differently from the document vectors silently ruin retrieval."""
+    because query vectors made differently from the document vectors silently ruin retrieval.
+    ``embeddings``: the embeddings stage's record when the caller has read the manifest already."""
     from models.embedder import Embedder
     from models.loading import MissingModelError, model_fingerprint, resolve_model
 
     index_dir = Path(index_dir)
-    record = require_stage(index_dir, EMBEDDINGS)["params"]
+    record = (embeddings or require_stage(index_dir, EMBEDDINGS))["params"]
     recorded = EmbedRecipe.from_dict(record["recipe"])
     wanted = replace(recorded, **{key: value for key, value in overrides.items() if value is not None})
     if wanted.hash() != recorded.hash():

@@ -208,8 +208,10 @@ class SearchPlan:
             from indexes.dense import DenseIndex
             from indexes.query_encoder import load_index_embedder
 
-            embedder = Deferred(lambda: load_index_embedder(index_dir))
-            dense = Deferred(lambda: DenseIndex.open(index_dir))
+            # The manifest read above already found both stages complete: neither reads it again.
+            records = complete_records(manifest)
+            embedder = Deferred(lambda: load_index_embedder(index_dir, embeddings=records[EMBEDDINGS]))
+            dense = Deferred(lambda: DenseIndex.open(index_dir, checked=True))
         if cache is None or cache.no_cache:
             for part in (store, bm25, dense, embedder):
                 Deferred.now(part)  # without a cache everything is needed: opened here, errors first
