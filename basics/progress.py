@@ -23,6 +23,11 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
+def is_quiet() -> bool:
+    """Whether ``--quiet`` is on (for code that must silence a library's own bars and log lines)."""
+    return _quiet
+
+
 def bar(total: float | None, desc: str, unit: str = "doc", **kwargs: Any) -> Any:
     """A tqdm bar on stderr (disabled when quiet). ``unit`` names what is counted: doc, token, query, pair."""
     from tqdm.auto import tqdm

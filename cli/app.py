@@ -6,45 +6,72 @@ transformers, faiss, bm25s, pyarrow) are imported inside the commands, so `lyre 
 
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Iterable
+from functools import cache
 
 import typer
 
 from basics.errors import LyreError
-from cli import eval_commands, experiment_commands, index_commands, search_commands
 from cli.common import Quiet
 from cli.options import flag_of
 
-app = typer.Typer(
-    help="lyre: ingest a corpus, index it (BM25 + dense), search, rerank, fuse and evaluate TREC runs.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "ingest": ("cli.index_commands", "ingest"),
+    "index": ("cli.index_commands", "index"),
+    "encode": ("cli.index_commands", "encode"),
+    "search": ("cli.search_commands", "search"),
+    "rerank": ("cli.search_commands", "rerank"),
+    "fuse": ("cli.search_commands", "fuse"),
+    "eval": ("cli.eval_commands", "evaluate"),
+    "doctor": ("cli.eval_commands", "doctor"),
+    "compare": ("cli.experiment_commands", "compare"),
+    "tune": ("cli.experiment_commands", "tune"),
+}
+"""Command -> (module, function). ``lyre CMD`` imports only CMD's module and the library under it (the
+option dataclasses of every command import a good part of the library: ~50 ms a command start would
+otherwise pay); ``lyre --help`` imports them all."""
 
 
-@app.callback()
 def _global(quiet: Quiet = False) -> None:
     """Only the global ``--quiet``; its callback does the work."""
 
 
-app.command()(index_commands.ingest)
-app.command()(index_commands.index)
-app.command()(index_commands.encode)
-app.command()(search_commands.search)
-app.command()(search_commands.rerank)
-app.command()(search_commands.fuse)
-app.command("eval")(eval_commands.evaluate)
-app.command()(eval_commands.doctor)
-app.command()(experiment_commands.compare)
-app.command()(experiment_commands.tune)
+@cache
+def build_app(names: tuple[str, ...] = tuple(COMMANDS)) -> typer.Typer:
+    """The Typer app with the commands ``names`` (all by default)."""
+    built = typer.Typer(
+        help="lyre: ingest a corpus, index it (BM25 + dense), search, rerank, fuse and evaluate TREC runs.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    built.callback()(_global)  # with a callback the app stays a group, even with one command
+    for name in names:
+        module, function = COMMANDS[name]
+        built.command(name)(getattr(importlib.import_module(module), function))
+    return built
+
+
+def app_for(argv: Iterable[str]) -> typer.Typer:
+    """The app a command line needs: the command it names alone, or every command (help, a typo)."""
+    words = [word for word in argv if not word.startswith("-")]  # the only global option is a flag
+    return build_app((words[0],)) if words and words[0] in COMMANDS else build_app()
+
+
+def __getattr__(name: str) -> typer.Typer:
+    """``cli.app.app``: the app with every command (for tests and tools that inspect the CLI)."""
+    if name == "app":
+        return build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def render_error(error: LyreError, argv: list[str]) -> str:
     """The message with each named option shown as a flag of the command being run (``--rerank-depth``);
     an option that command does not have is named in words, so no message ever offers a flag that
     does not exist."""
-    group = typer.main.get_command(app)
+    group = typer.main.get_command(app_for(argv))
     words = [word for word in argv if not word.startswith("-")]
     command = group.commands.get(words[0]) if words else None  # type: ignore[attr-defined]
     flags = {flag for param in command.params for flag in param.opts} if command else set()
@@ -59,7 +86,7 @@ def render_error(error: LyreError, argv: list[str]) -> str:
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     try:
-        app()
+        app_for(sys.argv[1:])()
     except LyreError as error:
         print(f"error: {render_error(error, sys.argv[1:])}", file=sys.stderr)
         sys.exit(error.exit_code)

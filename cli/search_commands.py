@@ -91,15 +91,24 @@ def rerank(
     out: OutRun,
     rerank: RerankOptions,
     options: RerankRunOptions,
+    cache: CacheOptions,
     lock: WriterOptions,
     topic_field: TopicField = "title",
     quiet: Quiet = False,
 ) -> None:
-    """Rerank the top K of any existing run with the index's document texts (resumable when killed)."""
+    """Rerank the top K of any existing run with the index's texts (resumable; reuses cached scores)."""
     from retrieval.run_files import rerank_run_file
 
     summary = rerank_run_file(
-        index, queries, run, out, _typed(rerank), options, topic_field=topic_field, wait=lock.wait
+        index,
+        queries,
+        run,
+        out,
+        _typed(rerank),
+        options,
+        topic_field=topic_field,
+        cache=cache,
+        wait=lock.wait,
     )
     typer.echo(summary)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,8 @@ def _ir_datasets() -> Any:
 def _dataset(dataset_id: str, kind: str) -> Any:
     ir_datasets = _ir_datasets()
     try:
-        dataset = ir_datasets.load(dataset_id)
+        with _library_output():
+            dataset = ir_datasets.load(dataset_id)
     except KeyError:
         raise LyreError(
             f"{IRDS_PREFIX}{dataset_id}: ir_datasets {ir_datasets.__version__} has no such dataset; "
@@ -67,10 +69,22 @@ def _dataset(dataset_id: str, kind: str) -> Any:
 
 
 @contextlib.contextmanager
+def _library_output() -> Iterator[None]:
+    """ir_datasets' own ``[INFO]`` lines and bars, dropped under ``--quiet`` (its failures still raise,
+    and become one line)."""
+    if not progress.is_quiet():
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stderr(devnull):
+        yield
+
+
+@contextlib.contextmanager
 def _fetch_hint(dataset_id: str, kind: str) -> Iterator[None]:
     """Turn ir_datasets' failure to find or download the data into one line saying how to get it."""
     try:
-        yield
+        with _library_output():
+            yield
     except (LyreError, KeyboardInterrupt):
         raise
     except Exception as error:

@@ -24,6 +24,7 @@ from basics.errors import InputError, LyreError, opt
 from basics.options import option
 from basics.provenance import provenance, sha256_file
 from formats.corpus import CorpusReader, UniqueIds, corpus_file, open_corpus
+from formats.irds import irds_id, source_record
 from indexes.docstore import DocStoreWriter
 from indexes.manifest import DOCSTORE
 from indexes.stages import (
@@ -93,6 +94,14 @@ def _corpus_identity(path: Path) -> dict[str, Any]:
     }
 
 
+def _corpus_source(corpus: Path) -> dict[str, Any]:
+    """How the record names the corpus: its absolute path, or an ``irds:`` id as given with the
+    ir_datasets version and the hash and count of the documents read (``formats.irds.source_record``)."""
+    if irds_id(corpus) is None:
+        return {"corpus": str(Path(corpus).resolve())}
+    return {"corpus": str(corpus), "corpus_source": source_record(corpus, "docs")}
+
+
 def _same_corpus(params: dict[str, Any], path: Path) -> bool:
     """Whether the docstore was built from this file. Same path, size and mtime count as the same file (as
     for make and rsync), so a rerun of a 50 GB corpus, or each task of a job array, does not hash it again;
@@ -156,7 +165,7 @@ class IngestStage:
             writer.close(id_index)
             params = {
                 **options.params(),
-                "corpus": str(Path(self.corpus).resolve()),
+                **_corpus_source(self.corpus),
                 **_corpus_identity(reader.path),
                 "corpus_sha256": sha256_file(reader.path),
                 "format": reader.format,

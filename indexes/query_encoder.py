@@ -28,15 +28,32 @@ def load_index_embedder(
     embeddings: dict[str, Any] | None = None,
     **overrides: Any,
 ) -> Any:
-    """The embedder that encoded ``index_dir``, with the recorded recipe, for encoding its queries.
+    """The embedder that encoded ``index_dir``, with the recorded recipe, for encoding its queries
+    (found and checked by :func:`checked_model_folder`, whose arguments these are)."""
+    from models.embedder import Embedder
+
+    folder, recipe = checked_model_folder(index_dir, model=model, embeddings=embeddings, **overrides)
+    return Embedder.from_pretrained(folder, recipe=recipe, device=device)
+
+
+def checked_model_folder(
+    index_dir: str | Path,
+    *,
+    model: str | None = None,
+    embeddings: dict[str, Any] | None = None,
+    resolved: Path | None = None,
+    **overrides: Any,
+) -> tuple[Path, EmbedRecipe]:
+    """The folder of the model that encoded ``index_dir`` and its recorded recipe, without loading it.
 
     The model folder's fingerprint (config and weight files) is compared with the recorded one on every
     call, whatever the model is called: weights replaced in the folder the index was built with are
     refused, and ``model`` may point at another copy of the same model (same fingerprint). Recipe
     ``overrides`` (pooling, max_length, query_template, query_task, ...) must not change the recipe,
     because query vectors made differently from the document vectors silently ruin retrieval.
-    ``embeddings``: the embeddings stage's record when the caller has read the manifest already."""
-    from models.embedder import Embedder
+    ``embeddings``: the embeddings stage's record when the caller has read the manifest already.
+    ``resolved``: where an earlier call found the model (finding a hub id in the Hugging Face cache
+    imports huggingface_hub: 0.16 s, more than a cached search); used while it still holds a model."""
     from models.loading import MissingModelError, model_fingerprint, resolve_model
 
     index_dir = Path(index_dir)
@@ -52,7 +69,8 @@ def load_index_embedder(
         )
     source = model or record["model"]
     try:
-        folder = resolve_model(source)
+        folder = resolved if resolved is not None and (resolved / "config.json").is_file() else None
+        folder = folder or resolve_model(source)
     except MissingModelError as error:
         # Searching has no model option: say where the index expects its model, not how to pass one.
         raise LyreError(
@@ -63,7 +81,7 @@ def load_index_embedder(
     found = model_fingerprint(folder)
     if found != record.get("model_fingerprint"):
         raise model_changed_error(index_dir, record, folder, found, model)
-    return Embedder.from_pretrained(folder, recipe=recorded, device=device)
+    return folder, recorded
 
 
 def model_changed_error(

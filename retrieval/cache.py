@@ -1,6 +1,6 @@
 """Content-keyed caches inside the index folder, so iterating on a search costs only what changed.
 
-Three kinds of work are kept in ``INDEX/cache/cache.sqlite``, each under a key that hashes everything
+Four kinds of work are kept in ``INDEX/cache/cache.sqlite``, each under a key that hashes everything
 that decides the result, so an entry is reused only where recomputing would give the same bytes:
 
 - ``vector``: one query's vector; key: the embeddings stage's model fingerprint and recipe, the
@@ -8,6 +8,9 @@ that decides the result, so an entry is reused only where recomputing would give
 - ``side``: one side's first-stage list of one query (docids and scores, before fusion); key: the records
   of the stages the side reads (their parameters, file hashes and fingerprints), the settings that change
   the list (depth; nprobe, refine and the instruction for the dense side), the query text.
+- ``aligned``: one query's two first-stage lists of a hybrid search aligned on their union of documents
+  (:mod:`retrieval.fusion.aligned`); key: both sides' keys but the query. A search that changes only
+  fusion settings reads these and fuses with array arithmetic.
 - ``pair``: one reranker score; key: the reranker's identity (weights fingerprint, template, instruction,
   lengths, device, dtype), the query text, the document id and a hash of the document text it read.
 
@@ -43,6 +46,7 @@ import numpy as np
 from basics import progress
 from basics.options import option
 from formats.records import Query, Run
+from retrieval.fusion.aligned import Aligned, docid_array
 
 CACHE_DIR = "cache"
 DATABASE = "cache.sqlite"
@@ -70,7 +74,7 @@ class CacheOptions:
     no_cache: bool = option(
         False,
         "Neither reuse nor keep query vectors, first-stage lists and reranker scores in INDEX/cache/ "
-        "(by default a search reuses what earlier searches of the index computed).",
+        "(by default a command reuses what earlier commands on the index computed).",
     )
     cache_limit_mb: int = option(
         2048, "Size limit of INDEX/cache/ in MiB; the least recently used entries go beyond it.", minimum=1
@@ -133,6 +137,30 @@ def decode_list(value: bytes) -> dict[str, float]:
     if len(docids) != count:
         raise ValueError("damaged cached list")
     return dict(zip(docids, scores, strict=True))
+
+
+def encode_aligned(aligned: Aligned) -> bytes | None:
+    """One query's aligned lists: sizes, scores (float64), presence, docids joined by newlines (None for
+    a docid with a newline, which an index never holds: such a list is not kept)."""
+    docids = aligned.docids.tolist()
+    text = "\n".join(docids)
+    if text.count("\n") != max(len(docids) - 1, 0):
+        return None
+    header = struct.pack("<II", aligned.runs, len(docids))
+    return header + aligned.scores.tobytes() + aligned.present.tobytes() + text.encode("utf-8")
+
+
+def decode_aligned(value: bytes) -> Aligned:
+    """The lists :func:`encode_aligned` wrote, with the same docids, scores and presence."""
+    runs, count = struct.unpack_from("<II", value)
+    scores_end = 8 + 8 * runs * count
+    present_end = scores_end + runs * count
+    scores = np.frombuffer(value[8:scores_end], dtype=np.float64).reshape(runs, count)
+    present = np.frombuffer(value[scores_end:present_end], dtype=bool).reshape(runs, count)
+    docids = value[present_end:].decode("utf-8").split("\n") if count else []
+    if len(docids) != count:
+        raise ValueError("damaged aligned lists")
+    return Aligned(docid_array(docids), scores, present)
 
 
 class Deferred:
@@ -310,24 +338,53 @@ def cached_lists(
     stages and settings), ``compute`` called once for the queries it lacks, whose lists are then kept."""
     if store is None:
         return compute(queries)
-    keys = [content_key("side", *identity, query.text) for query in queries]
+    return _per_query(store, "side", identity, queries, compute, encode_list, decode_list)
+
+
+def cached_aligned(
+    store: SearchCache | None,
+    identity: Sequence[Any],
+    queries: Sequence[Query],
+    compute: Callable[[Sequence[Query]], dict[str, Aligned]],
+) -> dict[str, Aligned]:
+    """Each query's aligned lists of a hybrid search (``identity``: both sides' stages and settings),
+    read where ``store`` has them; ``compute`` called once for the queries it lacks, which are then kept."""
+    if store is None:
+        return compute(queries)
+    return _per_query(store, "aligned", identity, queries, compute, encode_aligned, decode_aligned)
+
+
+def _per_query(
+    store: SearchCache,
+    kind: str,
+    identity: Sequence[Any],
+    queries: Sequence[Query],
+    compute: Callable[[Sequence[Query]], dict[str, Any]],
+    encode: Callable[[Any], bytes | None],
+    decode: Callable[[bytes], Any],
+) -> dict[str, Any]:
+    """Per query: the ``kind`` entry under ``identity`` and its text where kept, else what ``compute``
+    (called once, for the queries lacking) makes, then kept (``encode`` None: not kept)."""
+    keys = [content_key(kind, *identity, query.text) for query in queries]
     found = store.get(keys)
-    run: Run = {}
+    values: dict[str, Any] = {}
     missing = []
     for query, key in zip(queries, keys, strict=True):
         value = found.get(key)
         try:
-            run[query.qid] = decode_list(value) if value is not None else {}
-        except (ValueError, struct.error):  # a damaged entry is computed again
+            if value is not None:
+                values[query.qid] = decode(value)
+        except (ValueError, struct.error, UnicodeDecodeError):  # a damaged entry is computed again
             value = None
         if value is None:
             missing.append(query)
-    store.count("side", len(queries) - len(missing), len(missing))
+    store.count(kind, len(queries) - len(missing), len(missing))
     if missing:
         computed = compute(missing)
-        run.update(computed)
-        store.put({content_key("side", *identity, q.text): encode_list(computed[q.qid]) for q in missing})
-    return {query.qid: run[query.qid] for query in queries}
+        values.update(computed)
+        kept = {content_key(kind, *identity, q.text): encode(computed[q.qid]) for q in missing}
+        store.put({key: value for key, value in kept.items() if value is not None})
+    return {query.qid: values[query.qid] for query in queries}
 
 
 def cached_vectors(
@@ -359,17 +416,41 @@ def cached_vectors(
     return np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
 
 
-def cached_pair_scores(
-    store: SearchCache | None,
-    identity: str,
-    pairs: Sequence[tuple[str, str]],
-    docids: Sequence[str],
-    compute: Callable[[Sequence[tuple[str, str]]], np.ndarray],
-) -> tuple[np.ndarray, int]:
-    """Reranker scores of (query, document) ``pairs`` (float32, in order) and how many were cached; only
-    the pairs this reranker (``identity``) has not scored are given to ``compute``."""
+@dataclass
+class PairLookup:
+    """What the cache held of one group's (query, document) pairs: the scores found (float32, in the
+    pairs' order; the ``missing`` positions still to fill) and the positions a reranker must score.
+
+    Split from the scoring so a caller that scores elsewhere (worker processes, Ray actors) sends only
+    the ``missing`` pairs and fills them in with :meth:`fill` when they come back."""
+
+    scores: np.ndarray
+    keys: list[str]
+    missing: list[int]
+
+    @property
+    def cached(self) -> int:
+        return len(self.scores) - len(self.missing)
+
+    def missing_pairs(self, pairs: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+        return [pairs[i] for i in self.missing]
+
+    def fill(self, store: SearchCache | None, computed: np.ndarray) -> np.ndarray:
+        """The group's scores with ``computed`` (the ``missing`` pairs' scores, in order) in place; they
+        are kept in ``store`` under the keys they were looked up with."""
+        computed = np.asarray(computed, dtype=np.float32)
+        self.scores[self.missing] = computed
+        if store is not None and self.missing:
+            store.put({self.keys[i]: computed[row : row + 1].tobytes() for row, i in enumerate(self.missing)})
+        return self.scores
+
+
+def look_up_pairs(
+    store: SearchCache | None, identity: str, pairs: Sequence[tuple[str, str]], docids: Sequence[str]
+) -> PairLookup:
+    """The scores ``store`` holds for ``pairs`` under the reranker ``identity`` (none without a store)."""
     if store is None:
-        return np.asarray(compute(pairs), dtype=np.float32), 0
+        return PairLookup(np.empty(len(pairs), dtype=np.float32), [], list(range(len(pairs))))
     keys = [
         content_key("pair", identity, query, docid, text_hash(text))
         for (query, text), docid in zip(pairs, docids, strict=True)
@@ -381,8 +462,21 @@ def cached_pair_scores(
     for i, key in enumerate(keys):
         if key in found:
             scores[i] = np.frombuffer(found[key], dtype=np.float32)[0]
-    if missing:
-        computed = np.asarray(compute([pairs[i] for i in missing]), dtype=np.float32)
-        scores[missing] = computed
-        store.put({keys[i]: computed[row : row + 1].tobytes() for row, i in enumerate(missing)})
-    return scores, len(pairs) - len(missing)
+    return PairLookup(scores, keys, missing)
+
+
+def cached_pair_scores(
+    store: SearchCache | None,
+    identity: str,
+    pairs: Sequence[tuple[str, str]],
+    docids: Sequence[str],
+    compute: Callable[[Sequence[tuple[str, str]]], np.ndarray],
+) -> tuple[np.ndarray, int]:
+    """Reranker scores of (query, document) ``pairs`` (float32, in order) and how many were cached; only
+    the pairs this reranker (``identity``) has not scored are given to ``compute``."""
+    if store is None:
+        return np.asarray(compute(pairs), dtype=np.float32), 0
+    lookup = look_up_pairs(store, identity, pairs, docids)
+    if lookup.missing:
+        lookup.fill(store, compute(lookup.missing_pairs(pairs)))
+    return lookup.scores, lookup.cached

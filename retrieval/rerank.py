@@ -8,7 +8,7 @@ resumes where it stopped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,9 +17,9 @@ from basics import progress
 from basics.errors import LyreError
 from formats.records import Query, Run, document_text
 from formats.runs import rank_order
-from retrieval.cache import SearchCache, cached_pair_scores
+from retrieval.cache import PairLookup, SearchCache, cached_pair_scores, look_up_pairs
 from retrieval.rerank_parts import GroupScores, group_key
-from retrieval.rerank_workers import GroupScorer
+from retrieval.rerank_workers import GroupScorer, Pairs
 from retrieval.splice import splice
 
 RERANK_GROUP_PAIRS = 8192
@@ -73,6 +73,43 @@ def _score_group(
     return scores
 
 
+def _score_on_workers(
+    numbers: list[int],
+    groups: list[list[str]],
+    heads: dict[str, list[str]],
+    texts: dict[str, str],
+    store: Any,
+    scorer: GroupScorer,
+    sink: progress.ProgressSink,
+    pair_cache: SearchCache | None,
+    identity: str,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """``(number, scores)`` of the groups ``numbers``, as they finish: each group's cached pairs are
+    read here and only the others go to the workers, which send back their scores to be put in place
+    (and kept in the cache); a group whose pairs are all cached needs no worker.
+
+    Groups are looked up as the workers ask for more (a few ahead), so only those in flight are held."""
+    waiting: dict[int, PairLookup] = {}
+    cached: list[tuple[int, np.ndarray]] = []
+
+    def to_score() -> Iterator[tuple[int, Pairs]]:
+        for number in numbers:
+            docids, pairs = _group_pairs(groups[number], heads, texts, store)
+            lookup = look_up_pairs(pair_cache, identity, pairs, docids)
+            sink.advance(lookup.cached, 0)  # pairs scored by an earlier command
+            if lookup.missing:
+                waiting[number] = lookup
+                yield number, lookup.missing_pairs(pairs)
+            else:
+                cached.append((number, lookup.scores))
+
+    for number, computed in scorer.score_groups(to_score(), sink):
+        while cached:
+            yield cached.pop(0)
+        yield number, waiting.pop(number).fill(pair_cache, computed)
+    yield from cached
+
+
 def rerank(
     run: Run,
     queries: Sequence[Query],
@@ -90,9 +127,10 @@ def rerank(
     Queries without a text keep their first-stage list (callers decide whether that is allowed). With
     ``parts``, groups finished by an earlier, interrupted call with the same ``identity`` (the reranker's
     fingerprint and settings) are read instead of scored again; the scores, and so the run, are the same.
-    With ``pair_cache``, only pairs this reranker has not scored in an earlier search are scored.
+    With ``pair_cache``, only pairs this reranker has not scored in an earlier command are scored.
     ``reranker`` may be replicas in worker processes or Ray actors (:mod:`retrieval.rerank_workers`):
-    the missing groups are then scored in parallel and kept as they finish, and put in place by number.
+    the uncached pairs of the missing groups are then scored in parallel, each group kept as it
+    finishes and put in place by number.
     ``group_pairs``: pairs per group (default :data:`RERANK_GROUP_PAIRS`).
     """
     texts = {query.qid: query.text for query in queries}
@@ -112,10 +150,12 @@ def rerank(
     reranked: Run = {}
     todo = sum(size for number, size in enumerate(sizes) if number not in saved)
     with progress.TokenProgress(todo, "rerank", unit="pair") as sink:
-        if isinstance(reranker, GroupScorer):  # workers: whole groups, without the pair cache
+        if isinstance(reranker, GroupScorer):  # workers: the uncached pairs of the missing groups
             missing = [number for number in range(len(groups)) if number not in saved]
-            prepared = ((number, _group_pairs(groups[number], heads, texts, store)[1]) for number in missing)
-            for number, scores in reranker.score_groups(prepared, sink):
+            finished = _score_on_workers(
+                missing, groups, heads, texts, store, reranker, sink, pair_cache, identity
+            )
+            for number, scores in finished:
                 if parts is not None:
                     parts.save(number, keys[number], scores)
                 saved[number] = scores

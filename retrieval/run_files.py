@@ -156,23 +156,28 @@ def rerank_run_file(
     options: RerankRunOptions,
     *,
     topic_field: str = "title",
+    cache: CacheOptions | None = None,
     wait: bool = False,
 ) -> str:
     """``lyre rerank``: rerank the top ``rerank_depth`` of an existing run file with the index's texts.
 
-    The index's read lock is held from opening to the written run; ``wait``: wait for a command writing
-    the index instead of stopping."""
+    ``cache``: reuse (and keep) reranker scores in the index's cache (None: off); they are shared with
+    ``lyre search``, whose reranker identity is the same. The index's read lock is held from opening to
+    the written run; ``wait``: wait for a command writing the index instead of stopping."""
     from basics.provenance import sha256_file
     from formats.runs import read_run
     from indexes.docstore import DocStore
     from indexes.manifest import DOCSTORE, PASSAGES
     from indexes.open_index import open_for_search
+    from retrieval.cache import SearchCache
     from retrieval.plan import check_rerank_template, load_reranker, locate_reranker
     from retrieval.rerank import rerank
 
     started = time.perf_counter()
     check_run_options(options)
     check_options(rerank_options)
+    if cache is not None:
+        check_options(cache)
     if rerank_options.rerank_depth < 1:
         raise OptionError("rerank_depth", rerank_options.rerank_depth, "must be at least 1 to rerank a run")
     check_rerank_template(rerank_options)
@@ -186,12 +191,22 @@ def rerank_run_file(
         parts = GroupScores(parts_folder(out))
         depth = rerank_options.rerank_depth
         store = DocStore.open(index_dir / DOCSTORE)
+        pair_cache = SearchCache.open(index_dir, cache) if cache is not None else None
         try:
             reranked = rerank(
-                run, queries, store, reranker.model, depth, parts=parts, identity=reranker.identity
+                run,
+                queries,
+                store,
+                reranker.model,
+                depth,
+                parts=parts,
+                identity=reranker.identity,
+                pair_cache=pair_cache,
             )
         finally:
             reranker.close()  # its worker processes or Ray actors
+            if pair_cache is not None:
+                pair_cache.close()
         tag = options.tag or f"{run_path.stem}.rerank{depth}"
         meta = {
             "reranked_run": {"path": str(run_path), "sha256": sha256_file(run_path)},
@@ -199,6 +214,7 @@ def rerank_run_file(
             "reranker": reranker.settings,
             "query_file": _query_file(queries_path, len(queries)),
             "index": {"path": str(index_dir.resolve()), "stages": opened.records},
+            "cache": pair_cache.summary() if pair_cache is not None else None,
         }
         summary = _write(out, reranked, tag, meta, started)
     parts.remove()

@@ -32,7 +32,6 @@ from basics.options import check_options, option
 from formats.records import Query, Run
 from retrieval import fusion
 from retrieval.cache import CacheOptions
-from retrieval.normalization import normalize_run
 from retrieval.options import RerankOptions, SearchOptions
 from retrieval.settings_file import apply, check_value_type, nullable, tunable_types, write_settings
 
@@ -285,7 +284,7 @@ def tune(
         started = time.perf_counter()
         lists = FirstStages(plan, queries)
         for setting in settings if plan.passages is None else []:
-            lists.sides(apply(setting, options, rerank)[0])
+            lists.prepare(apply(setting, options, rerank)[0])
         first_stage_seconds = time.perf_counter() - started
         reused = f"; cache: {plan.cache.hits} read, {plan.cache.misses} computed" if plan.cache else ""
         progress.say(f"first stages: {len(lists.lists)} distinct, {first_stage_seconds:.1f} s{reused}")
@@ -319,31 +318,34 @@ def tune(
 
 
 class FirstStages:
-    """The side lists of each distinct first stage (depth, nprobe, refine), computed once per tune.
-
-    For linear fusion each side is also normalised once per normalisation and then fused with
-    normalisation ``none``, the identity: the same floats as normalising inside every fusion, without
-    redoing it for every weight."""
+    """The first-stage lists of each distinct first stage (depth, nprobe, refine), made once per tune:
+    a hybrid's aligned lists (:mod:`retrieval.fusion.aligned`; each setting's fusion is then array
+    arithmetic), otherwise the one side's lists."""
 
     def __init__(self, plan: Any, queries: Sequence[Query]) -> None:
         self.plan = plan
         self.queries = queries
-        self.lists: dict[tuple[Any, ...], list[Run]] = {}
+        self.lists: dict[tuple[Any, ...], Any] = {}
 
-    def sides(self, options: SearchOptions) -> list[Run]:
+    @property
+    def hybrid(self) -> bool:
+        return self.plan.bm25 is not None and self.plan.dense is not None
+
+    def prepare(self, options: SearchOptions) -> Any:
+        """The lists of ``options``' first stage, from the plan (and its cache) the first time."""
         key = tuple(getattr(options, name) for name in SIDE_SETTINGS)
         if key not in self.lists:
-            self.lists[key] = self.plan.side_runs(self.queries, options)
+            plan, queries = self.plan, self.queries
+            made = plan.aligned_lists(queries, options) if self.hybrid else plan.side_runs(queries, options)
+            self.lists[key] = made
         return self.lists[key]
 
     def fused(self, options: SearchOptions) -> Run:
         """What the plan's first stage returns with ``options``."""
-        if options.mode != "hybrid" or options.fusion != "linear":
-            return self.plan.fuse(self.queries, self.sides(options), options)
-        key = (*(getattr(options, name) for name in SIDE_SETTINGS), options.normalization)
-        if key not in self.lists:
-            self.lists[key] = [normalize_run(side, options.normalization) for side in self.sides(options)]
-        return self.plan.fuse(self.queries, self.lists[key], replace(options, normalization="none"))
+        lists = self.prepare(options)
+        if self.hybrid:
+            return self.plan.fuse_aligned(self.queries, lists, options)
+        return self.plan.fuse(self.queries, lists, options)
 
 
 def _setting_run(

@@ -129,6 +129,40 @@ with index_lock(sys.argv[1], "write"):
 """A program holding an index's write lock, as ``lyre index`` does, until a line arrives on its stdin."""
 
 
+def bm25_index_and_run(folder: Path, lyre: LyreCli, sample: Path) -> tuple[Path, Path]:
+    """A BM25 index of the sample in ``folder`` and a BM25 run of its 30 queries (20 documents each)."""
+    index, run = folder / "index", folder / "bm25.run"
+    lyre("-q", "index", sample / "corpus.jsonl", "--out", index, "--bm25-only")
+    lyre(
+        "-q", "search", "--index", index, "--queries", sample / "queries.tsv", "--mode", "bm25",
+        "--rerank-depth", "0", "--k", "20", "--out", run,
+    )  # fmt: skip
+    return index, run
+
+
+CLI_PROBE = """
+import sys
+from cli.app import main
+sys.argv = ["lyre", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exit:
+    assert exit.code in (0, None), exit.code
+print("MODULES=" + ",".join(sorted(sys.modules)))
+"""
+
+
+def modules_imported_by(*argv: str | Path) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Run `lyre ARGV` in a fresh interpreter: its result (exit 0 checked) and every module it imported."""
+    result = subprocess.run(
+        [sys.executable, "-c", CLI_PROBE, *map(str, argv)], capture_output=True, text=True, cwd=REPOSITORY,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    marker = [line for line in result.stdout.splitlines() if line.startswith("MODULES=")][-1]
+    return result, set(marker.removeprefix("MODULES=").split(","))
+
+
 def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str | Path) -> str:
     """The single ``error:`` line of a failed quiet command, checked for exit code 2 and ``fragments``."""
     assert "Traceback" not in result.stderr, result.stderr

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPOSITORY, LyreCli
+from conftest import REPOSITORY, LyreCli, modules_imported_by, one_line_error
 
 import retrieval.cache
 from formats.queries import read_queries
@@ -28,9 +28,12 @@ from retrieval.cache import (
     CacheOptions,
     SearchCache,
     content_key,
+    decode_aligned,
     decode_list,
+    encode_aligned,
     encode_list,
 )
+from retrieval.fusion.aligned import align
 from retrieval.options import RerankOptions, SearchOptions
 from retrieval.plan import SearchPlan
 
@@ -62,6 +65,16 @@ def test_lists_round_trip_exactly() -> None:
     assert decode_list(encode_list({})) == {}
 
 
+def test_aligned_lists_round_trip_exactly() -> None:
+    aligned = align([{"d2": 0.1 + 0.2, "é": -0.0}, {}, {"d1": float(np.float32(1 / 3)), "d2": -1e-300}])
+    decoded = decode_aligned(encode_aligned(aligned) or b"")
+    assert decoded.docids.tolist() == aligned.docids.tolist() == ["d1", "d2", "é"]
+    assert decoded.scores.tobytes() == aligned.scores.tobytes()  # every bit, -0.0 included
+    assert decoded.present.tolist() == aligned.present.tolist()
+    assert decode_aligned(encode_aligned(align([{}, {}])) or b"").docids.tolist() == []
+    assert encode_aligned(align([{"a\nb": 1.0}])) is None  # not kept: newlines separate the docids
+
+
 def test_keys_change_with_every_part() -> None:
     key = content_key("side", "stages", 1000, "query text")
     assert key == content_key("side", "stages", 1000, "query text")
@@ -82,10 +95,10 @@ def test_a_cached_search_writes_the_bytes_of_an_uncached_one(
     uncached, meta, _ = search(lyre, index, sample, tmp_path / "a.run", "--mode", mode, "--no-cache")
     assert meta["cache"] is None
     filled, meta, _ = search(lyre, index, sample, tmp_path / "b.run", "--mode", mode)
-    sides = {"bm25": 1, "dense": 1, "hybrid": 2}[mode]
+    kind = "aligned" if mode == "hybrid" else "side"  # a hybrid's two lists are kept aligned, per query
     assert sum(meta["cache"]["hits"].values()) + sum(meta["cache"]["misses"].values()) > 0
     reused, meta, stderr = search(lyre, index, sample, tmp_path / "c.run", "--mode", mode)
-    assert meta["cache"]["hits"] == {"side": 30 * sides} and meta["cache"]["misses"] == {"side": 0}
+    assert meta["cache"]["hits"] == {kind: 30} and meta["cache"]["misses"] == {kind: 0}
     assert "dense search:" not in stderr  # the dense index was never opened
     assert uncached == filled == reused
 
@@ -96,13 +109,13 @@ def test_changing_only_fusion_reruns_no_first_stage(
     search(lyre, index, sample, tmp_path / "first.run")  # hybrid RRF: fills the cache (or finds it full)
     linear = ("--fusion", "linear", "--weight", "0.3")
     cached, meta, stderr = search(lyre, index, sample, tmp_path / "linear.run", *linear)
-    assert meta["cache"]["misses"] == {"side": 0} and meta["cache"]["hits"] == {"side": 60}
+    assert meta["cache"]["misses"] == {"aligned": 0} and meta["cache"]["hits"] == {"aligned": 30}
     assert "dense search:" not in stderr
     uncached, _, _ = search(lyre, index, sample, tmp_path / "linear-uncached.run", *linear, "--no-cache")
     assert cached == uncached
 
     deeper, meta, _ = search(lyre, index, sample, tmp_path / "deep.run", "--depth", "500", "--k", "100")
-    assert meta["cache"]["misses"]["side"] == 60  # another depth is another first stage
+    assert meta["cache"]["misses"]["aligned"] == 30 and meta["cache"]["misses"]["side"] == 60  # new depth
     assert meta["cache"]["hits"]["vector"] == 30  # ... but the query vectors are the same
     uncached, _, _ = search(
         lyre, index, sample, tmp_path / "deep-uncached.run", "--depth", "500", "--k", "100", "--no-cache"
@@ -245,3 +258,42 @@ def test_a_read_only_index_folder_searches_without_the_cache(
     finally:
         index.chmod(0o755)
     assert run == expected and meta["cache"] is None and "cache off:" in stderr
+
+
+def test_a_cached_search_refuses_changed_query_model_weights_as_an_uncached_one_does(
+    lyre: LyreCli, sample: Path, tmp_path: Path
+) -> None:
+    """Query vectors read from the cache were made by the recorded model; the folder is still checked,
+    so replacing its weights stops a cached search with the line an uncached search prints."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from models.loading import resolve_model
+
+    folder = tmp_path / "model"
+    shutil.copytree(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), folder)
+    index = tmp_path / "index"
+    lyre("-q", "index", sample / "corpus.jsonl", "--out", index, "--embed-model", folder)
+    args = ["-q", "search", "--index", index, "--queries", sample / "queries.tsv", "--rerank-depth", "0"]
+    lyre(*args, "--mode", "dense", "--out", tmp_path / "filled.run")  # every query vector now cached
+    weights = folder / "model.safetensors"
+    save_file(
+        {name: -tensor for name, tensor in load_file(weights).items()}, weights, metadata={"format": "pt"}
+    )
+    cached = lyre(*args, "--mode", "dense", "--out", tmp_path / "cached.run", check=False)
+    uncached = lyre(*args, "--mode", "dense", "--out", tmp_path / "uncached.run", "--no-cache", check=False)
+    assert one_line_error(cached, "weights or config changed") == one_line_error(uncached)
+    assert not (tmp_path / "cached.run").exists()
+
+
+def test_a_search_with_every_list_cached_imports_no_model_library(
+    index: Path, lyre: LyreCli, sample: Path, tmp_path: Path
+) -> None:
+    """Where the query model was found (a hub id here) is remembered, so a cached search checks its
+    fingerprint without importing huggingface_hub, and loads neither torch nor Faiss."""
+    search(lyre, index, sample, tmp_path / "first.run")
+    argv = ["-q", "search", "--index", index, "--queries", sample / "queries.tsv", "--rerank-depth", "0"]
+    _, modules = modules_imported_by(*argv, "--out", tmp_path / "second.run")
+    assert {"torch", "huggingface_hub", "faiss"} & modules == set()
+    assert (tmp_path / "second.run").read_bytes() == (tmp_path / "first.run").read_bytes()

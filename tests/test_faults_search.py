@@ -145,7 +145,8 @@ def test_a_killed_rerank_resumes_with_only_the_missing_groups_and_writes_the_sam
     assert len(sizes) > KILL_AFTER + 2
 
     out = tmp_path / "resumed.run"
-    argv = small_groups(*rerank_args(index, first_stage, out, qwen_reranker_folder))
+    # --no-cache: the whole run above kept every pair's score; these commands must score theirs.
+    argv = [*small_groups(*rerank_args(index, first_stage, out, qwen_reranker_folder)), "--no-cache"]
     saved = kill_after_some_groups(argv, out, index)
     assert not out.exists() and not meta_path(out).exists()
 
@@ -165,7 +166,7 @@ def test_a_killed_search_keeps_the_previous_run_and_resumes_to_the_same_run(
     lyre("-q", *search_args(index, out, "--rerank-depth", "0"))  # the previous run at --out
     previous, previous_meta = out.read_bytes(), meta_path(out).read_bytes()
     sizes = group_sizes(out)  # the reranked search starts from this very first stage
-    argv = small_groups(*search_args(index, out, *reranking(qwen_reranker_folder)))
+    argv = [*small_groups(*search_args(index, out, *reranking(qwen_reranker_folder))), "--no-cache"]
     saved = kill_after_some_groups(argv, out, index)
     assert out.read_bytes() == previous and meta_path(out).read_bytes() == previous_meta
 

@@ -9,12 +9,16 @@ after setting the home, and removes it again afterwards.
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import shutil
 import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import LyreCli
 
 from basics.errors import LyreError
 from basics.provenance import sha256_file
@@ -94,3 +98,24 @@ def test_unknown_ids_and_data_not_here_are_one_line_errors(irds_home: Path) -> N
     message = str(missing.value)
     assert "\n" not in message and "ir_datasets export beir/nfcorpus/test qrels" in message
     assert str(irds_home) in message
+
+
+def test_an_irds_corpus_is_recorded_by_its_id_and_quiet_silences_ir_datasets(
+    irds_home: Path, lyre: LyreCli, tmp_path: Path
+) -> None:
+    def fresh_home(name: str) -> dict[str, str]:
+        """A new ir_datasets home with the prepared archive: ir_datasets reads it, and logs it does."""
+        home = tmp_path / name / "beir" / "scifact"
+        home.mkdir(parents=True)
+        shutil.copy(irds_home / "beir" / "scifact" / "source.zip", home)
+        return {**os.environ, "IR_DATASETS_HOME": str(tmp_path / name), "IR_DATASETS_DL_TRIES": "1"}
+
+    index = tmp_path / "index"
+    result = lyre("-q", "ingest", "irds:beir/scifact", "--out", index, env=fresh_home("quiet"))
+    assert result.stderr == ""  # neither lyre's lines nor ir_datasets' [INFO] lines
+    params = json.loads((index / "manifest.json").read_text())["stages"]["docstore"]["params"]
+    assert params["corpus"] == "irds:beir/scifact"
+    assert params["corpus_source"] == source_record("irds:beir/scifact", "docs")
+    assert params["corpus_source"]["records"] == 5183
+    noisy = lyre("ingest", "irds:beir/scifact", "--out", tmp_path / "again", env=fresh_home("noisy"))
+    assert "[INFO]" in noisy.stderr  # what --quiet silenced is there without it

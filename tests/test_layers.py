@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import modules_imported_by
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 LAYERS = ("basics", "formats", "models", "indexes", "retrieval", "cli")
@@ -145,3 +146,21 @@ def test_help_of_every_command_imports_no_heavy_library() -> None:
     assert "search" in result.stdout and "--index" in result.stdout  # the help was really printed
     marker = [line for line in result.stdout.splitlines() if line.startswith("HEAVY=")]
     assert json.loads(marker[-1].removeprefix("HEAVY=")) == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["search", "--help"], ["cli.app", "cli.common", "cli.options", "cli.search_commands"]),
+        (["--quiet", "eval", "--help"], ["cli.app", "cli.common", "cli.eval_commands", "cli.options"]),
+        (
+            ["--help"],
+            ["cli.app", "cli.common", "cli.eval_commands", "cli.experiment_commands", "cli.index_commands",
+             "cli.options", "cli.search_commands"],
+        ),
+    ],
+)  # fmt: skip
+def test_a_command_imports_only_its_own_command_module(argv: list[str], expected: list[str]) -> None:
+    result, modules = modules_imported_by(*argv)
+    assert "Usage" in result.stdout  # the help was really printed
+    assert sorted(name for name in modules if name.startswith("cli.")) == expected

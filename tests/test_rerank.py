@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LyreCli
+from conftest import LyreCli, bm25_index_and_run
 
 import retrieval.rerank
 from models.reranker import Reranker
@@ -52,12 +52,7 @@ def test_a_killed_rerank_resumes_with_only_the_missing_groups(
     qwen_reranker_folder: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    index, first = tmp_path / "index", tmp_path / "bm25.run"
-    lyre("-q", "index", sample / "corpus.jsonl", "--out", index, "--bm25-only")
-    lyre(
-        "-q", "search", "--index", index, "--queries", sample / "queries.tsv", "--mode", "bm25",
-        "--rerank-depth", "0", "--k", "20", "--out", first,
-    )  # fmt: skip
+    index, first = bm25_index_and_run(tmp_path, lyre, sample)
     monkeypatch.setattr(retrieval.rerank, "RERANK_GROUP_PAIRS", 20)  # 30 queries x 5 = 8 groups of 4 queries
     rerank = RerankOptions(rerank_model=str(qwen_reranker_folder), rerank_depth=5)
     queries = sample / "queries.tsv"

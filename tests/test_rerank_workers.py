@@ -9,6 +9,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -24,10 +25,11 @@ from basics.errors import LyreError, OptionError
 from basics.progress import Counts, ProgressSink
 from formats.queries import read_queries
 from formats.records import Query, Run
-from formats.runs import write_run
+from formats.runs import rank_order, write_run
 from indexes.docstore import DocStore
 from indexes.engines import visible_gpus
 from indexes.ingest import ingest
+from retrieval.cache import CACHE_DIR, DATABASE, CacheOptions, SearchCache, content_key, text_hash
 from retrieval.options import RerankOptions, RerankRunOptions
 from retrieval.plan import LoadedReranker, load_reranker
 from retrieval.rerank import _group_pairs, query_groups, rerank
@@ -89,7 +91,13 @@ def run_bytes(run: Run, path: Path) -> bytes:
 
 
 def rerank_with(
-    scorer: object, identity: str, first_stage: Run, queries: list[Query], index: Path, parts: Path
+    scorer: object,
+    identity: str,
+    first_stage: Run,
+    queries: list[Query],
+    index: Path,
+    parts: Path,
+    pair_cache: SearchCache | None = None,
 ) -> Run:
     store = DocStore.open(index / "docstore")
     return rerank(
@@ -100,6 +108,7 @@ def rerank_with(
         DEPTH,
         parts=GroupScores(parts),
         identity=identity,
+        pair_cache=pair_cache,
         group_pairs=GROUP_PAIRS,
     )
 
@@ -146,18 +155,25 @@ def test_two_workers_keep_the_same_groups_and_write_the_same_run(
 
 
 class Watched:
-    """The workers, noting which groups they were given and what progress they reported."""
+    """The workers, noting which groups they were given (and how many pairs of each) and what progress
+    they reported."""
 
     def __init__(self, workers: DeviceRerankers) -> None:
         self.workers = workers
         self.settings = workers.settings
         self.scored: list[int] = []
+        self.sent: dict[int, int] = {}
         self.counts = Counts()
 
     def score_groups(
         self, groups: Iterable[tuple[int, Pairs]], progress: ProgressSink
     ) -> Iterator[tuple[int, np.ndarray]]:
-        for number, scores in self.workers.score_groups(groups, self.counts):
+        def noted() -> Iterator[tuple[int, Pairs]]:
+            for number, pairs in groups:
+                self.sent[number] = len(pairs)
+                yield number, pairs
+
+        for number, scores in self.workers.score_groups(noted(), self.counts):
             self.scored.append(number)
             yield number, scores
 
@@ -305,3 +321,107 @@ def actors_released(ray: Any, cpus: float, seconds: float = 30.0) -> bool:
             return False
         time.sleep(0.2)
     return True
+
+
+# The pair cache on workers ------------------------------------------------------------------------------
+
+
+def cached_rerank(
+    scorer: object,
+    identity: str,
+    first_stage: Run,
+    queries: list[Query],
+    index: Path,
+    parts: Path,
+    home: Path,
+) -> tuple[Run, dict[str, dict[str, int]]]:
+    """The reranked run with the pair cache of ``home`` (standing for an index folder), and its counts."""
+    home.mkdir(exist_ok=True)
+    cache = SearchCache.open(home, CacheOptions())
+    assert cache is not None
+    try:
+        reranked = rerank_with(scorer, identity, first_stage, queries, index, parts, cache)
+    finally:
+        cache.close()
+    return reranked, cache.summary()
+
+
+def test_workers_are_sent_only_the_pairs_the_cache_lacks(
+    index: Path,
+    queries: list[Query],
+    first_stage: Run,
+    in_process: LoadedReranker,
+    workers: DeviceRerankers,
+    tmp_path: Path,
+) -> None:
+    identity, model = in_process.identity, in_process.model
+    texts = {query.qid: query.text for query in queries}
+    heads = {qid: list(docs)[:DEPTH] for qid, docs in first_stage.items()}
+    groups = query_groups(heads, GROUP_PAIRS)
+    assert len(groups) == 4
+    uncached = rerank_with(model, identity, first_stage, queries, index, tmp_path / "u")
+    filled = tmp_path / "filled"  # every pair scored in this process, in the batches of an uncached run
+    everything, counts = cached_rerank(model, identity, first_stage, queries, index, tmp_path / "f", filled)
+    assert counts["misses"] == {"pair": QUERIES * DEPTH}
+    assert run_bytes(everything, tmp_path / "f.run") == run_bytes(uncached, tmp_path / "u.run")
+
+    # Forget group 1 and the second query of group 3: group 1 goes whole to a worker, group 3 in part.
+    store = DocStore.open(index / "docstore")
+    docids, pairs = _group_pairs([*groups[1], groups[3][1]], heads, texts, store)
+    keys = [
+        content_key("pair", identity, query, docid, text_hash(text))
+        for (query, text), docid in zip(pairs, docids, strict=True)
+    ]
+    with sqlite3.connect(filled / CACHE_DIR / DATABASE) as database:
+        removed = database.executemany("DELETE FROM entries WHERE key = ?", [(key,) for key in keys]).rowcount
+    database.close()
+    assert removed == len(keys) == 3 * DEPTH
+    partly = tmp_path / "partly"
+    shutil.copytree(filled, partly)  # the same partly filled cache, for this process
+
+    watched = Watched(workers)
+    on_workers, counts = cached_rerank(watched, identity, first_stage, queries, index, tmp_path / "w", filled)
+    assert watched.sent == {1: 2 * DEPTH, 3: DEPTH}  # groups 0 and 2 needed no worker
+    assert counts["hits"] == {"pair": 5 * DEPTH} and counts["misses"] == {"pair": 3 * DEPTH}
+    here, _ = cached_rerank(model, identity, first_stage, queries, index, tmp_path / "h", partly)
+    # Cached pairs and groups scored whole have the same bits wherever they were scored. The pairs of a
+    # group scored in part (its second query) are batched apart from the rest of their group, so their
+    # float32 sums may run in another order (in a worker or here) and differ in the last bits.
+    apart = groups[3][1]
+    for qid in first_stage:
+        got = rank_order(on_workers[qid])
+        for other in (here, uncached):
+            want = rank_order(other[qid])
+            if qid == apart:
+                assert [docid for docid, _ in got] == [docid for docid, _ in want]
+                assert [score for _, score in got] == pytest.approx([score for _, score in want], rel=1e-5)
+            else:
+                assert got == want
+    for number in range(4):  # kept groups hold all their scores, as this process keeps them
+        name = f"group-{number:06d}"
+        records = [(tmp_path / folder / name).with_suffix(".json").read_bytes() for folder in "wh"]
+        kept, expected = (np.load((tmp_path / folder / name).with_suffix(".npy")) for folder in "wh")
+        assert records[0] == records[1] and kept.shape == expected.shape == (2 * DEPTH,)
+        if number == 3:
+            assert kept[:DEPTH].tobytes() == expected[:DEPTH].tobytes()  # the cached first query
+            assert kept.tolist() == pytest.approx(expected.tolist(), rel=1e-5)
+        else:
+            assert kept.tobytes() == expected.tobytes()
+
+
+def test_a_group_whose_pairs_are_all_cached_goes_to_no_worker(
+    index: Path,
+    queries: list[Query],
+    first_stage: Run,
+    in_process: LoadedReranker,
+    workers: DeviceRerankers,
+    tmp_path: Path,
+) -> None:
+    identity, model = in_process.identity, in_process.model
+    filled = tmp_path / "filled"
+    reference, _ = cached_rerank(model, identity, first_stage, queries, index, tmp_path / "f", filled)
+    watched = Watched(workers)
+    cached, counts = cached_rerank(watched, identity, first_stage, queries, index, tmp_path / "w", filled)
+    assert watched.sent == {} and counts["hits"] == {"pair": QUERIES * DEPTH}
+    assert run_bytes(cached, tmp_path / "w.run") == run_bytes(reference, tmp_path / "f.run")
+    assert GroupScores(tmp_path / "w").done() == [0, 1, 2, 3]

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from basics.errors import InputError, LyreError
-from formats.runs import format_score, meta_path, rank_order, read_run, write_run
+from formats.runs import format_score, meta_path, rank_order, ranked_columns, read_run, write_run
 
 
 def test_rank_order_is_score_desc_then_docid_desc():
@@ -67,3 +67,33 @@ def test_read_run_errors_name_file_and_line(tmp_path, content, message):
     with pytest.raises(InputError) as error:
         read_run(path)
     assert str(error.value).startswith(str(path) + message)
+
+
+def test_ranked_columns_is_rank_order_whatever_the_input_order():
+    rng = np.random.default_rng(7)
+    # Few distinct scores, so ties are many; -0.0 and 0.0 tie as well.
+    values = [-0.0, 0.0, 0.5, 1.0, 2.0]
+    for _ in range(50):
+        docids = [f"d{i}" for i in rng.permutation(40)]
+        scores = {docid: float(rng.choice(values)) for docid in docids}
+        expected = rank_order(scores)
+        docs, ranked = ranked_columns(scores)
+        assert list(zip(docs, ranked, strict=True)) == expected
+        assert ranked_columns(dict(expected)) == (docs, ranked)  # an ordered list comes back as it is
+
+
+def test_ranked_columns_reorders_ties_that_are_not_in_docid_order():
+    # Scores descending but the tied pair in ascending docid order: not evaluated order yet.
+    docs, scores = ranked_columns({"x": 3.0, "a": 2.0, "b": 2.0, "c": 1.0})
+    assert docs == ["x", "b", "a", "c"] and scores == [3.0, 2.0, 2.0, 1.0]
+
+
+def test_write_run_prints_any_number_type_as_the_exact_double(tmp_path):
+    run = {"q": {"a": np.float32(0.1), "b": 2, "c": np.float64(0.25), "d": -0.0}}
+    write_run(tmp_path / "r", run, "t", {})
+    assert (tmp_path / "r").read_text(encoding="utf-8").splitlines() == [
+        "q Q0 b 1 2.0 t",
+        "q Q0 c 2 0.25 t",
+        f"q Q0 a 3 {float(np.float32(0.1))!r} t",
+        "q Q0 d 4 -0.0 t",
+    ]

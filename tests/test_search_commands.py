@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import LyreCli
+from conftest import LyreCli, bm25_index_and_run
 
 from formats.runs import rank_order, read_run
 
@@ -38,14 +38,7 @@ def snapshot(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory, lyre: LyreCli, sample: Path) -> tuple[Path, Path]:
     """A BM25 index of the sample and a BM25 run of its 30 queries."""
-    folder = tmp_path_factory.mktemp("search-commands")
-    index, run = folder / "index", folder / "bm25.run"
-    lyre("-q", "index", sample / "corpus.jsonl", "--out", index, "--bm25-only")
-    lyre(
-        "-q", "search", "--index", index, "--queries", sample / "queries.tsv", "--mode", "bm25",
-        "--rerank-depth", "0", "--k", "20", "--out", run,
-    )  # fmt: skip
-    return index, run
+    return bm25_index_and_run(tmp_path_factory.mktemp("search-commands"), lyre, sample)
 
 
 SEARCH_CASES = [

@@ -149,9 +149,9 @@ def test_tune_writes_settings_that_search_applies_and_scores_as_reported(
     means = [row["mean"] for row in record["table"]]
     assert means == sorted(means, reverse=True) and len(record["cross_validated"]["folds"]) == 3
     assert f"{means[0]:.4f}" == table[0][1]
-    assert "first stages: 1 distinct" in first.stderr and "{'side': 0} computed" not in first.stderr
+    assert "first stages: 1 distinct" in first.stderr and "{'aligned': 0} computed" not in first.stderr
     second = lyre(*tune)
-    assert second.stdout == first.stdout and "{'side': 0} computed" in second.stderr  # from the cache
+    assert second.stdout == first.stdout and "{'aligned': 0} computed" in second.stderr  # from the cache
 
     run = tmp_path / "tuned.run"
     queries, qrels = sample / "queries.tsv", sample / "qrels.tsv"

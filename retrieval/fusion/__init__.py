@@ -12,11 +12,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from basics.errors import LyreError, OptionError
 from basics.options import OptionSpec, check_value, option
 from formats.records import Run
-from retrieval.fusion.linear import DEFAULT_NORMALIZATION, linear
-from retrieval.fusion.rrf import DEFAULT_K, rrf
+from retrieval.fusion.aligned import Aligned, fuse_runs, ranked
+from retrieval.fusion.linear import DEFAULT_NORMALIZATION, linear, linear_scores
+from retrieval.fusion.rrf import DEFAULT_K, rrf, rrf_scores
 from retrieval.normalization import NORMALIZATIONS
 
 
@@ -49,7 +52,8 @@ class FusionMethod:
     """A fusion method: its function, declared parameters, and how a run tag names a use of it."""
 
     name: str
-    function: Callable[..., Run]
+    scores: Callable[..., np.ndarray]
+    """One query's fused scores from its :class:`~retrieval.fusion.aligned.Aligned` lists."""
     params: tuple[Param, ...]
     summary: str
     label: Callable[[Mapping[str, Any]], str]
@@ -83,8 +87,16 @@ class FusionMethod:
                 param.check(arguments[param.name])
 
     def fuse(self, runs: Sequence[Run], arguments: Mapping[str, Any]) -> Run:
+        """``runs`` fused query by query, each list in evaluated order."""
         self.check(arguments)
-        return self.function(runs, **arguments)
+        return fuse_runs(runs, lambda aligned: self.scores(aligned, **arguments))
+
+    def top(
+        self, aligned: Aligned, arguments: Mapping[str, Any], k: int, exclude: str | None = None
+    ) -> dict[str, float]:
+        """One query's fused top ``k`` in evaluated order without ``exclude`` (``arguments`` checked by
+        the caller)."""
+        return ranked(aligned, self.scores(aligned, **arguments), k, exclude)
 
 
 def _linear_label(arguments: Mapping[str, Any]) -> str:
@@ -97,7 +109,7 @@ def _linear_label(arguments: Mapping[str, Any]) -> str:
 FUSION_METHODS: dict[str, FusionMethod] = {
     "rrf": FusionMethod(
         name="rrf",
-        function=rrf,
+        scores=rrf_scores,
         params=(
             Param(
                 "k",
@@ -111,7 +123,7 @@ FUSION_METHODS: dict[str, FusionMethod] = {
     ),
     "linear": FusionMethod(
         name="linear",
-        function=linear,
+        scores=linear_scores,
         params=(
             Param("weights", None, OptionSpec("one weight per run (default: equal weights summing to 1)")),
             Param(

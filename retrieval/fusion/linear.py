@@ -10,9 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from basics.errors import LyreError
 from formats.records import Run
-from retrieval.normalization import normalize_run
+from retrieval.fusion.aligned import Aligned, fuse_runs
+from retrieval.normalization import normalizer
 
 DEFAULT_NORMALIZATION = "min_max"
 """Absent documents then sit at the bottom of a list's range (see the module note on ``zscore``)."""
@@ -22,16 +25,27 @@ def linear(
     runs: Sequence[Run], weights: Sequence[float] | None = None, normalization: str = DEFAULT_NORMALIZATION
 ) -> Run:
     """Fuse ``runs`` as ``sum_i weights[i] * norm(run_i)[qid][docid]``; weights default to equal (sum 1)."""
-    if weights is None:
-        weights = [1.0 / len(runs)] * len(runs) if runs else []
-    if len(weights) != len(runs):
-        raise LyreError(
-            f"linear fusion got {len(weights)} weights for {len(runs)} runs; give one weight per run"
-        )
-    fused: Run = {}
-    for run, weight in zip(runs, weights, strict=True):
-        for qid, doc_scores in normalize_run(run, normalization).items():
-            sums = fused.setdefault(qid, {})
-            for docid, score in doc_scores.items():
-                sums[docid] = sums.get(docid, 0.0) + weight * score
+    weights = _weights(len(runs), weights)
+    normalizer(normalization)  # an unknown name fails before any query
+    return fuse_runs(runs, lambda aligned: linear_scores(aligned, weights, normalization))
+
+
+def linear_scores(
+    aligned: Aligned, weights: Sequence[float] | None = None, normalization: str = DEFAULT_NORMALIZATION
+) -> np.ndarray:
+    """One query's fused scores (one per aligned document): each run's list normalised on its own."""
+    normalize = normalizer(normalization)
+    fused = np.zeros(len(aligned.docids))
+    for run, weight in enumerate(_weights(aligned.runs, weights)):
+        found = aligned.present[run]
+        if found.any():
+            fused[found] += weight * normalize(aligned.scores[run, found])
     return fused
+
+
+def _weights(runs: int, weights: Sequence[float] | None) -> Sequence[float]:
+    if weights is None:
+        return [1.0 / runs] * runs if runs else []
+    if len(weights) != runs:
+        raise LyreError(f"linear fusion got {len(weights)} weights for {runs} runs; give one weight per run")
+    return weights

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+
 from basics.errors import LyreError
 from formats.records import Run
-from formats.runs import rank_order
+from retrieval.fusion.aligned import Aligned, fuse_runs
 
 DEFAULT_K = 60
 """The usual constant (Cormack et al.): late ranks still count, and no single list dominates."""
@@ -20,12 +22,24 @@ DEFAULT_K = 60
 
 def rrf(runs: Sequence[Run], k: float = DEFAULT_K) -> Run:
     """Fuse ``runs`` query by query; every query present in any run is in the result (maybe empty)."""
+    _check_k(k)
+    return fuse_runs(runs, lambda aligned: rrf_scores(aligned, k))
+
+
+def rrf_scores(aligned: Aligned, k: float = DEFAULT_K) -> np.ndarray:
+    """One query's fused scores (one per aligned document)."""
+    _check_k(k)
+    fused = np.zeros(len(aligned.docids))
+    for run in range(aligned.runs):
+        positions = np.flatnonzero(aligned.present[run])
+        # Evaluated order within the run: score descending, then docid (= position) descending.
+        order = np.lexsort((positions, aligned.scores[run, positions]))[::-1]
+        ranks = np.empty(len(positions), dtype=np.int64)
+        ranks[order] = np.arange(1, len(positions) + 1)
+        fused[positions] += 1.0 / (k + ranks)
+    return fused
+
+
+def _check_k(k: float) -> None:
     if k < 0:
         raise LyreError(f"RRF k must be >= 0 (got {k}); the usual value is {DEFAULT_K}")
-    fused: Run = {}
-    for run in runs:
-        for qid, doc_scores in run.items():
-            votes = fused.setdefault(qid, {})
-            for rank, (docid, _) in enumerate(rank_order(doc_scores), start=1):
-                votes[docid] = votes.get(docid, 0.0) + 1.0 / (k + rank)
-    return fused

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import numpy as np
 
-def min_max(doc_scores: dict[str, float]) -> dict[str, float]:
-    """Map the list's lowest score to 0 and its highest to 1.
+
+def min_max(scores: np.ndarray) -> np.ndarray:
+    """Map the list's lowest score to 0 and its highest to 1 (float64, in the list's order).
 
     A constant list (one hit, or all tied) has no spread to scale by; every document is then that system's
     best answer and gets 1.0, so a query with a single hit still gives that hit full credit in a fusion.
     """
-    if not doc_scores:
-        return {}
-    low = min(doc_scores.values())
-    high = max(doc_scores.values())
+    if not len(scores):
+        return scores.astype(np.float64)
+    low = scores.min()
+    high = scores.max()
     if high == low:
-        return dict.fromkeys(doc_scores, 1.0)
-    span = high - low
-    return {docid: (score - low) / span for docid, score in doc_scores.items()}
+        return np.ones(len(scores))
+    return (scores - low) / (high - low)
