@@ -54,10 +54,16 @@ def build_app(names: tuple[str, ...] = tuple(COMMANDS)) -> typer.Typer:
     return built
 
 
+def command_word(argv: Iterable[str]) -> str | None:
+    """The command a command line names (its first word that is not a flag: the only global option,
+    ``--quiet``, takes no value), or None."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
 def app_for(argv: Iterable[str]) -> typer.Typer:
     """The app a command line needs: the command it names alone, or every command (help, a typo)."""
-    words = [word for word in argv if not word.startswith("-")]  # the only global option is a flag
-    return build_app((words[0],)) if words and words[0] in COMMANDS else build_app()
+    word = command_word(argv)
+    return build_app((word,)) if word in COMMANDS else build_app()
 
 
 def __getattr__(name: str) -> typer.Typer:
@@ -72,8 +78,8 @@ def render_error(error: LyreError, argv: list[str]) -> str:
     an option that command does not have is named in words, so no message ever offers a flag that
     does not exist."""
     group = typer.main.get_command(app_for(argv))
-    words = [word for word in argv if not word.startswith("-")]
-    command = group.commands.get(words[0]) if words else None  # type: ignore[attr-defined]
+    word = command_word(argv)
+    command = group.commands.get(word) if word else None  # type: ignore[attr-defined]
     flags = {flag for param in command.params for flag in param.opts} if command else set()
 
     def name(option: str) -> str:

@@ -94,6 +94,11 @@ def cut(run: Run, k: int, remove_query_id: bool = False) -> Run:
     return top
 
 
+def _aligned(queries: Sequence[Query], sides: list[Run]) -> dict[str, Aligned]:
+    """Each query's lists of the two sides aligned (a side without the query lends an empty list)."""
+    return {query.qid: align([side.get(query.qid, {}) for side in sides]) for query in queries}
+
+
 def _rows_to_run(qids: Sequence[str], rows: np.ndarray, scores: np.ndarray, store: Any) -> Run:
     """Turn (rows, scores) matrices into a Run in evaluated order (ties by docid, which an index does not
     know), dropping the -1 rows that mark 'no hit': lists kept in that order (and so cached in it) are
@@ -234,6 +239,11 @@ class SearchPlan:
         return cls(index_dir, options, rerank_options, manifest, *parts)
 
     @property
+    def hybrid(self) -> bool:
+        """Whether the search fuses two sides (BM25 and dense)."""
+        return self.bm25 is not None and self.dense is not None
+
+    @property
     def tag(self) -> str:
         return run_tag(self.options, self.rerank_options)
 
@@ -245,7 +255,7 @@ class SearchPlan:
         """BM25, dense, or both fused; every query present (maybe empty), cut to k."""
         if self.passages is not None:
             return self.passage_first_stage(queries, keep_passages=False)[0]
-        if self.bm25 is not None and self.dense is not None:
+        if self.hybrid:
             return self.fuse_aligned(queries, self.aligned_lists(queries), self.options)
         return self.fuse(queries, self.side_runs(queries), self.options)
 
@@ -303,8 +313,7 @@ class SearchPlan:
         self._check_query_model()
 
         def compute(todo: Sequence[Query]) -> dict[str, Aligned]:
-            sides = self.side_runs(todo, options)
-            return {query.qid: align([side.get(query.qid, {}) for side in sides]) for query in todo}
+            return _aligned(todo, self.side_runs(todo, options))
 
         return cached_aligned(self.cache, self.side_identities(options), queries, compute)
 
@@ -346,8 +355,7 @@ class SearchPlan:
     def fuse(self, queries: Sequence[Query], sides: list[Run], options: SearchOptions) -> Run:
         """The sides fused with ``options``' fusion (one side: itself); every query present, cut to k."""
         if len(sides) == 2:
-            aligned = {query.qid: align([side.get(query.qid, {}) for side in sides]) for query in queries}
-            return self.fuse_aligned(queries, aligned, options)
+            return self.fuse_aligned(queries, _aligned(queries, sides), options)
         qids = [query.qid for query in queries]
         return cut({qid: sides[0].get(qid, {}) for qid in qids}, options.k, options.remove_query_id)
 

@@ -327,23 +327,19 @@ class FirstStages:
         self.queries = queries
         self.lists: dict[tuple[Any, ...], Any] = {}
 
-    @property
-    def hybrid(self) -> bool:
-        return self.plan.bm25 is not None and self.plan.dense is not None
-
     def prepare(self, options: SearchOptions) -> Any:
         """The lists of ``options``' first stage, from the plan (and its cache) the first time."""
         key = tuple(getattr(options, name) for name in SIDE_SETTINGS)
         if key not in self.lists:
             plan, queries = self.plan, self.queries
-            made = plan.aligned_lists(queries, options) if self.hybrid else plan.side_runs(queries, options)
+            made = plan.aligned_lists(queries, options) if plan.hybrid else plan.side_runs(queries, options)
             self.lists[key] = made
         return self.lists[key]
 
     def fused(self, options: SearchOptions) -> Run:
         """What the plan's first stage returns with ``options``."""
         lists = self.prepare(options)
-        if self.hybrid:
+        if self.plan.hybrid:
             return self.plan.fuse_aligned(self.queries, lists, options)
         return self.plan.fuse(self.queries, lists, options)
 

@@ -9,11 +9,12 @@ missing there, the test fails instead, so a mistyped path never turns a run into
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,20 @@ with index_lock(sys.argv[1], "write"):
     sys.stdin.readline()
 """
 """A program holding an index's write lock, as ``lyre index`` does, until a line arrives on its stdin."""
+
+
+@contextlib.contextmanager
+def holding_write_lock(index: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding ``index``'s write lock (as ``lyre index`` does) while the block runs."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WRITE, str(index)], cwd=REPOSITORY, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        yield holder
+    finally:
+        holder.communicate("\n", timeout=30)
 
 
 def bm25_index_and_run(folder: Path, lyre: LyreCli, sample: Path) -> tuple[Path, Path]:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HOLD_WRITE, REPOSITORY, SAMPLE, LyreCli, one_line_error, wait_for
+from conftest import REPOSITORY, SAMPLE, LyreCli, holding_write_lock, one_line_error, wait_for
 
 from basics.errors import LyreError
 from basics.lock import LockedError
@@ -155,17 +155,10 @@ def test_overwrite_while_another_writer_holds_the_index_changes_nothing(
     index: Path, built: Path, model: Path, lyre: LyreCli
 ) -> None:
     before = snapshot(index)
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_WRITE, str(index)], cwd=REPOSITORY, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with holding_write_lock(index) as holder:
         refused = lyre("-q", *index_args(index, model, "--overwrite"), check=False)
         one_line_error(refused, f"{index} is being written by pid {holder.pid}", "--wait")
         assert snapshot(index) == before
-    finally:
-        holder.communicate("\n", timeout=30)
     rebuilt = lyre("-q", *index_args(index, model, "--overwrite")).stdout
     assert "docstore: 120 documents" in rebuilt and "dense: exact flat index" in rebuilt
     assert recorded(index) == recorded(built) and temporaries(index) == []
@@ -178,17 +171,10 @@ def test_a_search_and_a_writer_exclude_each_other(index: Path, model: Path, lyre
         refused = lyre("-q", *index_args(index, model, "--overwrite"), check=False)
         one_line_error(refused, f"{index} is being read by pid ")
     assert snapshot(index) == before
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_WRITE, str(index)], cwd=REPOSITORY, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with holding_write_lock(index) as holder:
         refused_search = pytest.raises(LockedError, match=f"{index} is being written by pid {holder.pid}")
         with refused_search, open_for_search(index, ["bm25"]):
             pass
-    finally:
-        holder.communicate("\n", timeout=30)
 
 
 def _run_together(commands: list[list[str]]) -> list[subprocess.CompletedProcess[str]]:

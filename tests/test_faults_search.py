@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HOLD_WRITE, REPOSITORY, SAMPLE, LyreCli, one_line_error, wait_for
+from conftest import REPOSITORY, SAMPLE, LyreCli, holding_write_lock, one_line_error, wait_for
 
 from basics.lock import LockedError, index_lock
 from formats.runs import meta_path, rank_order, read_run
@@ -227,12 +227,7 @@ def test_a_writer_holding_the_index_is_named_and_waited_for_with_wait(
 
     unlocked = tmp_path / "unlocked.run"
     lyre("-q", *args(unlocked))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLD_WRITE, str(index)], cwd=REPOSITORY, stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with holding_write_lock(index) as holder:
         refused_out = tmp_path / "refused.run"
         refused = lyre("-q", *args(refused_out), check=False)
         one_line_error(refused, f"error: {index} is being written by pid {holder.pid} on ", "pass --wait")
@@ -248,8 +243,6 @@ def test_a_writer_holding_the_index_is_named_and_waited_for_with_wait(
         assert status.startswith(f"{index} is being written by pid {holder.pid} on {socket.gethostname()} ")
         assert status.rstrip().endswith("; waiting until it finishes")
         assert waiter.poll() is None and not waited_out.exists()
-    finally:
-        holder.communicate("\n", timeout=30)
     _, rest = waiter.communicate(timeout=300)
     assert waiter.returncode == 0, rest
     assert waited_out.read_bytes() == unlocked.read_bytes()

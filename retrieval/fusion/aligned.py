@@ -58,15 +58,20 @@ def align(lists: Sequence[Mapping[str, float]]) -> Aligned:
     return Aligned(union, scores, present)
 
 
+def evaluated_order(scores: np.ndarray) -> np.ndarray:
+    """Positions of ``scores`` (one per document, documents in ascending docid order) in evaluated
+    order: score descending, ties by docid (= position) descending. A stable sort of the reversed scores,
+    descending, keeps tied positions in reversed order."""
+    return len(scores) - 1 - np.argsort(-scores[::-1], kind="stable")
+
+
 def ranked(
     aligned: Aligned, fused: np.ndarray, k: int | None = None, exclude: str | None = None
 ) -> dict[str, float]:
     """The top ``k`` (all by default) documents of ``fused`` (one score per aligned document) in
     evaluated order: score descending, then docid descending (a larger position is a larger docid);
     ``exclude``: a docid left out (a query's own id), after fusion."""
-    # A stable sort of the reversed scores, descending: ties keep reversed (= descending docid) order.
-    last = len(fused) - 1
-    order = last - np.argsort(-fused[::-1], kind="stable")
+    order = evaluated_order(fused)
     if exclude is not None:
         order = order[aligned.docids[order] != exclude]
     order = order[:k]

@@ -14,7 +14,7 @@ import numpy as np
 
 from basics.errors import LyreError
 from formats.records import Run
-from retrieval.fusion.aligned import Aligned, fuse_runs
+from retrieval.fusion.aligned import Aligned, evaluated_order, fuse_runs
 
 DEFAULT_K = 60
 """The usual constant (Cormack et al.): late ranks still count, and no single list dominates."""
@@ -32,8 +32,7 @@ def rrf_scores(aligned: Aligned, k: float = DEFAULT_K) -> np.ndarray:
     fused = np.zeros(len(aligned.docids))
     for run in range(aligned.runs):
         positions = np.flatnonzero(aligned.present[run])
-        # Evaluated order within the run: score descending, then docid (= position) descending.
-        order = np.lexsort((positions, aligned.scores[run, positions]))[::-1]
+        order = evaluated_order(aligned.scores[run, positions])  # positions ascend, as docids do
         ranks = np.empty(len(positions), dtype=np.int64)
         ranks[order] = np.arange(1, len(positions) + 1)
         fused[positions] += 1.0 / (k + ranks)
