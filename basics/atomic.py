@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from basics.resources import DISK_FULL, is_write_failure, write_error
+from lyre.basics.resources import DISK_FULL, is_write_failure, write_error
 
 
 def temp_dir_beside(final: Path) -> Path:

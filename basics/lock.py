@@ -46,10 +46,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
-from basics import progress
-from basics.errors import LyreError, opt
-from basics.provenance import command_line
-from basics.resources import sweep_stale_temps, write_error
+from lyre.basics import progress
+from lyre.basics.errors import LyreError, opt
+from lyre.basics.provenance import command_line
+from lyre.basics.resources import sweep_stale_temps, write_error
 
 LOCK_NAME = ".lyre.lock"
 MANIFEST_LOCK_NAME = ".lyre.manifest.lock"
@@ -196,7 +196,7 @@ class IndexLock:
         self._write_record()
 
     def _write_record(self) -> None:
-        from basics.atomic import write_json_atomic
+        from lyre.basics.atomic import write_json_atomic
 
         try:
             write_json_atomic(_record_path(self.folder, self.holder), asdict(self.holder))

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from basics.errors import OptionError
+from lyre.basics.errors import OptionError
 
 SPEC_KEY = "lyre.option"
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from basics.errors import OptionError
+from lyre.basics.errors import OptionError
 
 
 def _inside(path: Path, folder: Path) -> bool:

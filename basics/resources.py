@@ -22,7 +22,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from basics.errors import LyreError, opt
+from lyre.basics.errors import LyreError, opt
 
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 """Out of space: the device, the user's quota, or the process's file-size limit (``ulimit -f``)."""

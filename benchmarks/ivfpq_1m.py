@@ -22,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from indexes import faiss_params
-from indexes.dense import DenseIndex, DenseOptions, build_dense, overlap_at
-from indexes.embeddings import EmbeddingStore, StoreSpec
-from indexes.manifest import record_stage
-from indexes.stages import StageRecord
+from lyre.indexes import faiss_params
+from lyre.indexes.dense import DenseIndex, DenseOptions, build_dense, overlap_at
+from lyre.indexes.embeddings import EmbeddingStore, StoreSpec
+from lyre.indexes.manifest import record_stage
+from lyre.indexes.stages import StageRecord
 
 LATENT_DIM = 48
 CLUSTERS = 2000

@@ -39,7 +39,7 @@ RULES = ("maxp", "firstp", "sump")
 
 
 def lyre() -> list[str]:
-    return [sys.executable, "-m", "cli"]
+    return [sys.executable, "-m", "lyre"]
 
 
 def environment() -> dict[str, str]:
@@ -125,7 +125,7 @@ def search(args: argparse.Namespace, index: Path, mode: str, rule: str | None) -
 
 
 def evaluate(qrels: Path, run: Path) -> dict[str, float]:
-    from retrieval.evaluation import evaluate
+    from lyre.retrieval.evaluation import evaluate
 
     return evaluate(qrels, [run], ["nDCG@10", "R@100"]).means[str(run)]
 

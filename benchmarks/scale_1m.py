@@ -112,22 +112,22 @@ def generate_queries(path: Path, corpus: Path, count: int, seed: int = 1) -> Non
 
 def run_stage(stage: str, options: argparse.Namespace) -> dict[str, Any]:
     """The library call of one stage (what `lyre index` / `lyre search` run), in this process."""
-    from basics import progress
+    from lyre.basics import progress
 
     progress.set_quiet(True)
     index = Path(options.index)
     if stage == "ingest":
-        from indexes.ingest import ingest
+        from lyre.indexes.ingest import ingest
 
         return {"documents": ingest(options.corpus, index, overwrite=True).documents}
     if stage == "bm25":
-        from indexes.bm25 import bm25_stage
+        from lyre.indexes.bm25 import bm25_stage
 
         record = bm25_stage(index)
         return {"vocabulary": record["vocabulary"], "postings": record["postings"]}
     if stage == "encode":
-        from indexes.embeddings import EmbeddingStore
-        from indexes.encode import EncodeOptions, encode_stage
+        from lyre.indexes.embeddings import EmbeddingStore
+        from lyre.indexes.encode import EncodeOptions, encode_stage
 
         device = None if options.engine == "ray" else "cpu"
         encode_options = EncodeOptions(embed_model=options.model, engine=options.engine, device=device)
@@ -135,13 +135,13 @@ def run_stage(stage: str, options: argparse.Namespace) -> dict[str, Any]:
         report = {**encoded.work, "dim": EmbeddingStore.open(index / "embeddings").spec.dim}
         return {key: report[key] for key in ("documents", "tokens", "tokens_per_second", "dim")}
     if stage == "dense":
-        from indexes.dense import build_dense
+        from lyre.indexes.dense import build_dense
 
         record = build_dense(index, index_type="ivfpq")
         return {key: record[key] for key in ("factory", "nprobe", "refine", "recall")}
     if stage == "search":
-        from retrieval.options import RerankOptions, SearchOptions
-        from retrieval.run_files import search_to_run
+        from lyre.retrieval.options import RerankOptions, SearchOptions
+        from lyre.retrieval.run_files import search_to_run
 
         settings, rerank = SearchOptions(mode="hybrid", k=100, depth=100), RerankOptions(rerank_depth=0)
         started = time.perf_counter()

@@ -46,7 +46,7 @@ def lyre_search(
     """Run one ``lyre search``: (wall seconds of the whole command, its in-process seconds, command)."""
     args = ["search", "--index", str(index), "--queries", str(queries), "--out", str(out)]
     args += [*(["--qrels", str(qrels)] if qrels else []), "--rerank-depth", "0", *extra]
-    command = [sys.executable, "-m", "cli", *args]
+    command = [sys.executable, "-m", "lyre", *args]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=False, env=ENVIRONMENT)
     wall = time.perf_counter() - started
@@ -62,7 +62,7 @@ def start_up() -> float:
     """Seconds of ``lyre search --help``: Python's start, lyre's imports for the command, Typer (the first
     call also compiles lyre's modules into the bytecode cache)."""
     started = time.perf_counter()
-    command = [sys.executable, "-m", "cli", "search", "--help"]
+    command = [sys.executable, "-m", "lyre", "search", "--help"]
     subprocess.run(command, cwd=REPO, capture_output=True, check=True, env=ENVIRONMENT)
     return time.perf_counter() - started
 

@@ -32,7 +32,7 @@ RESULTS = Path(__file__).parent / "results" / "torch_search.md"
 def stored_vectors(args: argparse.Namespace) -> tuple[np.ndarray, str]:
     """float16 vectors as lyre stores them, and where they came from."""
     if args.index is not None:
-        from indexes.embeddings import EmbeddingStore
+        from lyre.indexes.embeddings import EmbeddingStore
 
         store = EmbeddingStore.open(args.index / "embeddings")
         vectors = np.concatenate([np.asarray(chunk) for _, chunk in store.iter_chunks()])
@@ -93,10 +93,9 @@ def main() -> None:
 
     import faiss
     import torch
-
-    from basics.atomic import write_text_atomic
-    from indexes.dense import top_k
-    from indexes.torch_search import TorchFlatSearch
+    from lyre.basics.atomic import write_text_atomic
+    from lyre.indexes.dense import top_k
+    from lyre.indexes.torch_search import TorchFlatSearch
 
     faiss.omp_set_num_threads(args.threads)
     torch.set_num_threads(args.threads)

@@ -12,22 +12,21 @@ from collections.abc import Iterable
 from functools import cache
 
 import typer
-
-from basics.errors import LyreError
-from cli.common import Quiet
-from cli.options import flag_of
+from lyre.basics.errors import LyreError
+from lyre.cli.common import Quiet
+from lyre.cli.options import flag_of
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "ingest": ("cli.index_commands", "ingest"),
-    "index": ("cli.index_commands", "index"),
-    "encode": ("cli.index_commands", "encode"),
-    "search": ("cli.search_commands", "search"),
-    "rerank": ("cli.search_commands", "rerank"),
-    "fuse": ("cli.search_commands", "fuse"),
-    "eval": ("cli.eval_commands", "evaluate"),
-    "doctor": ("cli.eval_commands", "doctor"),
-    "compare": ("cli.experiment_commands", "compare"),
-    "tune": ("cli.experiment_commands", "tune"),
+    "ingest": ("lyre.cli.index_commands", "ingest"),
+    "index": ("lyre.cli.index_commands", "index"),
+    "encode": ("lyre.cli.index_commands", "encode"),
+    "search": ("lyre.cli.search_commands", "search"),
+    "rerank": ("lyre.cli.search_commands", "rerank"),
+    "fuse": ("lyre.cli.search_commands", "fuse"),
+    "eval": ("lyre.cli.eval_commands", "evaluate"),
+    "doctor": ("lyre.cli.eval_commands", "doctor"),
+    "compare": ("lyre.cli.experiment_commands", "compare"),
+    "tune": ("lyre.cli.experiment_commands", "tune"),
 }
 """Command -> (module, function). ``lyre CMD`` imports only CMD's module and the library under it (the
 option dataclasses of every command import a good part of the library: ~50 ms a command start would

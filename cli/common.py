@@ -6,8 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from basics import progress
+from lyre.basics import progress
 
 
 def _exists_unless_irds(value: Path | None) -> Path | None:

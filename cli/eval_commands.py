@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from cli.common import ExistingPath, Quiet
+from lyre.cli.common import ExistingPath, Quiet
 
 
 def evaluate(
@@ -20,8 +19,8 @@ def evaluate(
     quiet: Quiet = False,
 ) -> None:
     """Evaluate runs against qrels (trec_eval-compatible, through ir-measures), side by side."""
-    from retrieval.evaluation import evaluate as run_eval
-    from retrieval.evaluation import format_table
+    from lyre.retrieval.evaluation import evaluate as run_eval
+    from lyre.retrieval.evaluation import format_table
 
     table = run_eval(qrels, runs, measures=measures.split(",") if measures else None, per_query=per_query)
     typer.echo(json.dumps(table.to_dict(), indent=2) if as_json else format_table(table))
@@ -35,7 +34,7 @@ def doctor(
     quiet: Quiet = False,
 ) -> None:
     """Report the environment (versions, devices, faiss GPU support) and self-check an embedding model."""
-    from retrieval.doctor import doctor as run_doctor
+    from lyre.retrieval.doctor import doctor as run_doctor
 
     report = run_doctor(embed_model, max_length=max_length)
     typer.echo(report.render())

@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from cli.common import IndexOption, QueriesOption, Quiet, TopicField, _exists_unless_irds
-from cli.options import expand
-from retrieval.cache import CacheOptions
-from retrieval.compare import CompareOptions
-from retrieval.options import RerankOptions, SearchOptions
-from retrieval.tune import TuneOptions
+from lyre.cli.common import IndexOption, QueriesOption, Quiet, TopicField, _exists_unless_irds
+from lyre.cli.options import expand
+from lyre.retrieval.cache import CacheOptions
+from lyre.retrieval.compare import CompareOptions
+from lyre.retrieval.options import RerankOptions, SearchOptions
+from lyre.retrieval.tune import TuneOptions
 
 
 @expand
@@ -41,16 +40,16 @@ def compare(
     quiet: Quiet = False,
 ) -> None:
     """Compare runs with a baseline: mean, difference with CI, paired test, corrected p, wins/ties/losses."""
-    from basics import progress
-    from retrieval.compare import check_compare, check_plot_path, render
-    from retrieval.compare import compare as run_compare
+    from lyre.basics import progress
+    from lyre.retrieval.compare import check_compare, check_plot_path, render
+    from lyre.retrieval.compare import compare as run_compare
 
     check_compare(baseline, runs, options)
     check_plot_path(plot)
     report = run_compare(qrels, baseline, runs, options, queries=queries)
     typer.echo(render(report, options.format))
     if plot is not None:
-        from retrieval.plots import write_plot
+        from lyre.retrieval.plots import write_plot
 
         progress.say(f"wrote {write_plot(report, plot)}")
 
@@ -84,9 +83,9 @@ def tune(
     quiet: Quiet = False,
 ) -> None:
     """Choose search settings on dev queries (grid, k-fold cross-validation) and write them for --settings."""
-    from basics.outputs import check_output
-    from retrieval.tune import check_tune, render, write_report
-    from retrieval.tune import tune as run_tune
+    from lyre.basics.outputs import check_output
+    from lyre.retrieval.tune import check_tune, render, write_report
+    from lyre.retrieval.tune import tune as run_tune
 
     check_tune(grid, options, rerank, tune_options, cache)
     inputs = {"queries": queries, "qrels": qrels, "index": index}

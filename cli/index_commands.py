@@ -14,15 +14,14 @@ from dataclasses import replace
 from typing import Annotated
 
 import typer
-
-from cli.common import ExistingPath, IndexOption, OutIndex, Quiet, unescape
-from cli.options import expand
-from indexes.bm25 import Bm25Options
-from indexes.dense import DenseOptions
-from indexes.encode import EncodeOptions
-from indexes.ingest import IngestOptions
-from indexes.passages import PassageOptions
-from indexes.stages import VerifyOptions, WriterOptions
+from lyre.cli.common import ExistingPath, IndexOption, OutIndex, Quiet, unescape
+from lyre.cli.options import expand
+from lyre.indexes.bm25 import Bm25Options
+from lyre.indexes.dense import DenseOptions
+from lyre.indexes.encode import EncodeOptions
+from lyre.indexes.ingest import IngestOptions
+from lyre.indexes.passages import PassageOptions
+from lyre.indexes.stages import VerifyOptions, WriterOptions
 
 
 def _typed(encode: EncodeOptions) -> EncodeOptions:
@@ -35,7 +34,7 @@ def ingest(
     corpus: ExistingPath, out: OutIndex, options: IngestOptions, writer: WriterOptions, quiet: Quiet = False
 ) -> None:
     """Stream a corpus (JSONL[.gz], TSV[.gz], Parquet, BEIR folder) into the index's Parquet docstore."""
-    from indexes.ingest import ingest as run_ingest
+    from lyre.indexes.ingest import ingest as run_ingest
 
     typer.echo(run_ingest(corpus, out, options, wait=writer.wait).summary)
 
@@ -55,7 +54,7 @@ def index(
     quiet: Quiet = False,
 ) -> None:
     """Build or resume an index (docstore, BM25, embeddings, Faiss shards); reruns redo what is missing."""
-    from indexes.build import build_index
+    from lyre.indexes.build import build_index
 
     lines = build_index(
         corpus,
@@ -75,6 +74,6 @@ def index(
 @expand
 def encode(index: IndexOption, options: EncodeOptions, writer: WriterOptions, quiet: Quiet = False) -> None:
     """Encode the docstore of an index into embedding chunks (resumable; one slice with --shard-id)."""
-    from indexes.encode import encode_stage
+    from lyre.indexes.encode import encode_stage
 
     typer.echo(encode_stage(index, _typed(options), wait=writer.wait).summary)

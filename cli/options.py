@@ -16,8 +16,7 @@ from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
-
-from basics.options import option_spec
+from lyre.basics.options import option_spec
 
 
 def flag_of(name: str) -> str:

@@ -11,13 +11,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-
-from cli.common import IndexOption, OutRun, QrelsOption, QueriesOption, Quiet, TopicField, unescape
-from cli.options import expand
-from indexes.stages import WriterOptions
-from retrieval.aggregation import AggregationOptions
-from retrieval.cache import CacheOptions
-from retrieval.options import FuseOptions, RerankOptions, RerankRunOptions, SearchOptions
+from lyre.cli.common import IndexOption, OutRun, QrelsOption, QueriesOption, Quiet, TopicField, unescape
+from lyre.cli.options import expand
+from lyre.indexes.stages import WriterOptions
+from lyre.retrieval.aggregation import AggregationOptions
+from lyre.retrieval.cache import CacheOptions
+from lyre.retrieval.options import FuseOptions, RerankOptions, RerankRunOptions, SearchOptions
 
 SettingsOption = Annotated[
     Path | None,
@@ -58,11 +57,11 @@ def search(
     quiet: Quiet = False,
 ) -> None:
     """Search a query file in batch and write a TREC run (hybrid BM25 + dense, fused, then reranked)."""
-    from retrieval.run_files import search_to_run
+    from lyre.retrieval.run_files import search_to_run
 
     record = None
     if settings is not None:
-        from retrieval.settings_file import apply, read_settings, settings_record
+        from lyre.retrieval.settings_file import apply, read_settings, settings_record
 
         chosen, typed = read_settings(settings), typed_on_command_line(context)
         options, rerank = apply(chosen, options, rerank, keep=typed)
@@ -97,7 +96,7 @@ def rerank(
     quiet: Quiet = False,
 ) -> None:
     """Rerank the top K of any existing run with the index's texts (resumable; reuses cached scores)."""
-    from retrieval.run_files import rerank_run_file
+    from lyre.retrieval.run_files import rerank_run_file
 
     summary = rerank_run_file(
         index,
@@ -121,6 +120,6 @@ def fuse(
     quiet: Quiet = False,
 ) -> None:
     """Fuse existing run files (RRF or normalised linear combination) into one run."""
-    from retrieval.run_files import fuse_run_files
+    from lyre.retrieval.run_files import fuse_run_files
 
     typer.echo(fuse_run_files(runs, out, options))

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-
-from basics.errors import InputError, LyreError, opt
-from formats.irds import irds_corpus_file, irds_id
-from formats.records import Document
+from lyre.basics.errors import InputError, LyreError, opt
+from lyre.formats.irds import irds_corpus_file, irds_id
+from lyre.formats.records import Document
 
 ID_FIELDS = ("_id", "id", "docid", "doc_id", "docno", "pid")
 TEXT_FIELDS = ("text", "contents", "body", "content", "passage", "abstract")

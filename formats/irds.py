@@ -24,10 +24,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from basics import progress
-from basics.atomic import atomic_path
-from basics.errors import LyreError
-from formats.records import Qrel, Query
+from lyre.basics import progress
+from lyre.basics.atomic import atomic_path
+from lyre.basics.errors import LyreError
+from lyre.formats.records import Qrel, Query
 
 IRDS_PREFIX = "irds:"
 INSTALL_HINT = "pip install 'lychee-retrieval[irds]'"
@@ -144,7 +144,7 @@ def read_irds_qrels(source: str | Path) -> list[Qrel]:
 
 def irds_corpus_file(source: str | Path) -> Path:
     """The JSONL export of an ``irds:`` id's documents, written on first use (see the module docstring)."""
-    from basics.provenance import sha256_file
+    from lyre.basics.provenance import sha256_file
 
     dataset_id = irds_id(source) or str(source)
     ir_datasets = _ir_datasets()
@@ -178,7 +178,7 @@ def irds_corpus_file(source: str | Path) -> Path:
 def source_record(source: str | Path, kind: str) -> dict[str, Any]:
     """Provenance of an input: ``{"path", "sha256"}`` for a file; for an ``irds:`` id its id, the
     ir_datasets version and the sha256 and count of the records read (``kind``: docs, queries, qrels)."""
-    from basics.provenance import sha256_file
+    from lyre.basics.provenance import sha256_file
 
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, not {kind!r}")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from basics.errors import InputError, LyreError
-from formats.irds import irds_id, read_irds_qrels
-from formats.records import Qrel
+from lyre.basics.errors import InputError, LyreError
+from lyre.formats.irds import irds_id, read_irds_qrels
+from lyre.formats.records import Qrel
 
 _HEADER_FIRST = {"query-id", "query_id", "qid", "query", "topic"}
 

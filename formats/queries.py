@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from basics.errors import InputError, LyreError, opt
-from formats.corpus import GZIP_ERRORS, gzip_error, json_object
-from formats.irds import irds_id, read_irds_queries
-from formats.records import Query
+from lyre.basics.errors import InputError, LyreError, opt
+from lyre.formats.corpus import GZIP_ERRORS, gzip_error, json_object
+from lyre.formats.irds import irds_id, read_irds_queries
+from lyre.formats.records import Query
 
 TOPIC_FIELDS = ("title", "desc", "title+desc")
 QID_FIELDS = ("_id", "qid", "query_id", "query-id", "id", "topic_id")

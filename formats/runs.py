@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from basics.atomic import atomic_path, write_json_atomic
-from basics.errors import InputError, LyreError, OptionError
-from basics.provenance import provenance
-from formats.records import Run
+from lyre.basics.atomic import atomic_path, write_json_atomic
+from lyre.basics.errors import InputError, LyreError, OptionError
+from lyre.basics.provenance import provenance
+from lyre.formats.records import Run
 
 _WHITESPACE = re.compile(r"\s")
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from typing import Any
 
-from basics.errors import LyreError
+from lyre.basics.errors import LyreError
 
 LUCENE_TOKEN_PATTERN = r"\w+(?:(?:(?<=[^\W\d])['’.](?=[^\W\d])|(?<=\d)[.,'’](?=\d))\w+)*"
 """UAX#29-like words: letters+digits joined; "don't", "u.s", "3.14", "1,000" kept whole; hyphens split."""
@@ -63,7 +63,7 @@ def stopword_list(name_or_words: str | Iterable[str]) -> frozenset[str]:
     if name_or_words == "none":
         return frozenset()
     if name_or_words.startswith("bm25s-"):
-        from indexes.bm25s_compat import stopwords
+        from lyre.indexes.bm25s_compat import stopwords
 
         words = stopwords(name_or_words[len("bm25s-") :])
         if words is not None:
@@ -195,7 +195,7 @@ def _strip_possessive(word: str) -> str:
 
 
 def current_versions() -> dict[str, str]:
-    from basics.provenance import library_versions
+    from lyre.basics.provenance import library_versions
 
     versions = library_versions("PyStemmer", "bm25s")
     return {name: versions[name] for name in ("PyStemmer", "bm25s")}

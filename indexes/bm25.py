@@ -27,16 +27,15 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
-
-from basics.atomic import replace_dir, temp_dir_beside, write_json_atomic
-from basics.errors import LyreError, OptionError, opt
-from basics.options import check_value, default_of, option, option_spec
-from basics.progress import bar, say
-from basics.resources import ensure_free_space, reserve, write_error
-from formats.records import Document, document_text
-from indexes.analyzer import PRESETS, Analyzer, current_versions, stemmer_languages, stopword_list
-from indexes.manifest import BM25, DOCSTORE
-from indexes.stages import (
+from lyre.basics.atomic import replace_dir, temp_dir_beside, write_json_atomic
+from lyre.basics.errors import LyreError, OptionError, opt
+from lyre.basics.options import check_value, default_of, option, option_spec
+from lyre.basics.progress import bar, say
+from lyre.basics.resources import ensure_free_space, reserve, write_error
+from lyre.formats.records import Document, document_text
+from lyre.indexes.analyzer import PRESETS, Analyzer, current_versions, stemmer_languages, stopword_list
+from lyre.indexes.manifest import BM25, DOCSTORE
+from lyre.indexes.stages import (
     Forget,
     StageRecord,
     StageResult,
@@ -166,8 +165,8 @@ def build_bm25(
     Defaults are Anserini's (k1=0.9, b=0.4, Lucene idf and tf). ``delta`` only matters for bm25l/bm25+.
     Document i of the index is docstore row i.
     """
-    from basics.provenance import provenance
-    from indexes.bm25s_compat import idf_scorer, tf_scorer
+    from lyre.basics.provenance import provenance
+    from lyre.indexes.bm25s_compat import idf_scorer, tf_scorer
 
     analyzer = analyzer or Analyzer()
     _check_params(k1, b, method, delta)
@@ -318,14 +317,14 @@ class Bm25Stage:
         need(index_dir, upstream, self.store)
 
     def is_current(self, index_dir: Path, record: StageRecord, options: Bm25Options) -> bool:
-        from indexes.passage_stage import store_params
+        from lyre.indexes.passage_stage import store_params
 
         wanted = {**_params(options), **store_params(self.store)}
         return wanted == {**record.params, "analyzer": _analyzer_of(record.params["analyzer"])}
 
     def build(self, index_dir: Path, options: Bm25Options, forget: Forget) -> StageResult:
-        from indexes.docstore import DocStore
-        from indexes.passage_stage import store_params
+        from lyre.indexes.docstore import DocStore
+        from lyre.indexes.passage_stage import store_params
 
         forget()
         built = build_bm25(
@@ -401,7 +400,7 @@ class BM25Index:
     ) -> BM25Index:
         """Open ``directory``. Passing analyzer/k1/b/method is allowed only if they equal the saved ones:
         scores are precomputed at build time, so a different value would silently not apply."""
-        from indexes.bm25s_compat import load_index
+        from lyre.indexes.bm25s_compat import load_index
 
         directory = Path(directory)
         record_path = directory / RECORD_NAME

@@ -40,7 +40,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from basics.errors import LyreError
+from lyre.basics.errors import LyreError
 
 SUPPORTED = ((0, 2, 6), (0, 4))
 """bm25s releases lyre works with: at least the first, below the second (``bm25s>=0.2.6,<0.4``)."""

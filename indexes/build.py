@@ -12,15 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from basics.options import check_options
-from indexes.bm25 import Bm25Options, Bm25Stage
-from indexes.dense import DenseOptions, DenseStage
-from indexes.encode import EncodeOptions, EncodeStage, slice_of_job
-from indexes.ingest import IngestOptions, IngestStage
-from indexes.manifest import DENSE, DOCSTORE, PASSAGES
-from indexes.passage_stage import PassageStage
-from indexes.passages import PassageOptions
-from indexes.stages import Stage, StageResult, run_stages
+from lyre.basics.options import check_options
+from lyre.indexes.bm25 import Bm25Options, Bm25Stage
+from lyre.indexes.dense import DenseOptions, DenseStage
+from lyre.indexes.encode import EncodeOptions, EncodeStage, slice_of_job
+from lyre.indexes.ingest import IngestOptions, IngestStage
+from lyre.indexes.manifest import DENSE, DOCSTORE, PASSAGES
+from lyre.indexes.passage_stage import PassageStage
+from lyre.indexes.passages import PassageOptions
+from lyre.indexes.stages import Stage, StageResult, run_stages
 
 
 def build_index(

@@ -25,17 +25,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-
-from basics import progress
-from basics.atomic import atomic_path, write_json_atomic
-from basics.errors import LyreError, OptionError, opt
-from basics.options import option
-from basics.provenance import provenance
-from basics.resources import ResourceError, ensure_free_space, free_bytes, human_bytes
-from indexes import faiss_params
-from indexes.embeddings import EmbeddingStore
-from indexes.manifest import DENSE, DOCSTORE, EMBEDDINGS, require_stage
-from indexes.stages import (
+from lyre.basics import progress
+from lyre.basics.atomic import atomic_path, write_json_atomic
+from lyre.basics.errors import LyreError, OptionError, opt
+from lyre.basics.options import option
+from lyre.basics.provenance import provenance
+from lyre.basics.resources import ResourceError, ensure_free_space, free_bytes, human_bytes
+from lyre.indexes import faiss_params
+from lyre.indexes.embeddings import EmbeddingStore
+from lyre.indexes.manifest import DENSE, DOCSTORE, EMBEDDINGS, require_stage
+from lyre.indexes.stages import (
     Forget,
     StageRecord,
     StageResult,
@@ -45,7 +44,7 @@ from indexes.stages import (
     run_stage,
     stage_files,
 )
-from indexes.torch_search import DeviceMemoryError, TorchFlatSearch, exact_scores
+from lyre.indexes.torch_search import DeviceMemoryError, TorchFlatSearch, exact_scores
 
 DENSE_DIR = DENSE
 BUILD_FILE = "build.json"
@@ -391,7 +390,7 @@ class DenseStage:
     """The store the embeddings encode (the passages of a passage index): its rows are the vectors."""
 
     def validate(self, index_dir: Path, options: DenseOptions, upstream: Upstream) -> None:
-        from indexes.passage_stage import store_rows
+        from lyre.indexes.passage_stage import store_rows
 
         embeddings = need(index_dir, upstream, EMBEDDINGS)
         source = upstream.get(self.store)

@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from basics.atomic import write_json_atomic
-from basics.errors import LyreError
-from basics.resources import write_error
-from formats.records import Document
-from indexes.manifest import DOCSTORE, HOW_TO_BUILD
+from lyre.basics.atomic import write_json_atomic
+from lyre.basics.errors import LyreError
+from lyre.basics.resources import write_error
+from lyre.formats.records import Document
+from lyre.indexes.manifest import DOCSTORE, HOW_TO_BUILD
 
 META_NAME = "docstore.json"
 FORMAT_VERSION = 1
@@ -247,7 +246,7 @@ class DocStore:
 
     def rows_of(self, docids: Sequence[str]) -> np.ndarray:
         """Row of each docid, -1 for unknown ids (hash lookup in ids.hash.npy, confirmed on the real ids)."""
-        from formats.corpus import id_hashes
+        from lyre.formats.corpus import id_hashes
 
         hashes = np.load(self.folder / "ids.hash.npy", mmap_mode="r")
         stored_rows = np.load(self.folder / "ids.row.npy", mmap_mode="r")

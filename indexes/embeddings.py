@@ -22,9 +22,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from basics.atomic import atomic_path, write_json_atomic
-from basics.errors import LyreError, opt
+from lyre.basics.atomic import atomic_path, write_json_atomic
+from lyre.basics.errors import LyreError, opt
 
 STORE_FILE = "store.json"
 

@@ -14,15 +14,15 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
-from basics import progress
-from basics.errors import LyreError, OptionError, opt
-from basics.options import option
-from basics.progress import TokenProgress
-from indexes.embeddings import STORE_FILE, EmbeddingStore, StoreSpec
-from indexes.engines import ENGINES, EncodeJob, runner_for
-from indexes.manifest import DOCSTORE, EMBEDDINGS
-from indexes.query_encoder import model_identity
-from indexes.stages import (
+from lyre.basics import progress
+from lyre.basics.errors import LyreError, OptionError, opt
+from lyre.basics.options import option
+from lyre.basics.progress import TokenProgress
+from lyre.indexes.embeddings import STORE_FILE, EmbeddingStore, StoreSpec
+from lyre.indexes.engines import ENGINES, EncodeJob, runner_for
+from lyre.indexes.manifest import DOCSTORE, EMBEDDINGS
+from lyre.indexes.query_encoder import model_identity
+from lyre.indexes.stages import (
     Forget,
     StageRecord,
     StageResult,
@@ -32,8 +32,8 @@ from indexes.stages import (
     run_stage,
     stage_files,
 )
-from models.embedder import DEFAULT_MODEL
-from models.recipes import DTYPES, POOLINGS, EmbedRecipe
+from lyre.models.embedder import DEFAULT_MODEL
+from lyre.models.recipes import DTYPES, POOLINGS, EmbedRecipe
 
 DEFAULT_CHUNK_ROWS = 8192
 EMBEDDINGS_DIR = EMBEDDINGS
@@ -126,7 +126,7 @@ class _Model:
 
     def params(self) -> dict[str, Any]:
         """The record params: everything that decides the vectors."""
-        from models.loading import model_fingerprint
+        from lyre.models.loading import model_fingerprint
 
         return {
             "model": self.name,
@@ -139,7 +139,7 @@ class _Model:
 
 def _resolve(options: EncodeOptions) -> _Model:
     """Model folder, effective recipe and output dim, from the model's config files only."""
-    from models.embedder import resolve_embedder
+    from lyre.models.embedder import resolve_embedder
 
     folder, recipe, dim = resolve_embedder(
         options.embed_model,
@@ -166,7 +166,7 @@ class EncodeStage:
 
     def params(self, options: EncodeOptions) -> dict[str, Any]:
         """The record params: the model's, and the store when it is not the docstore."""
-        from indexes.passage_stage import store_params
+        from lyre.indexes.passage_stage import store_params
 
         return {**self.model(options).params(), **store_params(self.store)}
 
@@ -193,7 +193,7 @@ class EncodeStage:
             changed = _differences(recorded.params, self.params(options))
         elif (index_dir / EMBEDDINGS / "store.json").exists():
             spec = EmbeddingStore.open(index_dir / EMBEDDINGS).spec
-            from indexes.passage_stage import store_rows
+            from lyre.indexes.passage_stage import store_rows
 
             wanted = StoreSpec(
                 store_rows(docstore), model.dim, spec.chunk_rows, model.name, model.recipe.to_dict()
@@ -225,7 +225,7 @@ class EncodeStage:
                 (directory / f"{chunk}{suffix}").unlink(missing_ok=True)
 
     def build(self, index_dir: Path, options: EncodeOptions, forget: Forget) -> StageResult:
-        from indexes.docstore import DocStore
+        from lyre.indexes.docstore import DocStore
 
         shard_id, num_shards = slice_of_job(options.shard_id, options.num_shards)
         model = self.model(options)
@@ -273,7 +273,7 @@ class EncodeStage:
                 f"(first: {missing[0]})"
             )
             return StageResult(summary, None, work)
-        from basics.provenance import provenance
+        from lyre.basics.provenance import provenance
 
         described = f"{spec.num_rows} documents x {model.dim} dims with {model.name}"
         record = StageRecord(

@@ -17,17 +17,16 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-
-from basics import progress
-from basics.atomic import replace_dir, temp_dir_beside
-from basics.errors import InputError, LyreError, opt
-from basics.options import option
-from basics.provenance import provenance, sha256_file
-from formats.corpus import CorpusReader, UniqueIds, corpus_file, open_corpus
-from formats.irds import irds_id, source_record
-from indexes.docstore import DocStoreWriter
-from indexes.manifest import DOCSTORE
-from indexes.stages import (
+from lyre.basics import progress
+from lyre.basics.atomic import replace_dir, temp_dir_beside
+from lyre.basics.errors import InputError, LyreError, opt
+from lyre.basics.options import option
+from lyre.basics.provenance import provenance, sha256_file
+from lyre.formats.corpus import CorpusReader, UniqueIds, corpus_file, open_corpus
+from lyre.formats.irds import irds_id, source_record
+from lyre.indexes.docstore import DocStoreWriter
+from lyre.indexes.manifest import DOCSTORE
+from lyre.indexes.stages import (
     Forget,
     StageRecord,
     StageResult,

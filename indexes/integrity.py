@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from basics.errors import LyreError
-from indexes.stages import StageRecord
+from lyre.basics.errors import LyreError
+from lyre.indexes.stages import StageRecord
 
 HASH_BLOCK = 1 << 20
 

@@ -14,9 +14,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from basics.atomic import write_json_atomic
-from basics.errors import LyreError
-from basics.lock import manifest_update
+from lyre.basics.atomic import write_json_atomic
+from lyre.basics.errors import LyreError
+from lyre.basics.lock import manifest_update
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 3
@@ -53,7 +53,7 @@ REENCODE = "lyre index {corpus} --out {index} --embed-model {model} --overwrite"
 def read_manifest(index_dir: str | Path) -> dict[str, Any]:
     """The manifest of ``index_dir``; an empty one when the folder has none yet. A manifest that is not
     one (garbage bytes, a JSON list, another format) or cannot be read is one line naming it."""
-    from indexes.integrity import parse_manifest_bytes
+    from lyre.indexes.integrity import parse_manifest_bytes
 
     path = Path(index_dir) / MANIFEST_NAME
     try:

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from basics.errors import LyreError
-from basics.lock import index_lock
-from indexes.manifest import DOCSTORE, HOW_TO_BUILD, MANIFEST_NAME, complete_records, read_manifest
-from indexes.stages import damaged_stages, repair_hint, used_stages
+from lyre.basics.errors import LyreError
+from lyre.basics.lock import index_lock
+from lyre.indexes.manifest import DOCSTORE, HOW_TO_BUILD, MANIFEST_NAME, complete_records, read_manifest
+from lyre.indexes.stages import damaged_stages, repair_hint, used_stages
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def open_for_search(
         needed = used_stages(stages)
         damaged = damaged_stages(index_dir, records, list(dict.fromkeys([*needed, *if_built])))
         if damaged:
-            from indexes.integrity import damage_error
+            from lyre.indexes.integrity import damage_error
 
             stage, damage = next(iter(damaged.items()))
             raise damage_error(index_dir, stage, damage, repair_hint(records))

@@ -26,15 +26,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
-
-from basics import progress
-from basics.atomic import replace_dir, temp_dir_beside
-from basics.errors import LyreError, opt
-from basics.provenance import provenance
-from basics.resources import write_error
-from formats.records import Document
-from indexes.manifest import DOCSTORE, PASSAGES
-from indexes.passages import (
+from lyre.basics import progress
+from lyre.basics.atomic import replace_dir, temp_dir_beside
+from lyre.basics.errors import LyreError, opt
+from lyre.basics.provenance import provenance
+from lyre.basics.resources import write_error
+from lyre.formats.records import Document
+from lyre.indexes.manifest import DOCSTORE, PASSAGES
+from lyre.indexes.passages import (
     PassageOptions,
     SplitStats,
     Splitter,
@@ -42,10 +41,10 @@ from indexes.passages import (
     WordSplitter,
     split_documents,
 )
-from indexes.stages import Forget, StageRecord, StageResult, Upstream, need, stage_files
+from lyre.indexes.stages import Forget, StageRecord, StageResult, Upstream, need, stage_files
 
 if TYPE_CHECKING:
-    from indexes.encode import EncodeOptions
+    from lyre.indexes.encode import EncodeOptions
 
 PARENT_NAME = "parent.npy"
 START_NAME = "start.npy"
@@ -109,7 +108,7 @@ class PassageStage:
         return record.params == self.params(options)
 
     def build(self, index_dir: Path, options: PassageOptions, forget: Forget) -> StageResult:
-        from indexes.docstore import DocStore
+        from lyre.indexes.docstore import DocStore
 
         started = time.perf_counter()
         splitter = self.splitter(options)
@@ -147,8 +146,8 @@ def _write_passages(docstore: Any, splitter: Splitter, folder: Path, final: Path
     """Split every document of ``docstore`` into a passage docstore at ``folder`` with its side arrays;
     the statistics of the split. Passages come in document order, each document's from number 0, so a
     passage numbered 0 starts the next parent row."""
-    from formats.corpus import id_hashes
-    from indexes.docstore import DocStoreWriter
+    from lyre.formats.corpus import id_hashes
+    from lyre.indexes.docstore import DocStoreWriter
 
     stats = SplitStats(splitter.unit, splitter.limit)
     writer = DocStoreWriter(folder, final=final)
@@ -207,7 +206,7 @@ class PassageStore:
 
     @classmethod
     def open(cls, index_dir: Path) -> PassageStore:
-        from indexes.docstore import DocStore
+        from lyre.indexes.docstore import DocStore
 
         folder = Path(index_dir) / PASSAGES
         store = DocStore.open(folder)

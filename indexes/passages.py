@@ -41,10 +41,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-from basics.errors import LyreError, OptionError, opt
-from basics.options import check_options, option
-from formats.records import Document, document_text
-from models.recipes import EmbedRecipe
+from lyre.basics.errors import LyreError, OptionError, opt
+from lyre.basics.options import check_options, option
+from lyre.formats.records import Document, document_text
+from lyre.models.recipes import EmbedRecipe
 
 PASSAGE_MARK = "#"
 """Passage ids are ``DOCID#N`` with ``N`` counted from 0; the parent is what precedes the last mark."""
@@ -240,7 +240,7 @@ class TokenSplitter:
         self.overlap = size - stride
         self.limit = recipe.max_length
         self.tokenizer_name = tokenizer_name
-        from models.embedder import recipe_eos_id
+        from lyre.models.embedder import recipe_eos_id
 
         self.eos_id = recipe_eos_id(self.tokenizer, self.recipe)
         self._body_start = recipe.document_template.find("{document}")
@@ -261,8 +261,8 @@ class TokenSplitter:
         cls, name_or_path: str | Path, size: int, stride: int, **recipe_overrides: Any
     ) -> TokenSplitter:
         """The splitter for an embedding model as ``lyre index`` resolves it (recipe overrides included)."""
-        from models.embedder import resolve_embedder
-        from models.loading import load_tokenizer
+        from lyre.models.embedder import resolve_embedder
+        from lyre.models.loading import load_tokenizer
 
         folder, recipe, _ = resolve_embedder(name_or_path, **recipe_overrides)
         tokenizer = load_tokenizer(folder, recipe.padding_side)

@@ -31,9 +31,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
-from basics import progress
-from basics.errors import LyreError, opt
-from basics.options import check_options, option
+from lyre.basics import progress
+from lyre.basics.errors import LyreError, opt
+from lyre.basics.options import check_options, option
 
 Options = TypeVar("Options", contravariant=True)
 
@@ -110,7 +110,7 @@ class Stage(Protocol, Generic[Options]):
 def need(index_dir: Path, upstream: Upstream, stage: str) -> StageRecord | None:
     """The record of the stage this one reads (None: built earlier in this command); a one-line error
     with the command that builds it when it will not exist."""
-    from indexes.manifest import HOW_TO_BUILD
+    from lyre.indexes.manifest import HOW_TO_BUILD
 
     if stage not in upstream:
         raise LyreError(
@@ -141,7 +141,7 @@ class VerifyOptions:
 
 def used_stages(planned: Sequence[str]) -> list[str]:
     """The planned stages and every stage they are built from, in build order."""
-    from indexes.manifest import DERIVED, STAGES
+    from lyre.indexes.manifest import DERIVED, STAGES
 
     used = set(planned)
     for stage in reversed(STAGES):
@@ -163,7 +163,7 @@ def damaged_stages(
 ) -> dict[str, list[Any]]:
     """The damage found in the recorded files of ``stages`` (a stat per file, or with ``verify`` also a
     SHA-256 of each), by stage; stages without damage are left out."""
-    from indexes import integrity
+    from lyre.indexes import integrity
 
     check = integrity.verify if verify else integrity.check_sizes
     found = {}
@@ -191,7 +191,7 @@ def _read_records(index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]]) -> tu
     """The complete records of the manifest, and whether it had to be set aside: an unreadable manifest
     (garbage, a JSON list, an unknown format) is one line, unless every stage is rebuilt from the corpus
     with ``overwrite`` (the repair that line names)."""
-    from indexes.manifest import DOCSTORE, complete_records, read_manifest
+    from lyre.indexes.manifest import DOCSTORE, complete_records, read_manifest
 
     try:
         return complete_records(read_manifest(index_dir)), False
@@ -208,8 +208,8 @@ def _decide(index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]], verify: boo
     """Validate every stage against the manifest, check the files of every stage used, and decide which
     stages are current. Damage in a planned stage rebuilds it; damage in a stage the command only reads
     is one line naming the file and the repair command."""
-    from indexes.integrity import damage_error
-    from indexes.manifest import DERIVED
+    from lyre.indexes.integrity import damage_error
+    from lyre.indexes.manifest import DERIVED
 
     records, unreadable = _read_records(index_dir, plan)
     upstream: dict[str, StageRecord | None] = {
@@ -258,7 +258,7 @@ def _remove_unfinished(index_dir: Path, created: Path) -> None:
     """After a failed command on an index folder it created (``created``: that folder or the outermost
     parent it made for it): remove it unless a stage completed (a rerun resumes from that), so a failed
     ingest leaves no empty index behind."""
-    from indexes.manifest import complete_records, read_manifest
+    from lyre.indexes.manifest import complete_records, read_manifest
 
     try:
         if complete_records(read_manifest(index_dir)):
@@ -287,7 +287,7 @@ def run_stages(
     array building the stages they share, and refusing would fail the array's tasks that start meanwhile.
     ``verify``: hash every file of the stages used instead of only checking sizes. An ``overwrite``
     option set in a stage's options rebuilds that stage even when it is current."""
-    from basics.lock import index_lock
+    from lyre.basics.lock import index_lock
 
     index_dir = Path(index_dir)
     if index_dir.exists() and not index_dir.is_dir():
@@ -307,8 +307,8 @@ def run_stages(
 def _run_locked(
     index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]], lock: Any, *, verify: bool, sliced: bool
 ) -> list[StageResult]:
-    from basics.atomic import write_json_atomic
-    from indexes.manifest import EMBEDDINGS, FORMAT_VERSION, MANIFEST_NAME, invalidate, record_stage
+    from lyre.basics.atomic import write_json_atomic
+    from lyre.indexes.manifest import EMBEDDINGS, FORMAT_VERSION, MANIFEST_NAME, invalidate, record_stage
 
     decision = _decide(index_dir, plan, verify, sliced)
     if lock.mode != "write" and (
@@ -371,7 +371,7 @@ def say_verified(
 def stage_files(index_dir: Path, folder: str) -> dict[str, dict[str, Any]]:
     """Size and SHA-256 of every file under ``INDEX/folder`` (hidden temporaries left out), keyed by its
     path relative to the index: the ``files`` of a stage's record, checked by every later command."""
-    from indexes.integrity import file_entries
+    from lyre.indexes.integrity import file_entries
 
     return file_entries(index_dir, [folder])
 

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from basics.errors import LyreError
-from indexes.embeddings import EmbeddingStore
+from lyre.basics.errors import LyreError
+from lyre.indexes.embeddings import EmbeddingStore
 
 if TYPE_CHECKING:
     import torch

@@ -12,9 +12,8 @@ from collections import deque
 from collections.abc import Callable, Sequence
 
 import numpy as np
-
-from basics.errors import LyreError
-from basics.progress import say
+from lyre.basics.errors import LyreError
+from lyre.basics.progress import say
 
 CHARS_PER_TOKEN_BOUND = 32
 """Characters a text may have per token it can keep. Tokens of natural text and code average 3 to 5

@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from basics.errors import LyreError, OptionError, opt
-from basics.progress import ProgressSink
-from models.batching import cut_text, pad_batch, run_batches, truncate_with_eos
-from models.loading import (
+from lyre.basics.errors import LyreError, OptionError, opt
+from lyre.basics.progress import ProgressSink
+from lyre.models.batching import cut_text, pad_batch, run_batches, truncate_with_eos
+from lyre.models.loading import (
     LYCHEE_EMBED,
     cpu_threads,
     load_model,
@@ -29,8 +28,8 @@ from models.loading import (
     pick_dtype,
     resolve_model,
 )
-from models.packing import ROW_TOKENS, can_pack, pack, pack_rows, packed_hidden, pool_packed
-from models.recipes import EmbedRecipe, resolve_recipe
+from lyre.models.packing import ROW_TOKENS, can_pack, pack, pack_rows, packed_hidden, pool_packed
+from lyre.models.recipes import EmbedRecipe, resolve_recipe
 
 if TYPE_CHECKING:
     import torch

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from basics.errors import LyreError, opt
+from lyre.basics.errors import LyreError, opt
 
 if TYPE_CHECKING:
     import torch

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-from basics.errors import LyreError, opt
+from lyre.basics.errors import LyreError, opt
 
 POOLINGS = ("last-token", "mean", "cls")
 PADDING_SIDES = ("left", "right")

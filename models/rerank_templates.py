@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from basics.errors import LyreError
-from models.recipes import WEB_SEARCH_TASK
+from lyre.basics.errors import LyreError
+from lyre.models.recipes import WEB_SEARCH_TASK
 
 DEFAULT_RERANKER = "vec-ai/lychee-rerank"
 DEFAULT_INSTRUCTION = WEB_SEARCH_TASK

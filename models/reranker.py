@@ -23,11 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from basics.errors import LyreError, opt
-from basics.progress import ProgressSink, TokenProgress
-from models.batching import cut_text, pad_batch, run_batches
-from models.rerank_templates import DEFAULT_INSTRUCTION, DEFAULT_RERANKER, RerankTemplate, get_template
+from lyre.basics.errors import LyreError, opt
+from lyre.basics.progress import ProgressSink, TokenProgress
+from lyre.models.batching import cut_text, pad_batch, run_batches
+from lyre.models.rerank_templates import DEFAULT_INSTRUCTION, DEFAULT_RERANKER, RerankTemplate, get_template
 
 KINDS = ("auto", "yes-no", "cross-encoder")
 
@@ -147,7 +146,7 @@ class Reranker:
         device: str | None = None,
     ) -> Reranker:
         """Load a reranker from a hub id or a local folder (one-line error when the weights are missing)."""
-        from models.loading import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
+        from lyre.models.loading import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
 
         if kind not in KINDS:
             raise LyreError(f"unknown reranker kind {kind!r}; use {', '.join(KINDS)}")

@@ -42,11 +42,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from basics import progress
-from basics.options import option
-from formats.records import Query, Run
-from retrieval.fusion.aligned import Aligned, docid_array
+from lyre.basics import progress
+from lyre.basics.options import option
+from lyre.formats.records import Query, Run
+from lyre.retrieval.fusion.aligned import Aligned, docid_array
 
 CACHE_DIR = "cache"
 DATABASE = "cache.sqlite"

@@ -21,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from basics.errors import LyreError, OptionError
-from basics.options import check_options, option
-from retrieval.correction import CORRECTIONS, correction
-from retrieval.evaluation import DEFAULT_MEASURES, evaluate
-from retrieval.significance import SIGNIFICANCE_TESTS, paired_test
+from lyre.basics.errors import LyreError, OptionError
+from lyre.basics.options import check_options, option
+from lyre.retrieval.correction import CORRECTIONS, correction
+from lyre.retrieval.evaluation import DEFAULT_MEASURES, evaluate
+from lyre.retrieval.significance import SIGNIFICANCE_TESTS, paired_test
 
 FORMATS = ("table", "markdown", "latex", "json", "csv")
 MARKER = "*"
@@ -165,8 +164,8 @@ def compare(
     queries: str | Path | None = None,
 ) -> CompareReport:
     """Compare each of ``runs`` with ``baseline`` on every measure (see the module docstring)."""
-    from basics.provenance import sha256_file
-    from formats.irds import source_record
+    from lyre.basics.provenance import sha256_file
+    from lyre.formats.irds import source_record
 
     check_compare(baseline, runs, options)
     test = paired_test(options.test)
@@ -236,7 +235,7 @@ def compare(
 
 
 def _query_texts(queries: str | Path) -> dict[str, str]:
-    from formats.queries import read_queries
+    from lyre.formats.queries import read_queries
 
     return {query.qid: query.text for query in read_queries(queries)}
 
@@ -452,6 +451,6 @@ def check_plot_path(plot: Path | None) -> None:
         return
     if plot.suffix.lower() not in (".png", ".svg", ".html"):
         raise OptionError("plot", plot, "must end in .png, .svg or .html")
-    from retrieval.plots import require_matplotlib
+    from lyre.retrieval.plots import require_matplotlib
 
     require_matplotlib()

@@ -60,7 +60,7 @@ class DoctorReport:
 
 def environment() -> dict[str, str]:
     """Versions and devices: where encoding, Faiss search and reranking will run, and why."""
-    from basics.provenance import library_versions
+    from lyre.basics.provenance import library_versions
 
     found = library_versions(
         "torch", "transformers", "faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "bm25s", "ray"
@@ -154,7 +154,7 @@ def doctor(
     **overrides: Any,
 ) -> DoctorReport:
     """The environment; with ``embed_model``, load it with its effective recipe and run the checks."""
-    from models.embedder import Embedder
+    from lyre.models.embedder import Embedder
 
     if embed_model is None:
         return DoctorReport(environment=environment())

@@ -21,10 +21,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from basics.errors import LyreError
-from formats.qrels import qrels_dict, read_qrels
-from formats.records import Run
-from formats.runs import rank_order, read_run
+from lyre.basics.errors import LyreError
+from lyre.formats.qrels import qrels_dict, read_qrels
+from lyre.formats.records import Run
+from lyre.formats.runs import rank_order, read_run
 
 DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100", "R@1000", "AP", "Judged@10")
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from basics.errors import OptionError, opt
-from basics.options import check_options, option
-from indexes.engines import ENGINES
-from models.rerank_templates import DEFAULT_RERANKER, LYCHEE
-from retrieval.fusion import DEFAULT_METHOD, FUSION_METHODS
+from lyre.basics.errors import OptionError, opt
+from lyre.basics.options import check_options, option
+from lyre.indexes.engines import ENGINES
+from lyre.models.rerank_templates import DEFAULT_RERANKER, LYCHEE
+from lyre.retrieval.fusion import DEFAULT_METHOD, FUSION_METHODS
 
 MODES = ("bm25", "dense", "hybrid")
 _WHITESPACE = re.compile(r"\s")

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from basics.errors import LyreError, OptionError, opt
-from formats.records import Query, Run
-from formats.runs import rank_order
-from indexes.manifest import BM25, DOCSTORE, EMBEDDINGS, PASSAGES
-from indexes.passage_stage import index_store
-from retrieval.aggregation import AggregationOptions, AggregationRule, aggregate, best_passages, rule
-from retrieval.splice import splice
+from lyre.basics.errors import LyreError, OptionError, opt
+from lyre.formats.records import Query, Run
+from lyre.formats.runs import rank_order
+from lyre.indexes.manifest import BM25, DOCSTORE, EMBEDDINGS, PASSAGES
+from lyre.indexes.passage_stage import index_store
+from lyre.retrieval.aggregation import AggregationOptions, AggregationRule, aggregate, best_passages, rule
+from lyre.retrieval.splice import splice
 
 MAX_PASSAGES_PER_DOCUMENT = 16
 """Cap of the depth multiplier: a collection with a few huge documents should not make every query
@@ -82,7 +82,7 @@ class PassageSearch:
     ) -> PassageSearch | None:
         """The passage search of an index (its manifest read once by the plan), or None for a document
         index, whose aggregation options are then checked to be unset."""
-        from indexes.manifest import HOW_TO_BUILD, complete_records
+        from lyre.indexes.manifest import HOW_TO_BUILD, complete_records
 
         options.validate()
         records = complete_records(dict(manifest))

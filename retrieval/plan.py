@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-
-from basics.errors import LyreError, opt
-from formats.records import Query, Run
-from formats.runs import ranked_columns
-from indexes.manifest import (
+from lyre.basics.errors import LyreError, opt
+from lyre.formats.records import Query, Run
+from lyre.formats.runs import ranked_columns
+from lyre.indexes.manifest import (
     BM25,
     DENSE,
     DOCSTORE,
@@ -31,9 +30,9 @@ from indexes.manifest import (
     complete_records,
     read_manifest,
 )
-from retrieval import fusion
-from retrieval.aggregation import AggregationOptions
-from retrieval.cache import (
+from lyre.retrieval import fusion
+from lyre.retrieval.aggregation import AggregationOptions
+from lyre.retrieval.cache import (
     CacheOptions,
     Deferred,
     SearchCache,
@@ -43,14 +42,14 @@ from retrieval.cache import (
     content_key,
     digest,
 )
-from retrieval.fusion.aligned import Aligned, align
-from retrieval.options import RerankOptions, SearchOptions, check_search_options
-from retrieval.rerank import rerank
-from retrieval.rerank_parts import GroupScores
+from lyre.retrieval.fusion.aligned import Aligned, align
+from lyre.retrieval.options import RerankOptions, SearchOptions, check_search_options
+from lyre.retrieval.rerank import rerank
+from lyre.retrieval.rerank_parts import GroupScores
 
 if TYPE_CHECKING:
-    from indexes.open_index import OpenIndex
-    from retrieval.passage_search import PassageSearch
+    from lyre.indexes.open_index import OpenIndex
+    from lyre.retrieval.passage_search import PassageSearch
 
 
 def needed_stages(mode: str) -> tuple[str, ...]:
@@ -122,14 +121,14 @@ class LoadedReranker:
 
     def close(self) -> None:
         """Stop the reranker's worker processes or Ray actors, if it has any."""
-        from retrieval.rerank_workers import release
+        from lyre.retrieval.rerank_workers import release
 
         release(self.model)
 
 
 def locate_reranker(options: RerankOptions, *, optional: bool) -> Path:
     """The reranker's folder, found without loading it; ``optional``: the message offers to turn it off."""
-    from models.loading import resolve_model
+    from lyre.models.loading import resolve_model
 
     try:
         return resolve_model(options.rerank_model, option=opt("rerank_model"))
@@ -143,8 +142,8 @@ def locate_reranker(options: RerankOptions, *, optional: bool) -> Path:
 def load_reranker(folder: Path, options: RerankOptions) -> LoadedReranker:
     """The reranker in ``folder``; its identity covers every setting that changes a score, and the
     weights' fingerprint, so saved group scores are reused only for the very same reranker."""
-    from models.loading import model_fingerprint
-    from retrieval.rerank_workers import device_kind, open_reranker
+    from lyre.models.loading import model_fingerprint
+    from lyre.retrieval.rerank_workers import device_kind, open_reranker
 
     model = open_reranker(folder, options)  # in this process, or replicas on every GPU / Ray (engine)
     settings = {
@@ -159,8 +158,8 @@ def load_reranker(folder: Path, options: RerankOptions) -> LoadedReranker:
 
 def check_rerank_template(options: RerankOptions) -> None:
     """A custom template must have its slots, and the engine its GPUs, before any model is loaded."""
-    from models.rerank_templates import get_template
-    from retrieval.rerank_workers import check_engine
+    from lyre.models.rerank_templates import get_template
+    from lyre.retrieval.rerank_workers import check_engine
 
     get_template(options.rerank_template)
     check_engine(options)
@@ -201,30 +200,30 @@ class SearchPlan:
         passage index answers (``retrieval/passage_search.py``); refused on a document index.
         ``opened``: the index as :func:`indexes.open_index.open_for_search` read and checked it under the
         read lock (``lyre search``), used as it is; without it the manifest is read here, unlocked."""
-        from retrieval.passage_search import PassageSearch
+        from lyre.retrieval.passage_search import PassageSearch
 
         check_plan_options(options, rerank_options)
         if opened is not None:
             manifest = opened.manifest
         else:
             manifest = read_manifest(index_dir)
-            from indexes.open_index import require_complete
+            from lyre.indexes.open_index import require_complete
 
             require_complete(index_dir, manifest, needed_stages(options.mode))
         passages = PassageSearch.open(index_dir, manifest, options.mode, aggregation or AggregationOptions())
         reranking = rerank_options.rerank_depth > 0
         folder = locate_reranker(rerank_options, optional=True) if reranking else None
-        from indexes.docstore import DocStore
+        from lyre.indexes.docstore import DocStore
 
         store = Deferred(lambda: DocStore.open(index_dir / (DOCSTORE if passages is None else PASSAGES)))
         bm25 = dense = embedder = None
         if BM25 in needed_stages(options.mode):
-            from indexes.bm25 import BM25Index
+            from lyre.indexes.bm25 import BM25Index
 
             bm25 = Deferred(lambda: BM25Index.load(index_dir / BM25))
         if DENSE in needed_stages(options.mode):
-            from indexes.dense import DenseIndex
-            from indexes.query_encoder import load_index_embedder
+            from lyre.indexes.dense import DenseIndex
+            from lyre.indexes.query_encoder import load_index_embedder
 
             # The manifest read above already found both stages complete: neither reads it again.
             records = complete_records(manifest)
@@ -262,7 +261,7 @@ class SearchPlan:
     def passage_first_stage(self, queries: Sequence[Query], keep_passages: bool) -> tuple[Run, Run | None]:
         """Passage index: the run and, with ``keep_passages``, the fused passage list the reranker
         chooses passages from (:func:`retrieval.passage_search.search_passage_index`)."""
-        from retrieval.passage_search import search_passage_index
+        from lyre.retrieval.passage_search import search_passage_index
 
         options = self.options
         return search_passage_index(
@@ -341,7 +340,7 @@ class SearchPlan:
         not looked up in the Hugging Face cache again (that costs more than the cached search)."""
         if self.cache is None or self.query_model_checked:
             return  # without a cache the query encoder was loaded, and so checked, when the plan opened
-        from indexes.query_encoder import checked_model_folder
+        from lyre.indexes.query_encoder import checked_model_folder
 
         embeddings = complete_records(self.manifest)[EMBEDDINGS]
         key = content_key("model-folder", embeddings["params"]["model"])
@@ -402,7 +401,7 @@ class SearchPlan:
 
 def check_plan_options(options: SearchOptions, rerank_options: RerankOptions) -> None:
     """Every setting that needs no file, in one place: options, fusion through the registry, template."""
-    from basics.options import check_options
+    from lyre.basics.options import check_options
 
     check_search_options(options)
     check_options(rerank_options)

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from basics.atomic import atomic_path, write_text_atomic
-from basics.errors import LyreError, opt
-from retrieval.compare import CompareReport, describe, run_labels, table_rows
+from lyre.basics.atomic import atomic_path, write_text_atomic
+from lyre.basics.errors import LyreError, opt
+from lyre.retrieval.compare import CompareReport, describe, run_labels, table_rows
 
 RECALL_DEPTHS = tuple(int(d) for d in np.unique(np.round(np.logspace(0, 3, 46))))
 """Depths of the recall curve: 1 to 1000, evenly spaced on the log axis it is drawn on."""
@@ -38,7 +37,7 @@ def require_matplotlib() -> None:
 
 def recall_curves(qrels: str | Path, runs: Sequence[str]) -> dict[str, list[float]]:
     """Mean recall of each run at every :data:`RECALL_DEPTHS` depth (lyre eval's averaging rules)."""
-    from retrieval.evaluation import evaluate
+    from lyre.retrieval.evaluation import evaluate
 
     measures = [f"R@{depth}" for depth in RECALL_DEPTHS]
     table = evaluate(qrels, list(runs), measures=measures)

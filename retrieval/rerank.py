@@ -12,15 +12,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
-
-from basics import progress
-from basics.errors import LyreError
-from formats.records import Query, Run, document_text
-from formats.runs import rank_order
-from retrieval.cache import PairLookup, SearchCache, cached_pair_scores, look_up_pairs
-from retrieval.rerank_parts import GroupScores, group_key
-from retrieval.rerank_workers import GroupScorer, Pairs
-from retrieval.splice import splice
+from lyre.basics import progress
+from lyre.basics.errors import LyreError
+from lyre.formats.records import Query, Run, document_text
+from lyre.formats.runs import rank_order
+from lyre.retrieval.cache import PairLookup, SearchCache, cached_pair_scores, look_up_pairs
+from lyre.retrieval.rerank_parts import GroupScores, group_key
+from lyre.retrieval.rerank_workers import GroupScorer, Pairs
+from lyre.retrieval.splice import splice
 
 RERANK_GROUP_PAIRS = 8192
 """Pairs prepared at a time: token ids and texts of a group are held in memory, so reranking 10k queries

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from basics.atomic import atomic_path, write_json_atomic
+from lyre.basics.atomic import atomic_path, write_json_atomic
 
 PARTS_SUFFIX = ".parts"
 

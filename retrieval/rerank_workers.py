@@ -27,14 +27,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-
-from basics import progress
-from basics.errors import LyreError, OptionError, opt
-from basics.progress import Counts, ProgressSink
+from lyre.basics import progress
+from lyre.basics.errors import LyreError, OptionError, opt
+from lyre.basics.progress import Counts, ProgressSink
 
 if TYPE_CHECKING:
-    from models.reranker import Reranker, RerankerSettings
-    from retrieval.options import RerankOptions
+    from lyre.models.reranker import Reranker, RerankerSettings
+    from lyre.retrieval.options import RerankOptions
 
 Pairs = Sequence[tuple[str, str]]
 """The (query text, document text) pairs of one group, in the group's order."""
@@ -61,7 +60,7 @@ class GroupScorer(Protocol):
 
 def check_engine(options: RerankOptions) -> None:
     """The engine against this machine and the Ray options against the engine, before anything loads."""
-    from indexes.engines import visible_gpus
+    from lyre.indexes.engines import visible_gpus
 
     if options.engine != "ray":
         for name in ("ray_address", "ray_cpu_actors"):
@@ -75,7 +74,7 @@ def check_engine(options: RerankOptions) -> None:
 def worker_devices(engine: str) -> list[str]:
     """The devices that get a worker process each: every GPU when several are visible (engine ``local``
     or ``gpus``); none when there is one GPU or none, since then this process reranks as before."""
-    from indexes.engines import visible_gpus
+    from lyre.indexes.engines import visible_gpus
 
     gpus = visible_gpus() if engine in ("local", "gpus") else 0
     return [f"cuda:{rank}" for rank in range(gpus)] if gpus > 1 else []
@@ -88,7 +87,7 @@ def open_reranker(folder: Path, options: RerankOptions) -> Reranker | GroupScore
     devices = worker_devices(options.engine)
     if devices:
         return DeviceRerankers.start(devices, folder, options)
-    from models.reranker import Reranker
+    from lyre.models.reranker import Reranker
 
     return Reranker.from_pretrained(folder, template=options.rerank_template, instruction=options.instruction)
 
@@ -108,7 +107,7 @@ def device_kind(device: str) -> str:
 def common_settings(reports: Sequence[dict[str, Any]], places: Sequence[str]) -> RerankerSettings:
     """The settings every replica loaded with (the device by its kind). Replicas that differ would score
     the groups differently, so they are refused."""
-    from models.reranker import RerankerSettings
+    from lyre.models.reranker import RerankerSettings
 
     settings = [{**report, "device": device_kind(report["device"])} for report in reports]
     for place, other in zip(places, settings, strict=True):
@@ -144,8 +143,7 @@ class RerankerReplica:
 
     def __call__(self, device: str, threads: int) -> tuple[ScoringWorker, dict[str, Any]]:
         import torch
-
-        from models.reranker import Reranker
+        from lyre.models.reranker import Reranker
 
         if device == "cpu":
             torch.set_num_threads(threads)
@@ -166,7 +164,7 @@ class DeviceRerankers:
     @classmethod
     def start(cls, devices: Sequence[str], folder: Path, options: RerankOptions) -> DeviceRerankers:
         """Start and load every worker (in parallel); returns once all are ready."""
-        from indexes.engines.device_pool import DevicePool
+        from lyre.indexes.engines.device_pool import DevicePool
 
         replica = RerankerReplica(folder, options.rerank_template, options.instruction)
         pool = DevicePool(devices, replica, "reranking", RESUME_HINT)
@@ -213,9 +211,8 @@ class RerankActor:
         folder, model, fingerprint, template, instruction, device, threads = self.options
         if self.reranker is None:
             import torch
-
-            from models.loading import model_fingerprint, resolve_model
-            from models.reranker import Reranker
+            from lyre.models.loading import model_fingerprint, resolve_model
+            from lyre.models.reranker import Reranker
 
             progress.set_quiet(True)
             seen = Path(folder).is_dir()
@@ -252,9 +249,8 @@ class RayRerankers:
     def start(cls, folder: Path, options: RerankOptions) -> RayRerankers:
         """Join the cluster (or start a local Ray), start one actor per GPU and load them all."""
         import ray
-
-        from indexes.engines.ray_cluster import connect, placed_actor_class, ray_result
-        from models.loading import model_fingerprint
+        from lyre.indexes.engines.ray_cluster import connect, placed_actor_class, ray_result
+        from lyre.models.loading import model_fingerprint
 
         fingerprint = model_fingerprint(folder)
         started = connect(options.ray_address)
@@ -289,9 +285,8 @@ class RayRerankers:
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Each actor holds two groups at a time (one scoring, one queued); a finished actor gets the next."""
         import ray
-
-        from indexes.engines.device_pool import AHEAD
-        from indexes.engines.ray_cluster import ray_result
+        from lyre.indexes.engines.device_pool import AHEAD
+        from lyre.indexes.engines.ray_cluster import ray_result
 
         if not self.actors:
             raise LyreError(f"the Ray reranking actors were stopped by an earlier failure; {RESUME_HINT}")

@@ -15,30 +15,36 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from basics import progress
-from basics.errors import InputError, LyreError, OptionError, opt
-from basics.options import check_options
-from basics.outputs import check_output
-from formats.records import Query, Run
-from retrieval.aggregation import AggregationOptions
-from retrieval.cache import CacheOptions
-from retrieval.options import FuseOptions, RerankOptions, RerankRunOptions, SearchOptions, check_run_options
-from retrieval.rerank_parts import GroupScores, parts_folder
+from lyre.basics import progress
+from lyre.basics.errors import InputError, LyreError, OptionError, opt
+from lyre.basics.options import check_options
+from lyre.basics.outputs import check_output
+from lyre.formats.records import Query, Run
+from lyre.retrieval.aggregation import AggregationOptions
+from lyre.retrieval.cache import CacheOptions
+from lyre.retrieval.options import (
+    FuseOptions,
+    RerankOptions,
+    RerankRunOptions,
+    SearchOptions,
+    check_run_options,
+)
+from lyre.retrieval.rerank_parts import GroupScores, parts_folder
 
 MISSING_SHOWN = 5
 """Query ids a missing-queries error names before '...'."""
 
 
 def _check_out(out: Path, inputs: Sequence[tuple[str, Path]], reranking: bool) -> None:
-    from formats.runs import meta_path
+    from lyre.formats.runs import meta_path
 
     companions = [meta_path(out), *([parts_folder(out)] if reranking else [])]
     check_output(out, inputs, companions)
 
 
 def _load_queries(queries_path: Path, qrels: Path | None, topic_field: str) -> list[Query]:
-    from formats.qrels import read_qrels
-    from formats.queries import read_queries
+    from lyre.formats.qrels import read_qrels
+    from lyre.formats.queries import read_queries
 
     judged = {qrel.qid for qrel in read_qrels(qrels)} if qrels else None
     queries = read_queries(queries_path, topic_field=topic_field, only_ids=judged)
@@ -49,13 +55,13 @@ def _load_queries(queries_path: Path, qrels: Path | None, topic_field: str) -> l
 
 
 def _query_file(path: Path, count: int) -> dict[str, Any]:
-    from formats.irds import source_record
+    from lyre.formats.irds import source_record
 
     return {**source_record(path, "queries"), "count": count}  # an irds: id records its id and version
 
 
 def _write(out: Path, run: Run, tag: str, meta: dict[str, Any], started: float) -> str:
-    from formats.runs import write_run
+    from lyre.formats.runs import write_run
 
     write_run(out, run, tag=tag, meta=meta)
     lines = sum(len(docs) for docs in run.values())
@@ -84,9 +90,9 @@ def search_to_run(
     (:func:`~indexes.open_index.open_for_search`); ``wait``: wait for a command writing the index
     instead of stopping.
     """
-    from indexes.manifest import PASSAGES
-    from indexes.open_index import open_for_search
-    from retrieval.plan import SearchPlan, check_plan_options, needed_stages
+    from lyre.indexes.manifest import PASSAGES
+    from lyre.indexes.open_index import open_for_search
+    from lyre.retrieval.plan import SearchPlan, check_plan_options, needed_stages
 
     started = time.perf_counter()
     check_plan_options(options, rerank_options)
@@ -164,14 +170,14 @@ def rerank_run_file(
     ``cache``: reuse (and keep) reranker scores in the index's cache (None: off); they are shared with
     ``lyre search``, whose reranker identity is the same. The index's read lock is held from opening to
     the written run; ``wait``: wait for a command writing the index instead of stopping."""
-    from basics.provenance import sha256_file
-    from formats.runs import read_run
-    from indexes.docstore import DocStore
-    from indexes.manifest import DOCSTORE, PASSAGES
-    from indexes.open_index import open_for_search
-    from retrieval.cache import SearchCache
-    from retrieval.plan import check_rerank_template, load_reranker, locate_reranker
-    from retrieval.rerank import rerank
+    from lyre.basics.provenance import sha256_file
+    from lyre.formats.runs import read_run
+    from lyre.indexes.docstore import DocStore
+    from lyre.indexes.manifest import DOCSTORE, PASSAGES
+    from lyre.indexes.open_index import open_for_search
+    from lyre.retrieval.cache import SearchCache
+    from lyre.retrieval.plan import check_rerank_template, load_reranker, locate_reranker
+    from lyre.retrieval.rerank import rerank
 
     started = time.perf_counter()
     check_run_options(options)
@@ -238,10 +244,10 @@ def parse_weights(text: str | None, runs: int) -> list[float] | None:
 
 def fuse_run_files(run_paths: Sequence[Path], out: Path, options: FuseOptions) -> str:
     """``lyre fuse``: fuse existing runs with the same registry the search plan uses."""
-    from basics.provenance import sha256_file
-    from formats.runs import read_run
-    from retrieval import fusion
-    from retrieval.plan import cut
+    from lyre.basics.provenance import sha256_file
+    from lyre.formats.runs import read_run
+    from lyre.retrieval import fusion
+    from lyre.retrieval.plan import cut
 
     started = time.perf_counter()
     check_run_options(options)

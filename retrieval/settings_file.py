@@ -21,9 +21,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from basics.atomic import write_json_atomic
-from basics.errors import InputError, LyreError
-from retrieval.options import RerankOptions, SearchOptions
+from lyre.basics.atomic import write_json_atomic
+from lyre.basics.errors import InputError, LyreError
+from lyre.retrieval.options import RerankOptions, SearchOptions
 
 SETTINGS_FORMAT = 1
 UNTUNABLE = ("tag", "mode")
@@ -124,7 +124,7 @@ def read_settings(path: Path) -> dict[str, Any]:
 
 def settings_record(path: Path, settings: dict[str, Any], overridden: Iterable[str]) -> dict[str, Any]:
     """What a run's sidecar says about the settings file it applied."""
-    from basics.provenance import sha256_file
+    from lyre.basics.provenance import sha256_file
 
     return {
         "path": str(path.resolve()),

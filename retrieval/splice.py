@@ -9,7 +9,7 @@ deep metrics (R@1000) are the first stage's and its top (nDCG@10) is the reranke
 
 from __future__ import annotations
 
-from formats.runs import rank_order
+from lyre.formats.runs import rank_order
 
 
 def splice(first_stage: list[tuple[str, float]], reranked: dict[str, float]) -> list[tuple[str, float]]:

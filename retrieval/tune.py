@@ -26,14 +26,14 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from basics import progress
-from basics.errors import LyreError, OptionError, opt
-from basics.options import check_options, option
-from formats.records import Query, Run
-from retrieval import fusion
-from retrieval.cache import CacheOptions
-from retrieval.options import RerankOptions, SearchOptions
-from retrieval.settings_file import apply, check_value_type, nullable, tunable_types, write_settings
+from lyre.basics import progress
+from lyre.basics.errors import LyreError, OptionError, opt
+from lyre.basics.options import check_options, option
+from lyre.formats.records import Query, Run
+from lyre.retrieval import fusion
+from lyre.retrieval.cache import CacheOptions
+from lyre.retrieval.options import RerankOptions, SearchOptions
+from lyre.retrieval.settings_file import apply, check_value_type, nullable, tunable_types, write_settings
 
 MAX_GRID_VALUES = 10_000
 """More values than anyone means to search: almost always a step typed wrong."""
@@ -137,7 +137,7 @@ def ignored_by_fusion(options: SearchOptions) -> set[str]:
 
 def grid_settings(grid: dict[str, list[Any]], options: SearchOptions, rerank: RerankOptions) -> list[Setting]:
     """Every combination, checked like the flags, without settings its fusion ignores, each once."""
-    from retrieval.plan import check_plan_options
+    from lyre.retrieval.plan import check_plan_options
 
     settings: list[Setting] = []
     seen: set[str] = set()
@@ -236,7 +236,7 @@ def check_tune(
     cache: CacheOptions | None,
 ) -> list[Setting]:
     """Every option and every grid combination checked (nothing read): the settings to evaluate."""
-    from retrieval.plan import check_plan_options
+    from lyre.retrieval.plan import check_plan_options
 
     check_options(tune_options)
     if cache is not None:
@@ -259,12 +259,12 @@ def tune(
     topic_field: str = "title",
 ) -> TuneReport:
     """Evaluate every grid setting on the dev queries (judged in ``qrels_path``) and cross-validate."""
-    from formats.qrels import qrels_dict, read_qrels
-    from formats.queries import read_queries
-    from indexes.manifest import PASSAGES
-    from indexes.open_index import open_for_search
-    from retrieval.evaluation import evaluate_run
-    from retrieval.plan import SearchPlan, cut, needed_stages
+    from lyre.formats.qrels import qrels_dict, read_qrels
+    from lyre.formats.queries import read_queries
+    from lyre.indexes.manifest import PASSAGES
+    from lyre.indexes.open_index import open_for_search
+    from lyre.retrieval.evaluation import evaluate_run
+    from lyre.retrieval.plan import SearchPlan, cut, needed_stages
 
     settings = check_tune(grid_entries, options, rerank, tune_options, cache)
     measure, cutoff = parse_measure(tune_options.measure)
@@ -394,7 +394,7 @@ def write_report(
     inputs: dict[str, Path],
 ) -> None:
     """The chosen settings for ``lyre search --settings``, with how they were chosen."""
-    from basics.provenance import provenance, sha256_file
+    from lyre.basics.provenance import provenance, sha256_file
 
     how = {
         "measure": report.measure,

@@ -4,10 +4,9 @@ hand-made runs with closed-form answers."""
 from __future__ import annotations
 
 import pytest
-
-from basics.errors import LyreError, OptionError
-from basics.options import default_of
-from retrieval.aggregation import (
+from lyre.basics.errors import LyreError, OptionError
+from lyre.basics.options import default_of
+from lyre.retrieval.aggregation import (
     AGGREGATION_RULES,
     DEFAULT_RULE,
     AggregationOptions,

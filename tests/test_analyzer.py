@@ -1,7 +1,6 @@
 import pytest
-
-from basics.errors import LyreError
-from indexes.analyzer import LUCENE_ENGLISH_STOPWORDS, Analyzer, stopword_list
+from lyre.basics.errors import LyreError
+from lyre.indexes.analyzer import LUCENE_ENGLISH_STOPWORDS, Analyzer, stopword_list
 
 
 def test_default_is_anserini_english():

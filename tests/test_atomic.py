@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from basics.atomic import atomic_path, replace_dir, temp_dir_beside, write_text_atomic
-from basics.resources import (
+from lyre.basics.atomic import atomic_path, replace_dir, temp_dir_beside, write_text_atomic
+from lyre.basics.resources import (
     SPACE_MARGIN,
     ResourceError,
     ensure_free_space,
@@ -31,7 +30,7 @@ UNDER_LIMIT = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # so an oversized write fails with EFBIG instead of killing
 resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
-from basics.errors import LyreError
+from lyre.basics.errors import LyreError
 try:
 {body}
 except LyreError as error:
@@ -91,8 +90,8 @@ def test_disk_full_while_writing_a_run_keeps_the_earlier_run(tmp_path):
 SMALL_DISK = """
 import signal, sys
 import numpy as np
-from basics.errors import LyreError
-from basics.resources import reserve
+from lyre.basics.errors import LyreError
+from lyre.basics.resources import reserve
 data = np.lib.format.open_memmap(sys.argv[1], mode="w+", dtype=np.float32, shape=(1 << 20,))  # 4 MiB
 try:
     if sys.argv[2] == "reserve":

@@ -2,9 +2,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
-from basics.errors import LyreError
-from models.batching import (
+from lyre.basics.errors import LyreError
+from lyre.models.batching import (
     CHARS_PER_TOKEN_BOUND,
     cut_text,
     is_out_of_memory,

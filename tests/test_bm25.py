@@ -5,13 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from basics.errors import LyreError
-from formats.records import Document, document_text
-from indexes.analyzer import Analyzer
-from indexes.bm25 import BM25Index, Bm25Options, Bm25Stage, bm25_stage, build_bm25
-from indexes.manifest import stage_record
-from indexes.stages import run_stage
+from lyre.basics.errors import LyreError
+from lyre.formats.records import Document, document_text
+from lyre.indexes.analyzer import Analyzer
+from lyre.indexes.bm25 import BM25Index, Bm25Options, Bm25Stage, bm25_stage, build_bm25
+from lyre.indexes.manifest import stage_record
+from lyre.indexes.stages import run_stage
 
 
 class ListStore:
@@ -78,7 +77,7 @@ def test_k_larger_than_corpus_pads_and_threads_agree(index):
 
 
 def test_saved_files_are_bm25s_format_and_match_bm25s_own_index(tmp_path):
-    from indexes.bm25s_compat import import_bm25s
+    from lyre.indexes.bm25s_compat import import_bm25s
 
     bm25s = import_bm25s()  # without JAX, as lyre imports it
 
@@ -134,7 +133,7 @@ def test_bad_inputs_are_lyre_errors(tmp_path, index):
 
 
 def test_stage_builds_from_the_real_docstore_and_records_itself(tmp_path):
-    from indexes.ingest import ingest
+    from lyre.indexes.ingest import ingest
 
     corpus = tmp_path / "corpus.jsonl"
     corpus.write_text(

@@ -13,13 +13,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
-
-from basics.errors import LyreError
-from indexes import bm25s_compat
-from indexes.bm25 import METHODS
+from lyre.basics.errors import LyreError
+from lyre.indexes import bm25s_compat
+from lyre.indexes.bm25 import METHODS
 
 if TYPE_CHECKING:
-    from conftest import LyreCli
+    from helpers import LyreCli
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 
@@ -132,10 +131,10 @@ def test_the_stub_is_what_a_plain_bm25s_import_would_touch(jax_stub: tuple[dict[
 LIBRARY_BM25 = """
 import json, sys
 from pathlib import Path
-from formats.queries import read_queries
-from formats.records import Document
-from indexes.analyzer import Analyzer
-from indexes.bm25 import BM25Index, build_bm25
+from lyre.formats.queries import read_queries
+from lyre.formats.records import Document
+from lyre.indexes.analyzer import Analyzer
+from lyre.indexes.bm25 import BM25Index, build_bm25
 
 sample, out = Path(sys.argv[1]), Path(sys.argv[2])
 with open(sample / "corpus.jsonl", encoding="utf-8") as lines:

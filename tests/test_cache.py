@@ -15,13 +15,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPOSITORY, LyreCli, modules_imported_by, one_line_error
-
-import retrieval.cache
-from formats.queries import read_queries
-from formats.runs import rank_order
-from models.reranker import Reranker
-from retrieval.cache import (
+from helpers import REPOSITORY, LyreCli, modules_imported_by, one_line_error
+from lyre.formats.queries import read_queries
+from lyre.formats.runs import rank_order
+from lyre.models.reranker import Reranker
+from lyre.retrieval import cache as cache_module
+from lyre.retrieval.cache import (
     CACHE_DIR,
     DATABASE,
     MIB,
@@ -33,9 +32,9 @@ from retrieval.cache import (
     encode_aligned,
     encode_list,
 )
-from retrieval.fusion.aligned import align
-from retrieval.options import RerankOptions, SearchOptions
-from retrieval.plan import SearchPlan
+from lyre.retrieval.fusion.aligned import align
+from lyre.retrieval.options import RerankOptions, SearchOptions
+from lyre.retrieval.plan import SearchPlan
 
 MODES = ("bm25", "dense", "hybrid")
 
@@ -166,7 +165,7 @@ def test_least_recently_used_entries_go_beyond_the_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = iter(range(1, 10**6))
-    monkeypatch.setattr(retrieval.cache.time, "time", lambda: float(next(clock)))
+    monkeypatch.setattr(cache_module.time, "time", lambda: float(next(clock)))
     cache = SearchCache.open(tmp_path, CacheOptions(cache_limit_mb=1))
     assert cache is not None
     value = bytes(MIB // 4)  # four fill the limit
@@ -187,7 +186,7 @@ WRITER = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from retrieval.cache import CacheOptions, SearchCache
+    from lyre.retrieval.cache import CacheOptions, SearchCache
 
     folder, name = Path(sys.argv[1]), sys.argv[2]
     cache = SearchCache.open(folder, CacheOptions())
@@ -267,9 +266,8 @@ def test_a_cached_search_refuses_changed_query_model_weights_as_an_uncached_one_
     so replacing its weights stops a cached search with the line an uncached search prints."""
     import shutil
 
+    from lyre.models.loading import resolve_model
     from safetensors.torch import load_file, save_file
-
-    from models.loading import resolve_model
 
     folder = tmp_path / "model"
     shutil.copytree(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), folder)

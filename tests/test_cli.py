@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-
-from formats.runs import rank_order, read_run
+from lyre.formats.runs import rank_order, read_run
 
 if TYPE_CHECKING:
-    from conftest import LyreCli
+    from helpers import LyreCli
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
 

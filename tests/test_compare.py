@@ -9,13 +9,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lyre.basics.errors import LyreError, OptionError
+from lyre.formats.qrels import read_qrels
+from lyre.formats.runs import read_run
+from lyre.retrieval.compare import CompareOptions, compare, render
+from lyre.retrieval.evaluation import evaluate
 from scipy import stats
-
-from basics.errors import LyreError, OptionError
-from formats.qrels import read_qrels
-from formats.runs import read_run
-from retrieval.compare import CompareOptions, compare, render
-from retrieval.evaluation import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE = REPO / "data" / "sample"
@@ -163,7 +162,7 @@ def test_bad_options_are_refused_before_reading(runs: dict[str, Path]) -> None:
 
 
 def test_cli_prints_the_table_and_one_line_errors(runs: dict[str, Path]) -> None:
-    lyre = [sys.executable, "-m", "cli"]
+    lyre = [sys.executable, "-m", "lyre"]
     done = subprocess.run(
         [
             *lyre,

@@ -8,11 +8,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from basics.errors import InputError, LyreError
-from formats import corpus
-from formats.corpus import FieldMapping, UniqueIds, detect_format, id_hashes, open_corpus
-from formats.records import Document
+from lyre.basics.errors import InputError, LyreError
+from lyre.formats import corpus
+from lyre.formats.corpus import FieldMapping, UniqueIds, detect_format, id_hashes, open_corpus
+from lyre.formats.records import Document
 
 DOCS = [
     Document("d1", "Title one", "first text"),

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import pytest
-
-from basics.errors import LyreError
-from retrieval.correction import CORRECTIONS, correction
+from lyre.basics.errors import LyreError
+from lyre.retrieval.correction import CORRECTIONS, correction
 
 RAW = [0.01, 0.04, 0.03, 0.005]
 

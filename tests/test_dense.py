@@ -7,12 +7,12 @@ import pytest
 
 faiss = pytest.importorskip("faiss")
 
-from basics.errors import LyreError  # noqa: E402
-from indexes import dense  # noqa: E402
-from indexes.dense import DenseIndex, DenseOptions, build_dense, exact_search, overlap_at, top_k  # noqa: E402
-from indexes.embeddings import EmbeddingStore, StoreSpec  # noqa: E402
-from indexes.manifest import clear_stage, record_stage, stage_record  # noqa: E402
-from indexes.stages import StageRecord  # noqa: E402
+from lyre.basics.errors import LyreError  # noqa: E402
+from lyre.indexes import dense  # noqa: E402
+from lyre.indexes.dense import DenseIndex, DenseOptions, build_dense, exact_search, overlap_at, top_k  # noqa: E402
+from lyre.indexes.embeddings import EmbeddingStore, StoreSpec  # noqa: E402
+from lyre.indexes.manifest import clear_stage, record_stage, stage_record  # noqa: E402
+from lyre.indexes.stages import StageRecord  # noqa: E402
 
 faiss.omp_set_num_threads(1)  # on a shared 2-core machine, OpenMP barriers cost more than they save
 

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
-
-from basics.errors import LyreError
-from formats.corpus import UniqueIds
-from formats.records import Document
-from indexes.docstore import DocStore, DocStoreWriter
+from lyre.basics.errors import LyreError
+from lyre.formats.corpus import UniqueIds
+from lyre.formats.records import Document
+from lyre.indexes.docstore import DocStore, DocStoreWriter
 
 N = 1000
 

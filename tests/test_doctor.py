@@ -4,8 +4,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from retrieval.doctor import doctor, environment
+from lyre.retrieval.doctor import doctor, environment
 
 
 def test_doctor_passes_a_correct_lychee_setup(qwen_folder: Path) -> None:

@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 import torch
 from embed_fixtures import ENDOFTEXT, reference_last_token
-
-from basics.errors import LyreError
-from models.batching import CHARS_PER_TOKEN_BOUND
-from models.embedder import Embedder, pool
-from models.recipes import WEB_SEARCH_TASK
+from lyre.basics.errors import LyreError
+from lyre.models.batching import CHARS_PER_TOKEN_BOUND
+from lyre.models.embedder import Embedder, pool
+from lyre.models.recipes import WEB_SEARCH_TASK
 
 TEXTS = [
     "What is dense retrieval?",

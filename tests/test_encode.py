@@ -13,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from embed_fixtures import build_tiny_qwen, reference_last_token
-
-from basics.errors import LyreError
-from indexes.embeddings import EmbeddingStore
-from indexes.encode import EncodeOptions, encode_stage, slice_of_job
-from indexes.manifest import stage_record
-from indexes.query_encoder import load_index_embedder
+from lyre.basics.errors import LyreError
+from lyre.indexes.embeddings import EmbeddingStore
+from lyre.indexes.encode import EncodeOptions, encode_stage, slice_of_job
+from lyre.indexes.manifest import stage_record
+from lyre.indexes.query_encoder import load_index_embedder
 
 DOCS = [
     {"_id": f"d{i}", "title": f"Title {i}", "text": "lorem ipsum " * (i % 7) + f"document {i}"}
@@ -28,7 +27,7 @@ TEXTS = [f"{doc['title']} {doc['text']}" for doc in DOCS]
 
 
 def _index(folder: Path) -> Path:
-    from indexes.ingest import ingest
+    from lyre.indexes.ingest import ingest
 
     folder.mkdir(parents=True, exist_ok=True)
     corpus = folder.parent / f"{folder.name}-corpus.jsonl"
@@ -120,8 +119,8 @@ def test_queries_use_the_recorded_recipe(tmp_path: Path, qwen_folder: Path) -> N
 
 KILLABLE = """
 import sys, time
-from indexes.embeddings import EmbeddingStore
-from indexes.encode import EncodeOptions, encode_stage
+from lyre.indexes.embeddings import EmbeddingStore
+from lyre.indexes.encode import EncodeOptions, encode_stage
 
 write = EmbeddingStore.write_chunk
 def slow_write(self, *args, **kwargs):

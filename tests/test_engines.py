@@ -7,17 +7,16 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from basics.errors import LyreError, OptionError
-from basics.progress import Counts
-from indexes.embeddings import EmbeddingStore
-from indexes.encode import EncodeOptions, encode_stage
-from indexes.engines import EncodeJob, runner_for, visible_gpus
-from indexes.engines.in_process import InProcessRunner
-from indexes.engines.per_device import DeviceProcessRunner
-from indexes.engines.ray_cluster import RayRunner
-from indexes.ingest import ingest
-from models.recipes import EmbedRecipe
+from lyre.basics.errors import LyreError, OptionError
+from lyre.basics.progress import Counts
+from lyre.indexes.embeddings import EmbeddingStore
+from lyre.indexes.encode import EncodeOptions, encode_stage
+from lyre.indexes.engines import EncodeJob, runner_for, visible_gpus
+from lyre.indexes.engines.in_process import InProcessRunner
+from lyre.indexes.engines.per_device import DeviceProcessRunner
+from lyre.indexes.engines.ray_cluster import RayRunner
+from lyre.indexes.ingest import ingest
+from lyre.models.recipes import EmbedRecipe
 
 CHUNK_ROWS = 16  # 70 documents -> 5 chunks, the last one short
 

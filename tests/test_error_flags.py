@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 import typer
-
-from basics.errors import OPTION_MARK, LyreError, opt
-from cli.app import app, render_error
-from cli.options import flag_of
+from lyre.basics.errors import OPTION_MARK, LyreError, opt
+from lyre.cli.app import app, render_error
+from lyre.cli.options import flag_of
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 LIBRARY = ("basics", "formats", "models", "indexes", "retrieval")

@@ -4,11 +4,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from basics.errors import LyreError
-from formats.qrels import qrels_dict, read_qrels
-from formats.runs import rank_order, write_run
-from retrieval.evaluation import DEFAULT_MEASURES, evaluate, format_table
+from lyre.basics.errors import LyreError
+from lyre.formats.qrels import qrels_dict, read_qrels
+from lyre.formats.runs import rank_order, write_run
+from lyre.retrieval.evaluation import DEFAULT_MEASURES, evaluate, format_table
 
 
 def _qrels(tmp_path: Path) -> Path:

@@ -1,6 +1,5 @@
 import pytest
-
-from indexes import faiss_params as fp
+from lyre.indexes import faiss_params as fp
 
 
 def test_nlist_follows_sqrt_n_and_the_training_sample():

@@ -22,13 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPOSITORY, SAMPLE, LyreCli, holding_write_lock, one_line_error, wait_for
-
-from basics.errors import LyreError
-from basics.lock import LockedError
-from basics.resources import is_temp_name
-from indexes.manifest import STAGES, clear_stage, read_manifest
-from indexes.open_index import open_for_search
+from helpers import REPOSITORY, SAMPLE, LyreCli, holding_write_lock, one_line_error, wait_for
+from lyre.basics.errors import LyreError
+from lyre.basics.lock import LockedError
+from lyre.basics.resources import is_temp_name
+from lyre.indexes.manifest import STAGES, clear_stage, read_manifest
+from lyre.indexes.open_index import open_for_search
 
 pytest.importorskip("faiss")
 
@@ -43,7 +42,7 @@ import resource, signal, sys
 signal.signal(signal.SIGXFSZ, getattr(signal, sys.argv[1]))
 resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit}))
 sys.argv = ["lyre", *sys.argv[2:]]
-from cli.app import main
+from lyre.cli.app import main
 main()
 """
 VOLATILE = ("done.json", "dense/params.json", "bm25/bm25.json")
@@ -531,7 +530,7 @@ def test_replaced_weights_are_refused_by_index_and_by_the_query_encoder(
 ) -> None:
     """`lyre index` refuses rather than re-encodes: weights replaced by mistake should not cost a whole
     encoding, and the message says how to re-encode on purpose."""
-    from indexes.query_encoder import load_index_embedder
+    from lyre.indexes.query_encoder import load_index_embedder
 
     folder = tmp_path / "model"
     shutil.copytree(model, folder)

@@ -21,12 +21,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPOSITORY, SAMPLE, LyreCli, holding_write_lock, one_line_error, wait_for
-
-from basics.lock import LockedError, index_lock
-from formats.runs import meta_path, rank_order, read_run
-from retrieval.rerank import query_groups
-from retrieval.rerank_parts import parts_folder
+from helpers import REPOSITORY, SAMPLE, LyreCli, holding_write_lock, one_line_error, wait_for
+from lyre.basics.lock import LockedError, index_lock
+from lyre.formats.runs import meta_path, rank_order, read_run
+from lyre.retrieval.rerank import query_groups
+from lyre.retrieval.rerank_parts import parts_folder
 
 QUERIES = SAMPLE / "queries.tsv"
 FIRST_K = 20
@@ -40,10 +39,10 @@ KILL_AFTER = 2
 """Saved groups the test waits for before it kills the command."""
 SMALL_GROUPS = """
 import sys
-import retrieval.rerank
-retrieval.rerank.RERANK_GROUP_PAIRS = int(sys.argv[1])
+from lyre.retrieval import rerank as rerank_module
+rerank_module.RERANK_GROUP_PAIRS = int(sys.argv[1])
 sys.argv = ["lyre", *sys.argv[2:]]
-from cli.app import main
+from lyre.cli.app import main
 main()
 """
 """`lyre` with rerank groups of ``argv[1]`` pairs (the default, 8192, would put the sample in one group)."""

@@ -2,10 +2,9 @@ import math
 
 import numpy as np
 import pytest
-
-from formats.runs import rank_order
-from retrieval.fusion import linear, rrf
-from retrieval.fusion.aligned import align, docid_array, ranked
+from lyre.formats.runs import rank_order
+from lyre.retrieval.fusion import linear, rrf
+from lyre.retrieval.fusion.aligned import align, docid_array, ranked
 
 
 def obvious_rrf(runs, k):

@@ -1,9 +1,8 @@
 import math
 
 import pytest
-
-from basics.errors import LyreError
-from retrieval.fusion import fuse, linear
+from lyre.basics.errors import LyreError
+from lyre.retrieval.fusion import fuse, linear
 
 
 def test_min_max_weighted_sum_closed_form():

@@ -1,9 +1,8 @@
 from types import SimpleNamespace
 
 import pytest
-
-from basics.errors import LyreError, OptionError
-from retrieval.fusion import FUSION_METHODS, fuse, rrf
+from lyre.basics.errors import LyreError, OptionError
+from lyre.retrieval.fusion import FUSION_METHODS, fuse, rrf
 
 
 def test_rrf_closed_form_with_one_based_ranks():

@@ -3,15 +3,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-from basics.errors import InputError, LyreError
-from basics.provenance import sha256_file
-from basics.resources import is_temp_name
-from formats.records import Document
-from indexes import ingest as ingest_module
-from indexes.docstore import DocStore
-from indexes.ingest import IngestOptions, ingest
-from indexes.manifest import record_stage, stage_record
+from lyre.basics.errors import InputError, LyreError
+from lyre.basics.provenance import sha256_file
+from lyre.basics.resources import is_temp_name
+from lyre.formats.records import Document
+from lyre.indexes import ingest as ingest_module
+from lyre.indexes.docstore import DocStore
+from lyre.indexes.ingest import IngestOptions, ingest
+from lyre.indexes.manifest import record_stage, stage_record
 
 
 def _write(path: Path, lines: list[str]) -> Path:

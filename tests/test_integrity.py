@@ -12,9 +12,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from basics.errors import LyreError
-from indexes.integrity import (
+from lyre.basics.errors import LyreError
+from lyre.indexes.integrity import (
     check_sizes,
     damage_error,
     file_entries,
@@ -22,7 +21,7 @@ from indexes.integrity import (
     require_intact,
     verify,
 )
-from indexes.stages import StageRecord
+from lyre.indexes.stages import StageRecord
 
 FILES = (
     "docstore/part-000000.parquet",

@@ -1,9 +1,10 @@
-"""``irds:`` ids through a local ir_datasets home prepared from ../shared/data (no download).
+"""``irds:`` ids through a local ir_datasets home prepared from the bundled sample (no download).
 
 ir_datasets keeps BEIR's downloaded archive at ``IR_DATASETS_HOME/beir/<name>/source.zip`` and reads it
-when present (it checks the md5 only while downloading), so the fixture writes that archive from the
-shared SciFact files. ir_datasets fixes its BEIR folder when it is imported: the fixture imports it fresh
-after setting the home, and removes it again afterwards.
+when present (it checks the md5 only while downloading), so the fixture writes that archive in SciFact's
+layout from ``data/sample`` (its queries judged in ``qrels/test.tsv``, the first one also in
+``qrels/train.tsv``): the tests need nothing beside the repository. ir_datasets fixes its BEIR folder
+when it is imported: the fixture imports it fresh after setting the home, and removes it again afterwards.
 """
 
 from __future__ import annotations
@@ -18,16 +19,36 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import LyreCli
+from helpers import SAMPLE, LyreCli
+from lyre.basics.errors import LyreError
+from lyre.basics.provenance import sha256_file
+from lyre.formats.corpus import open_corpus
+from lyre.formats.irds import source_record
+from lyre.formats.qrels import read_qrels
+from lyre.formats.queries import read_queries
 
-from basics.errors import LyreError
-from basics.provenance import sha256_file
-from formats.corpus import open_corpus
-from formats.irds import source_record
-from formats.qrels import read_qrels
-from formats.queries import read_queries
+FIRST_QUERY = "Q01"
+"""The sample's query that the prepared ``train`` split judges (every query is in ``test``)."""
 
-SCIFACT = Path(__file__).resolve().parents[2] / "shared" / "data" / "scifact"
+
+def beir_folder(folder: Path) -> Path:
+    """The bundled sample written as a BEIR folder (SciFact's file names and columns) in ``folder``."""
+    (folder / "qrels").mkdir(parents=True)
+    shutil.copy(SAMPLE / "corpus.jsonl", folder / "corpus.jsonl")
+    queries = [line.split("\t", 1) for line in (SAMPLE / "queries.tsv").read_text().splitlines()]
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as handle:
+        for qid, text in queries:
+            handle.write(json.dumps({"_id": qid, "text": text, "metadata": {}}) + "\n")
+    judged = [line.split() for line in (SAMPLE / "qrels.tsv").read_text().splitlines()]
+    for split, rows in (("test", judged), ("train", [row for row in judged if row[0] == FIRST_QUERY])):
+        lines = "".join(f"{qid}\t{docid}\t{grade}\n" for qid, _, docid, grade in rows)
+        (folder / "qrels" / f"{split}.tsv").write_text("query-id\tcorpus-id\tscore\n" + lines)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def beir_sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return beir_folder(tmp_path_factory.mktemp("beir") / "scifact")
 
 
 def _forget_ir_datasets() -> None:
@@ -36,12 +57,12 @@ def _forget_ir_datasets() -> None:
 
 
 @pytest.fixture(scope="module")
-def irds_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+def irds_home(tmp_path_factory: pytest.TempPathFactory, beir_sample: Path) -> Iterator[Path]:
     home = tmp_path_factory.mktemp("ir_datasets_home")
     (home / "beir" / "scifact").mkdir(parents=True)
     with zipfile.ZipFile(home / "beir" / "scifact" / "source.zip", "w") as archive:
         for name in ("corpus.jsonl", "queries.jsonl", "qrels/test.tsv", "qrels/train.tsv"):
-            archive.write(SCIFACT / name, f"scifact/{name}")
+            archive.write(beir_sample / name, f"scifact/{name}")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("IR_DATASETS_HOME", str(home))
         patch.setenv("IR_DATASETS_DL_TRIES", "1")
@@ -51,40 +72,45 @@ def irds_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     _forget_ir_datasets()
 
 
-def test_qrels_and_queries_equal_the_files_they_came_from(irds_home: Path) -> None:
+def test_qrels_and_queries_equal_the_files_they_came_from(irds_home: Path, beir_sample: Path) -> None:
     qrels = read_qrels("irds:beir/scifact/test")
-    assert qrels == read_qrels(SCIFACT / "qrels" / "test.tsv")
+    assert qrels == read_qrels(beir_sample / "qrels" / "test.tsv")
     judged = {q.qid for q in qrels}
-    assert read_queries("irds:beir/scifact/test") == read_queries(SCIFACT / "queries.jsonl", only_ids=judged)
-    train = read_queries("irds:beir/scifact/train", only_ids={"0", "1"})
-    assert [q.qid for q in train] == ["0"]  # query 1 is a test query, filtered out by the train subset
+    assert read_queries("irds:beir/scifact/test") == read_queries(
+        beir_sample / "queries.jsonl", only_ids=judged
+    )
+    train = read_queries("irds:beir/scifact/train", only_ids={FIRST_QUERY, "Q02"})
+    assert [q.qid for q in train] == [FIRST_QUERY]  # Q02 is judged in test only: not a train query
 
 
-def test_corpus_reads_like_the_beir_folder_and_provenance_hashes_what_was_read(irds_home: Path) -> None:
+def test_corpus_reads_like_the_beir_folder_and_provenance_hashes_what_was_read(
+    irds_home: Path, beir_sample: Path
+) -> None:
     reader = open_corpus("irds:beir/scifact")
     assert reader.format == "jsonl" and reader.mapping.to_dict() == {
         "id": "_id",
         "title": "title",
         "text": "text",
     }
-    assert list(reader) == list(open_corpus(SCIFACT))
+    documents = list(open_corpus(beir_sample))
+    assert list(reader) == documents
     record = source_record("irds:beir/scifact", "docs")
-    assert record["irds"] == "beir/scifact" and record["records"] == 5183
+    assert record["irds"] == "beir/scifact" and record["records"] == len(documents) == 120
     assert record["sha256"] == sha256_file(reader.path)
     import ir_datasets
 
     qrels = source_record("irds:beir/scifact/test", "qrels")
     lines = "".join(
-        f"{q.qid}\t{q.docid}\t{q.relevance}\n" for q in read_qrels(SCIFACT / "qrels" / "test.tsv")
+        f"{q.qid}\t{q.docid}\t{q.relevance}\n" for q in read_qrels(beir_sample / "qrels" / "test.tsv")
     )
     assert qrels == {
         "irds": "beir/scifact/test",
         "ir_datasets": ir_datasets.__version__,
         "sha256": hashlib.sha256(lines.encode()).hexdigest(),
-        "records": 339,
+        "records": len(read_qrels(SAMPLE / "qrels.tsv")),
     }
-    assert source_record(SCIFACT / "qrels" / "test.tsv", "qrels")["sha256"] == sha256_file(
-        SCIFACT / "qrels" / "test.tsv"
+    assert source_record(beir_sample / "qrels" / "test.tsv", "qrels")["sha256"] == sha256_file(
+        beir_sample / "qrels" / "test.tsv"
     )
 
 
@@ -116,6 +142,6 @@ def test_an_irds_corpus_is_recorded_by_its_id_and_quiet_silences_ir_datasets(
     params = json.loads((index / "manifest.json").read_text())["stages"]["docstore"]["params"]
     assert params["corpus"] == "irds:beir/scifact"
     assert params["corpus_source"] == source_record("irds:beir/scifact", "docs")
-    assert params["corpus_source"]["records"] == 5183
+    assert params["corpus_source"]["records"] == 120
     noisy = lyre("ingest", "irds:beir/scifact", "--out", tmp_path / "again", env=fresh_home("noisy"))
     assert "[INFO]" in noisy.stderr  # what --quiet silenced is there without it

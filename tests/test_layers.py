@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import modules_imported_by
+from helpers import modules_imported_by
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 LAYERS = ("basics", "formats", "models", "indexes", "retrieval", "cli")
@@ -64,11 +64,12 @@ def upward_arrows(source: str, module_path: str) -> list[Arrow]:
     reach a higher layer than its own."""
     parts = Path(module_path).with_suffix("").parts
     layer = parts[0]
-    package = ".".join(parts[:-1])
+    package = ".".join(("lyre", *parts[:-1]))
     arrows = []
     for line, name in imported_names(ast.parse(source, module_path), package):
-        target = name.split(".")[0]
-        if target in LAYERS and LAYERS.index(target) > LAYERS.index(layer):
+        top, _, rest = name.partition(".")
+        target = rest.split(".")[0]
+        if top == "lyre" and target in LAYERS and LAYERS.index(target) > LAYERS.index(layer):
             arrows.append(Arrow(f"{module_path}:{line}", layer, target))
     return arrows
 
@@ -91,18 +92,49 @@ def test_no_import_points_up_a_layer() -> None:
     assert not arrows, "imports that point up a layer:\n" + "\n".join(map(str, arrows))
 
 
+def bare_layer_imports(source: str, module_path: str) -> list[str]:
+    """Imports in ``source`` of a layer by its folder name (``import retrieval``) instead of through
+    ``lyre.``: installed, such a name is not lyre's but whatever a user's folder or PyPI holds."""
+    return [
+        f"{module_path}:{line}: {name}"
+        for line, name in imported_names(ast.parse(source, module_path), "lyre")
+        if name.split(".")[0] in LAYERS
+    ]
+
+
+def test_every_first_party_import_goes_through_lyre() -> None:
+    first_party = [*library_modules(), *sorted((REPOSITORY / "tests").glob("*.py"))]
+    first_party += sorted((REPOSITORY / "benchmarks").glob("*.py"))
+    bare = [
+        found
+        for path in first_party
+        for found in bare_layer_imports(path.read_text(encoding="utf-8"), str(path.relative_to(REPOSITORY)))
+    ]
+    assert not bare, "imports of a layer's folder name instead of lyre.*:\n" + "\n".join(bare)
+
+
+def test_the_bare_import_check_sees_absolute_imports_only() -> None:
+    source = "import retrieval.plan\nfrom lyre.cli import app\nfrom . import models\nimport numpy\n"
+    assert bare_layer_imports(source, "cli/app.py") == ["cli/app.py:1: retrieval.plan"]
+
+
 CHECKER_CASES = [
-    ("indexes/bm25.py", "def f():\n    from retrieval.pipeline import search\n", ["indexes->retrieval"]),
-    ("basics/errors.py", "import cli.app\nimport formats.runs as runs\n", ["basics->cli", "basics->formats"]),
+    ("indexes/bm25.py", "def f():\n    from lyre.retrieval.plan import SearchPlan\n", ["indexes->retrieval"]),
+    (
+        "basics/errors.py",
+        "import lyre.cli.app\nimport lyre.formats.runs as runs\n",
+        ["basics->cli", "basics->formats"],
+    ),
     (
         "models/embedder.py",
-        "import importlib\nimportlib.import_module('indexes.docstore')\n",
+        "import importlib\nimportlib.import_module('lyre.indexes.docstore')\n",
         ["models->indexes"],
     ),
-    ("retrieval/fusion/rrf.py", "from .. import pipeline\nfrom ..fusion import linear\n", []),
-    ("cli/app.py", "from retrieval import pipeline\nfrom basics.errors import opt\n", []),
-    ("indexes/bm25.py", "if TYPE_CHECKING:\n    from cli.common import Quiet\n", ["indexes->cli"]),
-    ("formats/runs.py", "import numpy\nfrom formats.records import Query\n", []),
+    ("retrieval/fusion/rrf.py", "from .. import plan\nfrom ..fusion import linear\n", []),
+    ("indexes/dense.py", "from ..retrieval import plan\n", ["indexes->retrieval"]),
+    ("cli/app.py", "from lyre.retrieval import plan\nfrom lyre.basics.errors import opt\n", []),
+    ("indexes/bm25.py", "if TYPE_CHECKING:\n    from lyre.cli.common import Quiet\n", ["indexes->cli"]),
+    ("formats/runs.py", "import numpy\nfrom lyre.formats.records import Query\n", []),
 ]
 
 
@@ -116,7 +148,7 @@ def test_the_checker_sees_every_kind_of_upward_import(
 
 HELP_PROBE = """
 import json, sys
-from cli.app import app
+from lyre.cli.app import app
 for argv in ([], *[[name] for name in sys.argv[1:]]):
     try:
         app([*argv, "--help"], prog_name="lyre")
@@ -129,8 +161,7 @@ print("HEAVY=" + json.dumps(heavy))
 
 def test_help_of_every_command_imports_no_heavy_library() -> None:
     import typer
-
-    from cli.app import app
+    from lyre.cli.app import app
 
     commands = sorted(typer.main.get_command(app).commands)  # type: ignore[attr-defined]
     assert {"index", "search", "eval"} <= set(commands)
@@ -151,16 +182,17 @@ def test_help_of_every_command_imports_no_heavy_library() -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["search", "--help"], ["cli.app", "cli.common", "cli.options", "cli.search_commands"]),
-        (["--quiet", "eval", "--help"], ["cli.app", "cli.common", "cli.eval_commands", "cli.options"]),
+        (["search", "--help"], ["app", "common", "options", "search_commands"]),
+        (["--quiet", "eval", "--help"], ["app", "common", "eval_commands", "options"]),
         (
             ["--help"],
-            ["cli.app", "cli.common", "cli.eval_commands", "cli.experiment_commands", "cli.index_commands",
-             "cli.options", "cli.search_commands"],
+            ["app", "common", "eval_commands", "experiment_commands", "index_commands", "options",
+             "search_commands"],
         ),
     ],
 )  # fmt: skip
 def test_a_command_imports_only_its_own_command_module(argv: list[str], expected: list[str]) -> None:
     result, modules = modules_imported_by(*argv)
     assert "Usage" in result.stdout  # the help was really printed
-    assert sorted(name for name in modules if name.startswith("cli.")) == expected
+    own = sorted(name.removeprefix("lyre.cli.") for name in modules if name.startswith("lyre.cli."))
+    assert own == expected

@@ -4,9 +4,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from basics.errors import LyreError, opt
-from models.loading import (
+from lyre.basics.errors import LyreError, opt
+from lyre.models.loading import (
     accelerate_installed,
     load_model,
     model_fingerprint,
@@ -85,7 +84,7 @@ def test_weights_load_in_their_dtype_on_the_requested_device(
 
     if placed_while_loading and not accelerate_installed():
         pytest.skip("accelerate is not installed: transformers cannot place weights while loading")
-    monkeypatch.setattr("models.loading.accelerate_installed", lambda: placed_while_loading)
+    monkeypatch.setattr("lyre.models.loading.accelerate_installed", lambda: placed_while_loading)
     model = load_model(qwen_folder, device=torch.device("cpu"), dtype=torch.bfloat16)
     assert {parameter.dtype for parameter in model.parameters()} == {torch.bfloat16}
     assert {parameter.device for parameter in model.parameters()} == {torch.device("cpu")}

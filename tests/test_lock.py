@@ -15,16 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from basics.errors import LyreError
-from basics.lock import HOLDERS_DIR, LockedError, index_lock
-from basics.resources import ResourceError
+from lyre.basics.errors import LyreError
+from lyre.basics.lock import HOLDERS_DIR, LockedError, index_lock
+from lyre.basics.resources import ResourceError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 HOLD = """
 import sys, time
 from pathlib import Path
-from basics.lock import index_lock
+from lyre.basics.lock import index_lock
 folder, mode, ready, release = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
 with index_lock(folder, mode):
     ready.write_text("held")
@@ -143,7 +142,7 @@ def test_exited_holder_whose_forked_worker_keeps_the_lock_is_named(folder):
         """
         import os, sys, time
         from pathlib import Path
-        from basics.lock import index_lock
+        from lyre.basics.lock import index_lock
         folder = Path(sys.argv[1])
         with index_lock(folder, "write"):
             if os.fork() == 0:
@@ -229,7 +228,7 @@ def test_lock_is_reentrant_within_a_process(folder):
 COUNT = """
 import json, sys
 from pathlib import Path
-from basics.lock import manifest_update
+from lyre.basics.lock import manifest_update
 folder = Path(sys.argv[1])
 for _ in range(int(sys.argv[2])):
     with manifest_update(folder):

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from basics.errors import LyreError
-from indexes.manifest import invalidate, record_stage, require_stage, stage_record
+from lyre.basics.errors import LyreError
+from lyre.indexes.manifest import invalidate, record_stage, require_stage, stage_record
 
 
 def built(index: Path) -> Path:

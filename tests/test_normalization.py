@@ -2,9 +2,8 @@ import math
 
 import numpy as np
 import pytest
-
-from basics.errors import OptionError
-from retrieval.normalization import NORMALIZATIONS, min_max, normalize_run, zscore
+from lyre.basics.errors import OptionError
+from lyre.retrieval.normalization import NORMALIZATIONS, min_max, normalize_run, zscore
 
 
 def test_min_max_maps_range_to_unit_interval():

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from basics.errors import OptionError
-from basics.outputs import check_output
+from lyre.basics.errors import OptionError
+from lyre.basics.outputs import check_output
 
 
 @pytest.fixture

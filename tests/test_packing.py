@@ -4,9 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from models.embedder import Embedder
-from models.packing import ROW_TOKENS, can_pack, pack, pack_rows
+from lyre.models.embedder import Embedder
+from lyre.models.packing import ROW_TOKENS, can_pack, pack, pack_rows
 
 TEXTS = [
     "What is dense retrieval?",
@@ -52,7 +51,7 @@ def test_packed_embeddings_equal_padded_ones(qwen_folder: Path, pooling: str) ->
 
 def test_several_rows_per_pass_with_padded_tails(qwen_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows of 64 tokens, four rows per forward pass (budget 256), tails padded: still the same vectors."""
-    monkeypatch.setattr("models.embedder.ROW_TOKENS", 64)
+    monkeypatch.setattr("lyre.models.embedder.ROW_TOKENS", 64)
     padded = Embedder.from_pretrained(qwen_folder, device="cpu", max_length=64, packing=False)
     packed = Embedder.from_pretrained(
         qwen_folder, device="cpu", max_length=64, packing=True, token_budget=256

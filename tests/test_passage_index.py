@@ -18,23 +18,22 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
+from lyre.basics.errors import LyreError, OptionError
+from lyre.formats.records import Document, Query, document_text
+from lyre.formats.runs import rank_order, read_run
+from lyre.indexes.build import build_index
+from lyre.indexes.docstore import DocStore
+from lyre.indexes.encode import EncodeOptions
+from lyre.indexes.manifest import read_manifest
+from lyre.indexes.passage_stage import PassageStore
+from lyre.indexes.passages import PassageOptions, TokenSplitter, parse_passage_id
+from lyre.retrieval.aggregation import AggregationOptions, aggregate
+from lyre.retrieval.options import RerankOptions, SearchOptions
+from lyre.retrieval.plan import SearchPlan
 from scale_fixtures import save_tiny_bert, write_corpus
 
-from basics.errors import LyreError, OptionError
-from formats.records import Document, Query, document_text
-from formats.runs import rank_order, read_run
-from indexes.build import build_index
-from indexes.docstore import DocStore
-from indexes.encode import EncodeOptions
-from indexes.manifest import read_manifest
-from indexes.passage_stage import PassageStore
-from indexes.passages import PassageOptions, TokenSplitter, parse_passage_id
-from retrieval.aggregation import AggregationOptions, aggregate
-from retrieval.options import RerankOptions, SearchOptions
-from retrieval.plan import SearchPlan
-
 if TYPE_CHECKING:
-    from conftest import LyreCli
+    from helpers import LyreCli
 
 pytest.importorskip("faiss")
 
@@ -164,7 +163,7 @@ def test_a_document_index_refuses_aggregation(sample: Path, tmp_path: Path) -> N
 def test_reranker_scores_the_best_passages_and_splices(
     passage_index: Path, qwen_reranker_folder: Path
 ) -> None:
-    from models.reranker import Reranker
+    from lyre.models.reranker import Reranker
 
     head, per_document = 5, 2
     first = plan(passage_index, "hybrid", "maxp")

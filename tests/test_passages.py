@@ -11,10 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from basics.errors import LyreError, OptionError
-from formats.records import Document, document_text
-from indexes.passages import (
+from lyre.basics.errors import LyreError, OptionError
+from lyre.formats.records import Document, document_text
+from lyre.indexes.passages import (
     Passage,
     PassageOptions,
     SplitStats,
@@ -24,7 +23,7 @@ from indexes.passages import (
     passage_id,
     split_documents,
 )
-from models.embedder import Embedder
+from lyre.models.embedder import Embedder
 
 SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample" / "corpus.jsonl"
 UNUSUAL = (
@@ -239,9 +238,8 @@ def test_options_are_checked_before_any_work(minilm: Embedder) -> None:
 
 
 def test_a_tokenizer_without_offsets_is_refused() -> None:
+    from lyre.models.recipes import BUILTIN_RECIPES
     from transformers import ByT5Tokenizer
-
-    from models.recipes import BUILTIN_RECIPES
 
     with pytest.raises(LyreError, match=r"no fast .* character offsets"):
         TokenSplitter(ByT5Tokenizer(), BUILTIN_RECIPES["mean"], 64, 48, tokenizer_name="byt5")

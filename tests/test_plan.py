@@ -7,18 +7,17 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import LyreCli
-
-from basics.errors import LyreError, OptionError
-from formats.queries import read_queries
-from formats.records import Query, document_text
-from formats.runs import rank_order
-from indexes.docstore import DocStore
-from indexes.manifest import FORMAT_VERSION
-from models.reranker import Reranker
-from retrieval.fusion import linear, rrf
-from retrieval.options import RerankOptions, SearchOptions
-from retrieval.plan import SearchPlan, cut
+from helpers import LyreCli
+from lyre.basics.errors import LyreError, OptionError
+from lyre.formats.queries import read_queries
+from lyre.formats.records import Query, document_text
+from lyre.formats.runs import rank_order
+from lyre.indexes.docstore import DocStore
+from lyre.indexes.manifest import FORMAT_VERSION
+from lyre.models.reranker import Reranker
+from lyre.retrieval.fusion import linear, rrf
+from lyre.retrieval.options import RerankOptions, SearchOptions
+from lyre.retrieval.plan import SearchPlan, cut
 
 OFF = RerankOptions(rerank_depth=0)
 

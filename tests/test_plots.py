@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from basics.errors import LyreError
-from retrieval.compare import CompareOptions, check_plot_path, compare
-from retrieval.evaluation import evaluate
-from retrieval.plots import RECALL_DEPTHS, recall_curves, write_plot
+from lyre.basics.errors import LyreError
+from lyre.retrieval.compare import CompareOptions, check_plot_path, compare
+from lyre.retrieval.evaluation import evaluate
+from lyre.retrieval.plots import RECALL_DEPTHS, recall_curves, write_plot
 
 REPO = Path(__file__).resolve().parents[1]
 QRELS = REPO / "data" / "sample" / "qrels.tsv"
@@ -22,7 +21,7 @@ QRELS = REPO / "data" / "sample" / "qrels.tsv"
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     """A run that finds each query's judged documents at rank 1.. and one that finds them only at rank 50.."""
-    from formats.qrels import qrels_dict, read_qrels
+    from lyre.formats.qrels import qrels_dict, read_qrels
 
     folder = tmp_path_factory.mktemp("plot-runs")
     qrels = qrels_dict(read_qrels(QRELS))

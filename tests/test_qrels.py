@@ -1,10 +1,9 @@
 from pathlib import Path
 
 import pytest
-
-from basics.errors import InputError
-from formats.qrels import qrels_dict, read_qrels
-from formats.records import Qrel
+from lyre.basics.errors import InputError
+from lyre.formats.qrels import qrels_dict, read_qrels
+from lyre.formats.records import Qrel
 
 EXPECTED = [Qrel("q1", "d1", 1), Qrel("q1", "d2", 0), Qrel("q2", "d1", 2)]
 

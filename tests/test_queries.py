@@ -6,10 +6,9 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
-from basics.errors import InputError, LyreError
-from formats.queries import read_queries
-from formats.records import Query
+from lyre.basics.errors import InputError, LyreError
+from lyre.formats.queries import read_queries
+from lyre.formats.records import Query
 
 QUERIES = [Query("1", "what is bm25"), Query("q-2", "dense retrieval ünïcode")]
 

@@ -4,14 +4,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from basics.errors import LyreError
-from indexes.embeddings import EmbeddingStore
-from indexes.encode import EncodeOptions, encode_stage
-from indexes.engines.ray_cluster import ActorPlan, ChunkEncoder, plan_actors
-from indexes.ingest import ingest
-from indexes.manifest import stage_record
-from indexes.stages import StageResult
+from lyre.basics.errors import LyreError
+from lyre.indexes.embeddings import EmbeddingStore
+from lyre.indexes.encode import EncodeOptions, encode_stage
+from lyre.indexes.engines.ray_cluster import ActorPlan, ChunkEncoder, plan_actors
+from lyre.indexes.ingest import ingest
+from lyre.indexes.manifest import stage_record
+from lyre.indexes.stages import StageResult
 
 ray = pytest.importorskip("ray")
 
@@ -118,7 +117,9 @@ def test_ray_slice_then_resume_encodes_only_the_missing_chunks(
 
 
 def test_nothing_missing_does_not_touch_ray(local_index, tiny_bert, monkeypatch) -> None:
-    monkeypatch.setattr("indexes.engines.ray_cluster.connect", lambda address: pytest.fail("Ray was started"))
+    monkeypatch.setattr(
+        "lyre.indexes.engines.ray_cluster.connect", lambda address: pytest.fail("Ray was started")
+    )
     report = encode_stage(
         local_index, EncodeOptions(embed_model=str(tiny_bert), chunk_rows=CHUNK_ROWS, engine="ray")
     )
@@ -144,7 +145,7 @@ def test_worker_failure_is_one_line_and_records_nothing(local_ray, corpus, tiny_
 @pytest.fixture(autouse=True)
 def _restore_progress(monkeypatch: pytest.MonkeyPatch) -> None:
     """Actors silence progress in their own process; run here in-process, that must not outlive the test."""
-    monkeypatch.setattr("basics.progress._quiet", False)
+    monkeypatch.setattr("lyre.basics.progress._quiet", False)
 
 
 def test_actor_refuses_an_index_its_node_cannot_see(tmp_path, tiny_bert) -> None:

@@ -5,9 +5,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-
-from basics.errors import LyreError
-from models.recipes import BUILTIN_RECIPES, WEB_SEARCH_TASK, EmbedRecipe, resolve_recipe
+from lyre.basics.errors import LyreError
+from lyre.models.recipes import BUILTIN_RECIPES, WEB_SEARCH_TASK, EmbedRecipe, resolve_recipe
 
 LYCHEE = BUILTIN_RECIPES["lychee-embed"]
 

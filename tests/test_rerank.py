@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import LyreCli, bm25_index_and_run
-
-import retrieval.rerank
-from models.reranker import Reranker
-from retrieval.options import RerankOptions, RerankRunOptions
-from retrieval.rerank import query_groups
-from retrieval.rerank_parts import GroupScores, parts_folder
-from retrieval.run_files import rerank_run_file
+from helpers import LyreCli, bm25_index_and_run
+from lyre.models.reranker import Reranker
+from lyre.retrieval import rerank as rerank_module
+from lyre.retrieval.options import RerankOptions, RerankRunOptions
+from lyre.retrieval.rerank import query_groups
+from lyre.retrieval.rerank_parts import GroupScores, parts_folder
+from lyre.retrieval.run_files import rerank_run_file
 
 
 def test_query_groups_bound_the_pairs_held_at_once() -> None:
@@ -53,7 +52,7 @@ def test_a_killed_rerank_resumes_with_only_the_missing_groups(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     index, first = bm25_index_and_run(tmp_path, lyre, sample)
-    monkeypatch.setattr(retrieval.rerank, "RERANK_GROUP_PAIRS", 20)  # 30 queries x 5 = 8 groups of 4 queries
+    monkeypatch.setattr(rerank_module, "RERANK_GROUP_PAIRS", 20)  # 30 queries x 5 = 8 groups of 4 queries
     rerank = RerankOptions(rerank_model=str(qwen_reranker_folder), rerank_depth=5)
     queries = sample / "queries.tsv"
 

@@ -10,10 +10,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from conftest import LyreCli, bm25_index_and_run
-
-from formats.runs import meta_path
-from retrieval.cache import CACHE_DIR, DATABASE
+from helpers import LyreCli, bm25_index_and_run
+from lyre.formats.runs import meta_path
+from lyre.retrieval.cache import CACHE_DIR, DATABASE
 
 DEPTH = 5
 

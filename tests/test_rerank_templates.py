@@ -1,7 +1,6 @@
 import pytest
-
-from basics.errors import LyreError
-from models.rerank_templates import (
+from lyre.basics.errors import LyreError
+from lyre.models.rerank_templates import (
     DEFAULT_INSTRUCTION,
     LYCHEE,
     QWEN3_RERANKER,

@@ -18,24 +18,23 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import LyreCli
-
-import retrieval.rerank
-from basics.errors import LyreError, OptionError
-from basics.progress import Counts, ProgressSink
-from formats.queries import read_queries
-from formats.records import Query, Run
-from formats.runs import rank_order, write_run
-from indexes.docstore import DocStore
-from indexes.engines import visible_gpus
-from indexes.ingest import ingest
-from retrieval.cache import CACHE_DIR, DATABASE, CacheOptions, SearchCache, content_key, text_hash
-from retrieval.options import RerankOptions, RerankRunOptions
-from retrieval.plan import LoadedReranker, load_reranker
-from retrieval.rerank import _group_pairs, query_groups, rerank
-from retrieval.rerank_parts import GroupScores, parts_folder
-from retrieval.rerank_workers import DeviceRerankers, Pairs, device_kind
-from retrieval.run_files import rerank_run_file
+from helpers import LyreCli
+from lyre.basics.errors import LyreError, OptionError
+from lyre.basics.progress import Counts, ProgressSink
+from lyre.formats.queries import read_queries
+from lyre.formats.records import Query, Run
+from lyre.formats.runs import rank_order, write_run
+from lyre.indexes.docstore import DocStore
+from lyre.indexes.engines import visible_gpus
+from lyre.indexes.ingest import ingest
+from lyre.retrieval import rerank as rerank_module
+from lyre.retrieval.cache import CACHE_DIR, DATABASE, CacheOptions, SearchCache, content_key, text_hash
+from lyre.retrieval.options import RerankOptions, RerankRunOptions
+from lyre.retrieval.plan import LoadedReranker, load_reranker
+from lyre.retrieval.rerank import _group_pairs, query_groups, rerank
+from lyre.retrieval.rerank_parts import GroupScores, parts_folder
+from lyre.retrieval.rerank_workers import DeviceRerankers, Pairs, device_kind
+from lyre.retrieval.run_files import rerank_run_file
 
 QUERIES = 8
 DEPTH = 6
@@ -214,12 +213,12 @@ def test_engine_local_with_several_devices_reranks_a_run_file_on_workers(
     """The whole `lyre rerank` path: the engine opens the workers, the run is the in-process run, and the
     workers are stopped when it is written."""
     write_run(tmp_path / "first.run", first_stage, tag="first", meta={})
-    monkeypatch.setattr(retrieval.rerank, "RERANK_GROUP_PAIRS", GROUP_PAIRS)
+    monkeypatch.setattr(rerank_module, "RERANK_GROUP_PAIRS", GROUP_PAIRS)
     queries = sample / "queries.tsv"
     tagged = RerankRunOptions(tag="reranked")
     rerank_run_file(index, queries, tmp_path / "first.run", tmp_path / "here.run", options, tagged)
     children = len(multiprocessing.active_children())
-    monkeypatch.setattr("retrieval.rerank_workers.worker_devices", lambda engine: ["cpu", "cpu"])
+    monkeypatch.setattr("lyre.retrieval.rerank_workers.worker_devices", lambda engine: ["cpu", "cpu"])
     rerank_run_file(index, queries, tmp_path / "first.run", tmp_path / "workers.run", options, tagged)
     assert (tmp_path / "workers.run").read_bytes() == (tmp_path / "here.run").read_bytes()
     assert not parts_folder(tmp_path / "workers.run").exists()
@@ -301,7 +300,7 @@ def test_ray_actors_write_the_in_process_run(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     write_run(tmp_path / "first.run", first_stage, tag="first", meta={})
-    monkeypatch.setattr(retrieval.rerank, "RERANK_GROUP_PAIRS", GROUP_PAIRS)
+    monkeypatch.setattr(rerank_module, "RERANK_GROUP_PAIRS", GROUP_PAIRS)
     queries = sample / "queries.tsv"
     tagged = RerankRunOptions(tag="reranked")
     rerank_run_file(index, queries, tmp_path / "first.run", tmp_path / "here.run", options, tagged)

@@ -3,10 +3,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from basics.errors import LyreError
-from models.batching import CHARS_PER_TOKEN_BOUND
-from models.reranker import Reranker, yes_no_ids
+from lyre.basics.errors import LyreError
+from lyre.models.batching import CHARS_PER_TOKEN_BOUND
+from lyre.models.reranker import Reranker, yes_no_ids
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")

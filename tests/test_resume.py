@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from lyre.indexes.docstore import DocStore
+from lyre.indexes.manifest import STAGES, read_manifest
 from scale_fixtures import save_tiny_bert, write_corpus
 
-from indexes.docstore import DocStore
-from indexes.manifest import STAGES, read_manifest
-
 if TYPE_CHECKING:
-    from conftest import LyreCli
+    from helpers import LyreCli
 
 pytest.importorskip("faiss")
 

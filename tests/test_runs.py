@@ -2,9 +2,8 @@ import json
 
 import numpy as np
 import pytest
-
-from basics.errors import InputError, LyreError
-from formats.runs import format_score, meta_path, rank_order, ranked_columns, read_run, write_run
+from lyre.basics.errors import InputError, LyreError
+from lyre.formats.runs import format_score, meta_path, rank_order, ranked_columns, read_run, write_run
 
 
 def test_rank_order_is_score_desc_then_docid_desc():

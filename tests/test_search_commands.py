@@ -10,9 +10,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import LyreCli, bm25_index_and_run
-
-from formats.runs import rank_order, read_run
+from helpers import LyreCli, bm25_index_and_run
+from lyre.formats.runs import rank_order, read_run
 
 NO_MODEL = "/no/such/reranker"
 

@@ -7,10 +7,9 @@ import random
 
 import numpy as np
 import pytest
+from lyre.basics.errors import LyreError
+from lyre.retrieval.significance import SIGNIFICANCE_TESTS, paired_test
 from scipy import stats
-
-from basics.errors import LyreError
-from retrieval.significance import SIGNIFICANCE_TESTS, paired_test
 
 RNG = np.random.default_rng(7)
 BASELINE = RNG.uniform(0, 1, 60)

@@ -1,6 +1,6 @@
 from itertools import pairwise
 
-from retrieval.splice import splice
+from lyre.retrieval.splice import splice
 
 
 def test_head_reordered_tail_strictly_below_in_first_stage_order():

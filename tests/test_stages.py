@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPOSITORY, SAMPLE, LyreCli
+from helpers import REPOSITORY, SAMPLE, LyreCli
 
 pytest.importorskip("faiss")
 
@@ -22,7 +22,7 @@ HEAVY = ("torch", "transformers", "faiss")
 #: Faiss) cannot happen without them.
 PROBE = f"""
 import sys
-from cli.app import main
+from lyre.cli.app import main
 sys.argv = ["lyre", *sys.argv[1:]]
 try:
     main()

@@ -13,8 +13,8 @@ import pytest
 faiss = pytest.importorskip("faiss")
 torch = pytest.importorskip("torch")
 
-from indexes.embeddings import EmbeddingStore, StoreSpec  # noqa: E402
-from indexes.torch_search import (  # noqa: E402
+from lyre.indexes.embeddings import EmbeddingStore, StoreSpec  # noqa: E402
+from lyre.indexes.torch_search import (  # noqa: E402
     TorchFlatSearch,
     block_bytes,
     block_top,

@@ -8,13 +8,12 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import LyreCli
-
-from basics.errors import InputError, OptionError
-from retrieval.evaluation import evaluate
-from retrieval.options import RerankOptions, SearchOptions
-from retrieval.settings_file import apply, read_settings, write_settings
-from retrieval.tune import cross_validate, fold_ids, grid_settings, parse_grid
+from helpers import LyreCli
+from lyre.basics.errors import InputError, OptionError
+from lyre.retrieval.evaluation import evaluate
+from lyre.retrieval.options import RerankOptions, SearchOptions
+from lyre.retrieval.settings_file import apply, read_settings, write_settings
+from lyre.retrieval.tune import cross_validate, fold_ids, grid_settings, parse_grid
 
 
 def test_grid_values_and_ranges_take_their_options_types() -> None:

@@ -13,8 +13,8 @@ byte for byte the same whoever encoded it, and a run killed under one engine res
 
 from __future__ import annotations
 
-from basics.errors import OptionError
-from indexes.engines.job import ChunkRunner, EncodeJob, encode_chunk
+from lyre.basics.errors import OptionError
+from lyre.indexes.engines.job import ChunkRunner, EncodeJob, encode_chunk
 
 __all__ = ["ENGINES", "ChunkRunner", "EncodeJob", "encode_chunk", "runner_for", "visible_gpus"]
 
@@ -40,18 +40,18 @@ def runner_for(
     process per GPU (what a user of one multi-GPU node wants without asking); with one chunk to encode
     there is nothing to spread, and the model loads in this process."""
     if engine == "ray":
-        from indexes.engines.ray_cluster import RayRunner
+        from lyre.indexes.engines.ray_cluster import RayRunner
 
         return RayRunner(address=ray_address, cpu_actors=ray_cpu_actors)
     gpus = visible_gpus() if device in (None, "auto", "cuda") else 0
     if engine == "gpus" and not gpus:
         raise OptionError("engine", engine, "no CUDA GPU is visible to this process; use local")
     if engine == "gpus" or (engine == "local" and gpus > 1 and chunks > 1):
-        from indexes.engines.per_device import DeviceProcessRunner
+        from lyre.indexes.engines.per_device import DeviceProcessRunner
 
         return DeviceProcessRunner(devices=[f"cuda:{rank}" for rank in range(gpus)])
     if engine == "local":
-        from indexes.engines.in_process import InProcessRunner
+        from lyre.indexes.engines.in_process import InProcessRunner
 
         return InProcessRunner(device=device)
     raise OptionError("engine", engine, f"use one of {', '.join(ENGINES)}")

@@ -20,9 +20,9 @@ import queue
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
-from basics import progress
-from basics.errors import LyreError
-from basics.progress import ProgressSink
+from lyre.basics import progress
+from lyre.basics.errors import LyreError
+from lyre.basics.progress import ProgressSink
 
 POLL_SECONDS = 2.0
 """How often the parent looks for a dead worker while no message arrives."""
@@ -78,8 +78,7 @@ class DevicePool:
 
     def __init__(self, devices: Sequence[str], factory: WorkerFactory, role: str, resume_hint: str) -> None:
         import torch.multiprocessing as mp
-
-        from models.loading import cpu_threads
+        from lyre.models.loading import cpu_threads
 
         if not devices:
             raise ValueError("a device pool needs at least one device")

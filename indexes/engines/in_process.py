@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from basics.progress import ProgressSink
-from indexes.engines.job import EncodeJob, encode_chunk
+from lyre.basics.progress import ProgressSink
+from lyre.indexes.engines.job import EncodeJob, encode_chunk
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,7 @@ class InProcessRunner:
     num_threads: int | None = None
 
     def run(self, job: EncodeJob, progress: ProgressSink) -> None:
-        from models.embedder import Embedder
+        from lyre.models.embedder import Embedder
 
         embedder = Embedder.from_pretrained(
             job.model_folder,

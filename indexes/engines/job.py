@@ -8,17 +8,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
-
-from basics.errors import LyreError
-from basics.progress import ProgressSink
-from formats.records import document_text
-from indexes.embeddings import EmbeddingStore
-from indexes.manifest import DOCSTORE, EMBEDDINGS
-from models.recipes import EmbedRecipe
+from lyre.basics.errors import LyreError
+from lyre.basics.progress import ProgressSink
+from lyre.formats.records import document_text
+from lyre.indexes.embeddings import EmbeddingStore
+from lyre.indexes.manifest import DOCSTORE, EMBEDDINGS
+from lyre.models.recipes import EmbedRecipe
 
 if TYPE_CHECKING:
-    from indexes.docstore import DocStore
-    from models.embedder import Embedder
+    from lyre.indexes.docstore import DocStore
+    from lyre.models.embedder import Embedder
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ class EncodeJob:
 
     def open_store(self) -> tuple[DocStore, EmbeddingStore]:
         """The store to read and the embedding store to write (created by the encode stage)."""
-        from indexes.docstore import DocStore
+        from lyre.indexes.docstore import DocStore
 
         return DocStore.open(self.index_dir / self.store), EmbeddingStore.open(self.index_dir / EMBEDDINGS)
 

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from basics import progress
-from basics.errors import LyreError
-from basics.progress import ProgressSink
-from indexes.engines.device_pool import QueueSink
-from indexes.engines.job import EncodeJob
+from lyre.basics import progress
+from lyre.basics.errors import LyreError
+from lyre.basics.progress import ProgressSink
+from lyre.indexes.engines.device_pool import QueueSink
+from lyre.indexes.engines.job import EncodeJob
 
 RESUME_HINT = "rerun the same command to resume from the finished chunks"
 POLL_SECONDS = 2.0
@@ -28,7 +28,7 @@ POLL_SECONDS = 2.0
 def _worker(rank: int, device: str, job: EncodeJob, threads: int, messages: Any) -> None:
     """One device's share of the chunks (``job.chunks`` is that share), in a spawned process. A
     :class:`LyreError` goes back as its one line; anything else kills the worker, which the parent sees."""
-    from indexes.engines.in_process import InProcessRunner
+    from lyre.indexes.engines.in_process import InProcessRunner
 
     progress.set_quiet(True)
     try:
@@ -48,8 +48,7 @@ class DeviceProcessRunner:
     def run(self, job: EncodeJob, progress: ProgressSink) -> None:
         """Spread ``job.chunks`` over the workers (disjoint, interleaved lists), relaying their progress."""
         import torch.multiprocessing as mp
-
-        from models.loading import cpu_threads
+        from lyre.models.loading import cpu_threads
 
         count = min(len(self.devices), len(job.chunks))
         if count == 0:

@@ -19,12 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from basics import progress
-from basics.errors import LyreError, OptionError
-from basics.progress import Counts, ProgressSink
-from indexes.embeddings import STORE_FILE, EmbeddingStore
-from indexes.engines.job import EncodeJob, encode_chunk
-from indexes.manifest import DOCSTORE, EMBEDDINGS
+from lyre.basics import progress
+from lyre.basics.errors import LyreError, OptionError
+from lyre.basics.progress import Counts, ProgressSink
+from lyre.indexes.embeddings import STORE_FILE, EmbeddingStore
+from lyre.indexes.engines.job import EncodeJob, encode_chunk
+from lyre.indexes.manifest import DOCSTORE, EMBEDDINGS
 
 #: Environment variables that decide where models are found; remote workers do not inherit the driver's.
 FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_HOME", "HF_HUB_CACHE")
@@ -96,10 +96,10 @@ class ChunkEncoder:
     def load(self) -> str:
         """Load model, docstore and store once; returns the node's name (for the status line)."""
         if self.parts is None:
-            from indexes.docstore import DocStore
-            from models.embedder import Embedder
-            from models.loading import model_fingerprint, resolve_model
-            from models.recipes import EmbedRecipe
+            from lyre.indexes.docstore import DocStore
+            from lyre.models.embedder import Embedder
+            from lyre.models.loading import model_fingerprint, resolve_model
+            from lyre.models.recipes import EmbedRecipe
 
             progress.set_quiet(True)
             embeddings = self.index_dir / EMBEDDINGS
@@ -156,8 +156,7 @@ def connect(address: str | None) -> bool:
     """Join the cluster at ``address``, or start a quiet local Ray on this process's cores. Returns whether
     this call started Ray (and so must stop it); an already running Ray (a test's, a notebook's) is used."""
     import ray
-
-    from models.loading import cpu_threads
+    from lyre.models.loading import cpu_threads
 
     if ray.is_initialized():
         return False
@@ -209,8 +208,7 @@ class RayRunner:
 
     def run(self, job: EncodeJob, progress: ProgressSink) -> None:
         import ray
-
-        from models.loading import model_fingerprint
+        from lyre.models.loading import model_fingerprint
 
         index_dir = job.index_dir.resolve()
         fingerprint = model_fingerprint(job.model_folder)
@@ -252,7 +250,7 @@ class RayRunner:
 
 
 def _say_plan(plan: ActorPlan, hosts: list[str]) -> None:
-    from basics.progress import say
+    from lyre.basics.progress import say
 
     say(
         f"ray: {plan.count} {plan.device} actor(s) on {len(set(hosts))} node(s), "

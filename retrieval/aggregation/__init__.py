@@ -12,14 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from basics.errors import OptionError
-from basics.options import check_options, option
-from formats.records import Run
-from formats.runs import rank_order
-from retrieval.aggregation.best_passages import best_passages
-from retrieval.aggregation.firstp import firstp
-from retrieval.aggregation.maxp import maxp
-from retrieval.aggregation.sump import sump
+from lyre.basics.errors import OptionError
+from lyre.basics.options import check_options, option
+from lyre.formats.records import Run
+from lyre.formats.runs import rank_order
+from lyre.retrieval.aggregation.best_passages import best_passages
+from lyre.retrieval.aggregation.firstp import firstp
+from lyre.retrieval.aggregation.maxp import maxp
+from lyre.retrieval.aggregation.sump import sump
 
 
 def keep_passages(passage_scores: Mapping[str, float]) -> dict[str, float]:

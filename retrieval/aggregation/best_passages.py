@@ -10,11 +10,11 @@ every document has.
 
 from __future__ import annotations
 
-from basics.errors import OptionError
-from formats.records import Run
-from formats.runs import rank_order
-from indexes.passages import passage_id
-from retrieval.aggregation.grouping import by_document
+from lyre.basics.errors import OptionError
+from lyre.formats.records import Run
+from lyre.formats.runs import rank_order
+from lyre.indexes.passages import passage_id
+from lyre.retrieval.aggregation.grouping import by_document
 
 
 def best_passages(candidates: Run, passages: Run, per_document: int) -> dict[str, dict[str, list[str]]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from indexes.passages import parse_passage_id
+from lyre.indexes.passages import parse_passage_id
 
 PassageScores = list[tuple[int, float]]
 """(passage number, score) pairs of one document, in no particular order."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from retrieval.aggregation.grouping import by_document
+from lyre.retrieval.aggregation.grouping import by_document
 
 
 def maxp(passage_scores: Mapping[str, float]) -> dict[str, float]:

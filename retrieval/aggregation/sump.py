@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from retrieval.aggregation.grouping import by_document
+from lyre.retrieval.aggregation.grouping import by_document
 
 
 def sump(passage_scores: Mapping[str, float]) -> dict[str, float]:

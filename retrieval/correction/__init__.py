@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from basics.errors import LyreError
-from retrieval.correction import benjamini_hochberg, bonferroni, holm, no_correction
+from lyre.basics.errors import LyreError
+from lyre.retrieval.correction import benjamini_hochberg, bonferroni, holm, no_correction
 
 Adjust = Callable[[Sequence[float]], list[float]]
 

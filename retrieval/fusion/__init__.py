@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from basics.errors import LyreError, OptionError
-from basics.options import OptionSpec, check_value, option
-from formats.records import Run
-from retrieval.fusion.aligned import Aligned, fuse_runs, ranked
-from retrieval.fusion.linear import DEFAULT_NORMALIZATION, linear, linear_scores
-from retrieval.fusion.rrf import DEFAULT_K, rrf, rrf_scores
-from retrieval.normalization import NORMALIZATIONS
+from lyre.basics.errors import LyreError, OptionError
+from lyre.basics.options import OptionSpec, check_value, option
+from lyre.formats.records import Run
+from lyre.retrieval.fusion.aligned import Aligned, fuse_runs, ranked
+from lyre.retrieval.fusion.linear import DEFAULT_NORMALIZATION, linear, linear_scores
+from lyre.retrieval.fusion.rrf import DEFAULT_K, rrf, rrf_scores
+from lyre.retrieval.normalization import NORMALIZATIONS
 
 
 @dataclass(frozen=True)

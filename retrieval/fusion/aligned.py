@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from itertools import chain
 
 import numpy as np
-
-from formats.records import Run
+from lyre.formats.records import Run
 
 
 @dataclass(frozen=True)

@@ -11,11 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from basics.errors import LyreError
-from formats.records import Run
-from retrieval.fusion.aligned import Aligned, fuse_runs
-from retrieval.normalization import normalizer
+from lyre.basics.errors import LyreError
+from lyre.formats.records import Run
+from lyre.retrieval.fusion.aligned import Aligned, fuse_runs
+from lyre.retrieval.normalization import normalizer
 
 DEFAULT_NORMALIZATION = "min_max"
 """Absent documents then sit at the bottom of a list's range (see the module note on ``zscore``)."""

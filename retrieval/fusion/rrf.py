@@ -11,10 +11,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-
-from basics.errors import LyreError
-from formats.records import Run
-from retrieval.fusion.aligned import Aligned, evaluated_order, fuse_runs
+from lyre.basics.errors import LyreError
+from lyre.formats.records import Run
+from lyre.retrieval.fusion.aligned import Aligned, evaluated_order, fuse_runs
 
 DEFAULT_K = 60
 """The usual constant (Cormack et al.): late ranks still count, and no single list dominates."""

@@ -9,11 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-
-from basics.errors import OptionError
-from formats.records import Run
-from retrieval.normalization.min_max import min_max
-from retrieval.normalization.zscore import zscore
+from lyre.basics.errors import OptionError
+from lyre.formats.records import Run
+from lyre.retrieval.normalization.min_max import min_max
+from lyre.retrieval.normalization.zscore import zscore
 
 
 def _identity(scores: np.ndarray) -> np.ndarray:

@@ -12,9 +12,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-
-from basics.errors import LyreError
-from retrieval.significance import bootstrap, randomization, t_test, wilcoxon
+from lyre.basics.errors import LyreError
+from lyre.retrieval.significance import bootstrap, randomization, t_test, wilcoxon
 
 PValue = Callable[..., float]
 Interval = Callable[..., tuple[float, float]]

@@ -24,7 +24,7 @@ def _resampled_means(values: np.ndarray, samples: int, seed: int) -> Iterator[np
 
 def p_value(differences: np.ndarray, *, samples: int = 10_000, seed: int = 0) -> float:
     """Two-sided p-value, (1 + #{|resampled mean| >= |observed mean|}) / (1 + samples)."""
-    from retrieval.significance import as_differences
+    from lyre.retrieval.significance import as_differences
 
     values = as_differences(differences)
     observed = abs(float(values.mean()))
@@ -39,7 +39,7 @@ def interval(
     differences: np.ndarray, *, confidence: float = 0.95, samples: int = 10_000, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile interval of the mean difference over ``samples`` resamples of the queries."""
-    from retrieval.significance import as_differences
+    from lyre.retrieval.significance import as_differences
 
     values = as_differences(differences)
     means = np.concatenate(list(_resampled_means(values, samples, seed)))

@@ -17,7 +17,7 @@ _TOLERANCE = 1e-12
 
 def p_value(differences: np.ndarray, *, samples: int = 10_000, seed: int = 0) -> float:
     """Two-sided Monte Carlo p-value of the mean difference from ``samples`` random sign flips."""
-    from retrieval.significance import as_differences
+    from lyre.retrieval.significance import as_differences
 
     values = as_differences(differences)
     observed = abs(float(values.mean()))

@@ -12,7 +12,7 @@ import numpy as np
 
 
 def _mean_and_error(differences: np.ndarray) -> tuple[float, float]:
-    from retrieval.significance import as_differences
+    from lyre.retrieval.significance import as_differences
 
     values = as_differences(differences)
     return float(values.mean()), float(values.std(ddof=1)) / math.sqrt(values.size)

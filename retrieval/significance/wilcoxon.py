@@ -10,9 +10,8 @@ import numpy as np
 
 def p_value(differences: np.ndarray, *, samples: int = 0, seed: int = 0) -> float:
     """Two-sided p-value of the signed-rank test (``samples`` and ``seed`` are unused)."""
+    from lyre.retrieval.significance import as_differences
     from scipy import stats
-
-    from retrieval.significance import as_differences
 
     values = as_differences(differences)
     if not np.any(values != 0.0):
