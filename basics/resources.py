@@ -28,8 +28,13 @@ DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 """Out of space: the device, the user's quota, or the process's file-size limit (``ulimit -f``)."""
 NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 """A read-only file system, missing permission, or an immutable file or folder."""
-SPACE_MARGIN = 16 << 20
-"""Free space kept beyond what a large write needs: the manifest, records and temp names that follow it."""
+SPACE_MARGIN = 1 << 20
+"""Free space asked beyond a write's own estimate (:func:`ensure_free_space`): what follows it, the stage's
+record and the manifest rewritten beside the old one before the swap. A manifest takes about 150 bytes per
+recorded file: 1 MiB covers an index of several thousand files, and asks little of a small one (a 0.1 MB
+BM25 index of the bundled sample needs 1.1 MiB free, not 16 MiB)."""
+BLOCK_BYTES = 4096
+"""The allocation unit of common file systems (ext4, xfs, tmpfs pages): a file takes whole blocks."""
 
 
 class ResourceError(LyreError):
@@ -66,11 +71,12 @@ def is_write_failure(error: OSError) -> bool:
     return error.errno in DISK_FULL | NOT_WRITABLE | {errno.ENOTDIR, errno.EISDIR, errno.EEXIST}
 
 
-def write_error(path: str | Path, error: OSError) -> ResourceError:
+def write_error(path: str | Path, error: OSError, option: str = "out") -> ResourceError:
     """The one-line error for ``error``, raised while writing ``path``.
 
     Every message names the path and the way out: free space or pick another output for a full disk,
-    another output or the folder's permissions for a read-only or forbidden folder.
+    another output or the folder's permissions for a read-only or forbidden folder. ``option`` is the
+    option that named the output (``plot`` for ``lyre compare --plot``).
     """
     path = Path(path)
     reason = error.strerror or str(error)
@@ -78,21 +84,26 @@ def write_error(path: str | Path, error: OSError) -> ResourceError:
         where = _existing_ancestor(path.parent)
         return ResourceError(
             f"{path}: no space left to write it ({reason}; {human_bytes(free_bytes(where))} free in "
-            f"{where}); free space there, or choose another {opt('out')}"
+            f"{where}); free space there, or choose another {opt(option)}"
         )
     if error.errno in NOT_WRITABLE:
         return ResourceError(
             f"{path}: cannot write here ({reason}: the folder is read-only or not yours); "
-            f"choose another {opt('out')}, or make the folder writable"
+            f"choose another {opt(option)}, or make the folder writable"
         )
     if error.errno == errno.EISDIR:
-        return ResourceError(f"{path}: is a folder, not a file; choose another {opt('out')}")
+        return ResourceError(f"{path}: is a folder, not a file; choose another {opt(option)}")
     if error.errno in (errno.ENOTDIR, errno.EEXIST):
         blocking = next((p for p in (path, *path.parents) if p.is_file()), path)
         return ResourceError(
-            f"{path}: {blocking} is a file where a folder is needed; choose another {opt('out')}"
+            f"{path}: {blocking} is a file where a folder is needed; choose another {opt(option)}"
         )
-    return ResourceError(f"{path}: cannot write it ({reason}); choose another {opt('out')}")
+    return ResourceError(f"{path}: cannot write it ({reason}); choose another {opt(option)}")
+
+
+def on_disk(*sizes: int) -> int:
+    """What files of these sizes take on disk: each rounded up to whole :data:`BLOCK_BYTES` blocks."""
+    return sum(-(-size // BLOCK_BYTES) * BLOCK_BYTES for size in sizes)
 
 
 def ensure_free_space(path: str | Path, bytes_needed: int) -> None:

@@ -27,6 +27,7 @@ from lyre.indexes.dense import DenseIndex, DenseOptions, build_dense, overlap_at
 from lyre.indexes.embeddings import EmbeddingStore, StoreSpec
 from lyre.indexes.manifest import record_stage
 from lyre.indexes.stages import StageRecord
+from lyre.models.recipes import builtin_recipe
 
 LATENT_DIM = 48
 CLUSTERS = 2000
@@ -50,7 +51,9 @@ def write_collection(index_dir: Path, rows: int, dim: int, queries: int, seed: i
         start, stop = spec.chunk_bounds(chunk)
         chunk_rng = np.random.default_rng([seed, chunk])
         store.write_chunk(chunk, synthetic(chunk_rng, stop - start, centres, lift).astype(np.float16))
-    described = StageRecord("synthetic vectors", {"dim": dim, "seed": seed}, {"documents": rows})
+    recipe = builtin_recipe("lychee-embed").to_dict()  # a record has one; these vectors need no model
+    params = {"model": spec.model, "recipe": recipe, "dim": dim, "seed": seed}
+    described = StageRecord("synthetic vectors", params, {"documents": rows})
     record_stage(index_dir, "embeddings", described.to_dict())
     return synthetic(np.random.default_rng([seed, 10**6]), queries, centres, lift)
 

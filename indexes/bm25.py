@@ -6,12 +6,16 @@ term ids against a growing vocabulary and reduced at once to compact numpy array
 distinct term of each document). After the stream, document frequencies give bm25s' idf, bm25s' own
 term-frequency functions give the per-posting scores, and a counting sort per batch writes the
 column-major (CSC) score matrix straight into memory-mapped ``.npy`` files in bm25s' layout. The index
-folder is written under a temporary name and renamed when complete. Free space is checked and the mapped
-files' blocks reserved before the first page is written, so a full disk is one line naming the folder,
-never a SIGBUS; a failed build removes its temporary folder (a killed one is swept by the next writer).
+folder is written under a temporary name and renamed when complete. Free space is checked (what each file
+will take, exactly, in whole blocks, plus :data:`basics.resources.SPACE_MARGIN`) and the mapped files'
+blocks reserved before the first page is written, so a full disk is one line naming the folder, never a
+SIGBUS; a failed build removes its temporary folder (a killed one is swept by the next writer).
 
-Search reads those files with ``bm25s.BM25.load(mmap=True)``; a query's score vector is the sum of its
-terms' columns (a repeated query term counts twice, as in Anserini and rank_bm25).
+Search memory-maps those arrays itself (the files stay loadable by ``bm25s.BM25.load``) and reads the
+JSON files beside them through the metadata reader (:mod:`indexes.metadata`) into typed records, checked
+against their recorded SHA-256 and against each other (vocabulary size, postings, documents): a damaged
+file is one line naming it and the repair command, never a traceback. A query's score vector is the sum
+of its terms' columns (a repeated query term counts twice, as in Anserini and rank_bm25).
 """
 
 from __future__ import annotations
@@ -21,23 +25,23 @@ import os
 import shutil
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
-from lyre.basics.atomic import replace_dir, temp_dir_beside, write_json_atomic
+from lyre.basics.atomic import json_text, replace_dir, temp_dir_beside
 from lyre.basics.errors import LyreError, OptionError, opt
 from lyre.basics.options import check_value, default_of, option, option_spec
 from lyre.basics.progress import bar, say
-from lyre.basics.resources import ensure_free_space, reserve, write_error
+from lyre.basics.resources import ensure_free_space, on_disk, reserve, write_error
 from lyre.formats.records import Document, document_text
 from lyre.indexes.analyzer import PRESETS, Analyzer, current_versions, stemmer_languages, stopword_list
-from lyre.indexes.manifest import BM25, DOCSTORE
+from lyre.indexes.manifest import BM25, DOCSTORE, Manifest, StageFolder
+from lyre.indexes.metadata import StageRecord
 from lyre.indexes.stages import (
     Forget,
-    StageRecord,
     StageResult,
     Upstream,
     need,
@@ -61,6 +65,42 @@ RECORD_NAME = "bm25.json"
 DELTA = 0.5
 #: Documents analysed per docstore batch.
 BATCH_SIZE = 10_000
+NONOCCURRENCE_METHODS = ("bm25l", "bm25+")
+"""The variants whose absent terms score too: they keep a float32 per term (``NONOCCURRENCE_NAME``)."""
+NPY_HEADER = 128
+"""Bytes NumPy writes before the data of a ``.npy`` file (format 1.0, a 1-D array)."""
+
+
+@dataclass(frozen=True)
+class Bm25sParams:
+    """``params.index.json``, in bm25s' format: what scored the index."""
+
+    k1: float
+    b: float
+    delta: float
+    method: str
+    idf_method: str
+    dtype: str
+    int_dtype: str
+    num_docs: int
+    version: str
+    backend: str
+
+
+@dataclass(frozen=True)
+class Bm25Record:
+    """``bm25.json``: what was built (counts) and with what (parameters, analyzer, provenance)."""
+
+    documents: int
+    vocabulary: int
+    postings: int
+    avg_doc_len: float
+    k1: float
+    b: float
+    method: str
+    delta: float
+    analyzer: dict[str, Any]
+    provenance: dict[str, Any]
 
 
 class DocBatches(Protocol):
@@ -159,7 +199,7 @@ def build_bm25(
     method: str = default_of(Bm25Options, "bm25_method"),
     delta: float = DELTA,
     batch_size: int = BATCH_SIZE,
-) -> dict[str, Any]:
+) -> Bm25Record:
     """Index ``title + " " + text`` of every docstore row into ``out_dir``; return the build record.
 
     Defaults are Anserini's (k1=0.9, b=0.4, Lucene idf and tf). ``delta`` only matters for bm25l/bm25+.
@@ -194,18 +234,41 @@ def build_bm25(
         df += np.bincount(p.terms, minlength=vocab_size)
     idf = np.array([idf_of(int(d), N=num_docs) if d else 0.0 for d in df], dtype=np.float64)
     nonoccurrence = None
-    if method in ("bm25l", "bm25+"):
+    if method in NONOCCURRENCE_METHODS:
         absent = tfc(tf_array=0.0, l_d=avg_doc_len, l_avg=avg_doc_len, k1=k1, b=b, delta=delta)
         nonoccurrence = (idf * absent).astype(np.float32)
 
     indptr = np.zeros(vocab_size + 1, dtype=np.int64)
     np.cumsum(df, out=indptr[1:])
     nnz = int(indptr[-1])
+    params = Bm25sParams(
+        k1, b, delta, method, method, "float32", "int32", num_docs, current_versions()["bm25s"], "numpy"
+    )
+    record = Bm25Record(
+        documents=num_docs,
+        vocabulary=len(term_ids.vocab),
+        postings=nnz,
+        avg_doc_len=avg_doc_len,
+        k1=k1,
+        b=b,
+        method=method,
+        delta=delta,
+        analyzer=analyzer.to_dict(),
+        provenance=provenance("bm25s", "PyStemmer", batch_size=batch_size),
+    )
+    texts = {  # written after the arrays; made now, so the space they need is known exactly
+        VOCAB_NAME: json.dumps(term_ids.vocab, ensure_ascii=False),
+        PARAMS_NAME: json.dumps(asdict(params), indent=4),
+        ANALYZER_NAME: json_text(analyzer.to_dict()),
+        RECORD_NAME: json_text(asdict(record)),
+    }
+    files = {name: text.encode("utf-8") for name, text in texts.items()}
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         # A full disk under a memory map kills the process with SIGBUS: check the space up front, then
         # reserve the mapped files' blocks before the first page is written.
-        ensure_free_space(out_dir.parent, _bytes_needed(nnz, vocab_size, term_ids.vocab))
+        arrays = array_bytes(nnz, vocab_size, nonoccurrence is not None)
+        ensure_free_space(out_dir.parent, on_disk(*arrays, *map(len, files.values())))
     except OSError as error:
         raise write_error(out_dir, error) from None
     tmp = temp_dir_beside(out_dir)
@@ -246,34 +309,8 @@ def build_bm25(
         np.save(tmp / INDPTR_NAME, indptr)
         if nonoccurrence is not None:
             np.save(tmp / NONOCCURRENCE_NAME, nonoccurrence)
-        (tmp / VOCAB_NAME).write_text(json.dumps(term_ids.vocab, ensure_ascii=False), encoding="utf-8")
-        params = {
-            "k1": k1,
-            "b": b,
-            "delta": delta,
-            "method": method,
-            "idf_method": method,
-            "dtype": "float32",
-            "int_dtype": "int32",
-            "num_docs": num_docs,
-            "version": current_versions()["bm25s"],
-            "backend": "numpy",
-        }
-        (tmp / PARAMS_NAME).write_text(json.dumps(params, indent=4), encoding="utf-8")
-        write_json_atomic(tmp / ANALYZER_NAME, analyzer.to_dict())
-        record = {
-            "documents": num_docs,
-            "vocabulary": len(term_ids.vocab),
-            "postings": nnz,
-            "avg_doc_len": avg_doc_len,
-            "k1": k1,
-            "b": b,
-            "method": method,
-            "delta": delta,
-            "analyzer": analyzer.to_dict(),
-            "provenance": provenance("bm25s", "PyStemmer", batch_size=batch_size),
-        }
-        write_json_atomic(tmp / RECORD_NAME, record)
+        for name, data in files.items():  # the folder is swapped in whole: no file needs its own rename
+            (tmp / name).write_bytes(data)
         replace_dir(tmp, out_dir)
     except OSError as error:  # np.save and write_text on a full disk, a quota or a file-size limit
         raise write_error(out_dir, error) from None
@@ -282,11 +319,11 @@ def build_bm25(
     return record
 
 
-def _bytes_needed(postings: int, vocab_size: int, vocab: dict[str, int]) -> int:
-    """What the BM25 files will take: float32 scores and int32 rows per posting, int64 column pointers,
-    an optional float32 per term, and the vocabulary as JSON (a term, quotes, a colon, an id, a comma)."""
-    vocab_json = sum(len(term.encode("utf-8")) + 16 for term in vocab)
-    return postings * 8 + (vocab_size + 1) * 8 + vocab_size * 4 + vocab_json
+def array_bytes(postings: int, vocab_size: int, nonoccurrence: bool) -> list[int]:
+    """The sizes of the BM25 arrays' ``.npy`` files: float32 scores and int32 rows per posting, int64
+    column pointers, and a float32 per term for the variants that score absent terms."""
+    sizes = [postings * 4, postings * 4, (vocab_size + 1) * 8] + ([vocab_size * 4] if nonoccurrence else [])
+    return [NPY_HEADER + size for size in sizes]
 
 
 @dataclass
@@ -336,14 +373,14 @@ class Bm25Stage:
             method=options.bm25_method,
             batch_size=self.batch_size,
         )
-        counts = {key: built[key] for key in ("documents", "vocabulary", "postings", "avg_doc_len")}
+        counts = {key: getattr(built, key) for key in ("documents", "vocabulary", "postings", "avg_doc_len")}
         rows = "documents" if self.store == DOCSTORE else self.store
         described = f"{counts['documents']:,} {rows}, {counts['vocabulary']:,} terms"
         say(f"{BM25}: {described}, {counts['postings']:,} postings")
-        params = {key: built[key] for key in ("k1", "b", "method", "delta", "analyzer")}
+        params = {key: getattr(built, key) for key in ("k1", "b", "method", "delta", "analyzer")}
         params.update(store_params(self.store))
         files = stage_files(index_dir, BM25)
-        record = StageRecord(described, params, counts, built["provenance"], files)
+        record = StageRecord(described, params, counts, built.provenance, files)
         return StageResult(f"{BM25}: {described}", record)
 
 
@@ -355,7 +392,7 @@ def _analyzer_of(saved: dict[str, Any]) -> dict[str, Any]:
 
 def _params(options: Bm25Options) -> dict[str, Any]:
     """The record params that ``options`` would build."""
-    analyzer = _analyzer_of(json.loads(json.dumps(options.build_analyzer().to_dict())))
+    analyzer = _analyzer_of(options.build_analyzer().to_dict())
     return {
         "k1": options.k1,
         "b": options.b,
@@ -372,21 +409,36 @@ def bm25_stage(
     return run_stage(Path(index_dir), Bm25Stage(), options or Bm25Options(), wait=wait)
 
 
+def read_vocabulary(directory: str | Path, manifest: Manifest | None = None) -> dict[str, int]:
+    """The index's terms alone, without the memory maps: what a query-side check needs cheaply (a cached
+    search never loads the index). Read through the metadata reader, like every file of the index."""
+    return StageFolder.locate(directory, manifest).read(VOCAB_NAME, dict[str, int])
+
+
 class BM25Index:
     """A saved BM25 index, memory-mapped; queries are analysed with the analyzer saved beside it."""
 
-    def __init__(self, directory: Path, engine: Any, analyzer: Analyzer, record: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        analyzer: Analyzer,
+        record: Bm25Record,
+        vocab: dict[str, int],
+        scores: tuple[np.ndarray, np.ndarray, np.ndarray],
+        nonoccurrence: np.ndarray | None,
+    ) -> None:
+        """``scores``: the CSC score matrix as (data, indices, indptr), data and indices memory-mapped."""
         self.directory = directory
         self.analyzer = analyzer
         self.record = record
-        self.num_docs = int(engine.scores["num_docs"])
-        self._vocab: dict[str, int] = engine.vocab_dict
+        self.num_docs = record.documents
+        self._vocab = vocab
         # Plain ndarray views of the memory maps: np.memmap's Python-level slicing costs more than the
         # scoring itself on small collections.
-        self._data = engine.scores["data"].view(np.ndarray)
-        self._indices = engine.scores["indices"].view(np.ndarray)
-        self._indptr = np.asarray(engine.scores["indptr"], dtype=np.int64)
-        self._nonoccurrence = engine.nonoccurrence_array
+        self._data = scores[0].view(np.ndarray)
+        self._indices = scores[1].view(np.ndarray)
+        self._indptr = np.asarray(scores[2], dtype=np.int64)
+        self._nonoccurrence = nonoccurrence
 
     @classmethod
     def load(
@@ -397,21 +449,21 @@ class BM25Index:
         k1: float | None = None,
         b: float | None = None,
         method: str | None = None,
+        manifest: Manifest | None = None,
     ) -> BM25Index:
         """Open ``directory``. Passing analyzer/k1/b/method is allowed only if they equal the saved ones:
-        scores are precomputed at build time, so a different value would silently not apply."""
-        from lyre.indexes.bm25s_compat import load_index
-
+        scores are precomputed at build time, so a different value would silently not apply. ``manifest``:
+        the index's, when the caller has read it (the files are checked against its records)."""
         directory = Path(directory)
-        record_path = directory / RECORD_NAME
-        if not record_path.exists():
+        if not (directory / RECORD_NAME).exists():
             raise LyreError(f"{directory}: no BM25 index here (no {RECORD_NAME}); build it with `lyre index`")
-        record = json.loads(record_path.read_text(encoding="utf-8"))
-        saved = Analyzer.from_dict(json.loads((directory / ANALYZER_NAME).read_text(encoding="utf-8")))
+        folder = StageFolder.locate(directory, manifest)
+        record = folder.read(RECORD_NAME, Bm25Record)
+        saved = folder.read(ANALYZER_NAME, Analyzer)
         for name, asked, built in (
-            ("k1", k1, record["k1"]),
-            ("b", b, record["b"]),
-            ("bm25_method", method, record["method"]),
+            ("k1", k1, record.k1),
+            ("b", b, record.b),
+            ("bm25_method", method, record.method),
         ):
             if asked is not None and asked != built:
                 raise LyreError(
@@ -429,8 +481,12 @@ class BM25Index:
             say(
                 f"warning: {directory} was built with {changed} (saved, installed); terms may differ slightly"
             )
-        engine = load_index(directory)
-        return cls(directory, engine, saved, record)
+        params = folder.read(PARAMS_NAME, Bm25sParams)
+        vocab = folder.read(VOCAB_NAME, dict[str, int])
+        scores = tuple(_array(folder, name, mmap=True) for name in (DATA_NAME, INDICES_NAME, INDPTR_NAME))
+        nonoccurrence = _array(folder, NONOCCURRENCE_NAME) if record.method in NONOCCURRENCE_METHODS else None
+        _check_consistent(folder, record, params, vocab, scores, nonoccurrence)  # type: ignore[arg-type]
+        return cls(directory, saved, record, vocab, scores, nonoccurrence)  # type: ignore[arg-type]
 
     def query_term_ids(self, text: str) -> np.ndarray:
         """Term ids of a query, in order, without words unknown to the index."""
@@ -489,3 +545,66 @@ class BM25Index:
                     for _ in pool.map(fill, range(len(query_texts)), chunksize=16):
                         progress.update()
         return rows, scores
+
+
+def _array(folder: StageFolder, name: str, *, mmap: bool = False) -> np.ndarray:
+    """One ``.npy`` file of the index (memory-mapped with ``mmap``); a file NumPy cannot read is one line."""
+    try:
+        return np.load(folder.folder / name, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except FileNotFoundError:
+        raise folder.error(name, "missing") from None
+    except (OSError, ValueError, EOFError) as error:
+        raise folder.error(name, f"not a NumPy array file ({error})") from None
+
+
+def _check_consistent(
+    folder: StageFolder,
+    record: Bm25Record,
+    params: Bm25sParams,
+    vocab: dict[str, int],
+    scores: tuple[np.ndarray, np.ndarray, np.ndarray],
+    nonoccurrence: np.ndarray | None,
+) -> None:
+    """The files of one index agree with each other: a vocabulary, score arrays or records from another
+    build (or damaged where no hash is recorded) would index out of range, or silently score wrong."""
+    data, indices, indptr = scores
+    terms = max(len(vocab), 1)
+    problems = [
+        (
+            PARAMS_NAME,
+            params.num_docs == record.documents,
+            f"num_docs is not the {record.documents:,} documents",
+        ),
+        (
+            VOCAB_NAME,
+            len(vocab) == record.vocabulary,
+            f"holds {len(vocab):,} terms, not {record.vocabulary:,}",
+        ),
+        (
+            INDPTR_NAME,
+            indptr.shape == (terms + 1,),
+            f"holds {len(indptr):,} column pointers, not {terms + 1:,}",
+        ),
+        (DATA_NAME, data.shape == (record.postings,), f"holds {len(data):,} scores, not {record.postings:,}"),
+        (
+            INDICES_NAME,
+            indices.shape == (record.postings,),
+            f"holds {len(indices):,} rows, not {record.postings:,}",
+        ),
+    ]
+    if nonoccurrence is not None:
+        problems.append(
+            (
+                NONOCCURRENCE_NAME,
+                nonoccurrence.shape == (terms,),
+                f"holds no score for each of {terms:,} terms",
+            )
+        )
+    for name, holds, problem in problems:
+        if not holds:
+            raise folder.error(name, problem)
+    ids = np.fromiter(vocab.values(), dtype=np.int64, count=len(vocab))
+    if len(ids) and (ids.min() < 0 or ids.max() >= terms or np.bincount(ids).max() > 1):
+        raise folder.error(VOCAB_NAME, f"term ids must be distinct, in 0..{terms - 1:,}")
+    if len(indptr) and (indptr[0] != 0 or indptr[-1] != record.postings or np.any(np.diff(indptr) < 0)):
+        raise folder.error(INDPTR_NAME, f"column pointers must rise from 0 to {record.postings:,}")

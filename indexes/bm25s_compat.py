@@ -36,7 +36,6 @@ import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib import metadata
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -123,11 +122,6 @@ def tf_scorer(method: str) -> Callable[..., Any]:
     """bm25s' term-frequency component of ``method``, vectorised over numpy arrays:
     ``tfc(tf_array=, l_d=, l_avg=, k1=, b=, delta=)``."""
     return import_bm25s().scoring._select_tfc_scorer(method)
-
-
-def load_index(directory: str | Path) -> Any:
-    """A saved index as a ``bm25s.BM25`` engine, its score matrix memory-mapped and no corpus loaded."""
-    return import_bm25s().BM25.load(directory, mmap=True, load_corpus=False)
 
 
 def stopwords(list_name: str) -> tuple[str, ...] | None:

@@ -40,22 +40,32 @@ def build_index(
     lock throughout (``wait``: wait for another command using it) and checks every recorded file's size
     (``verify``: its SHA-256), rebuilding the stages that fail."""
     encode = encode or EncodeOptions()
+    ingest = ingest or IngestOptions()
     passages = passages or PassageOptions()
     passages.validate()
     store = DOCSTORE if passages.passage_tokens is None else PASSAGES
-    plan: list[tuple[Stage[Any], Any]] = [(IngestStage(corpus), ingest or IngestOptions())]
+    ingest_stage = IngestStage(corpus)
+    plan: list[tuple[Stage[Any], Any]] = [(ingest_stage, ingest)]
     if store == PASSAGES:
         plan.append((PassageStage(None if bm25_only else encode), passages))
     plan.append((Bm25Stage(store=store), bm25 or Bm25Options()))
     if bm25_only:
         return [result.summary for result in run_stages(out, plan, wait=wait, verify=verify)]
-    plan.append((EncodeStage(store=store), encode))
+    encode_stage = EncodeStage(store=store)
+    plan.append((encode_stage, encode))
     dense = dense or DenseOptions()
     sliced = slice_of_job(encode.shard_id, encode.num_shards)[1] > 1
     if sliced:
         check_options(dense)  # not built in a slice, but a typo should not wait for the finalize run
     else:
-        plan.append((DenseStage(store=store), dense))
+        # What the dense options are checked against before any work: the corpus, counted as ingest
+        # reads it, and the dimension of the model's vectors (its config, resolved when encode validates).
+        dense_stage = DenseStage(
+            store=store,
+            count_corpus=lambda limit: ingest_stage.count_documents(ingest, limit),
+            planned_dim=lambda: encode_stage.model(encode).dim,
+        )
+        plan.append((dense_stage, dense))
     results: list[StageResult] = run_stages(out, plan, wait=wait, verify=verify, sliced=sliced)
     lines = [result.summary for result in results]
     if sliced:

@@ -2,10 +2,12 @@
 
 Layout of ``INDEX/dense/``::
 
-    build.json              what the shards were built with (a rerun with other settings needs --overwrite)
+    build.json              what the shards are built with (:class:`DenseBuild`); a build with other
+                            settings starts again
     trained.faiss           the trained, empty IVF-PQ index (coarse quantizer + PQ codebooks), IVF-PQ only
     shard-000000.faiss      rows [0, shard_rows) added to a copy of trained.faiss with their global row ids
     params.json             build settings plus the nprobe / refine depth tuned to reach the recall target
+                            (:class:`DenseParams`), read through the metadata reader by every search
 
 IVF-PQ is trained once, on a seeded random sample, so every shard shares one quantizer: each shard can be
 searched on its own (on its own GPU) and the per-shard top-k lists merge into exactly the top-k of one big
@@ -15,14 +17,13 @@ Flat shards (exact inner product) are the reference that IVF-PQ is tuned and mea
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from lyre.basics import progress
@@ -30,13 +31,21 @@ from lyre.basics.atomic import atomic_path, write_json_atomic
 from lyre.basics.errors import LyreError, OptionError, opt
 from lyre.basics.options import option
 from lyre.basics.provenance import provenance
-from lyre.basics.resources import ResourceError, ensure_free_space, free_bytes, human_bytes
+from lyre.basics.resources import ResourceError, ensure_free_space, free_bytes, human_bytes, on_disk
 from lyre.indexes import faiss_params
 from lyre.indexes.embeddings import EmbeddingStore
-from lyre.indexes.manifest import DENSE, DOCSTORE, EMBEDDINGS, require_stage
+from lyre.indexes.manifest import (
+    DENSE,
+    DOCSTORE,
+    EMBEDDINGS,
+    Manifest,
+    StageFolder,
+    load_manifest,
+    require_record,
+)
+from lyre.indexes.metadata import MetadataError, StageRecord
 from lyre.indexes.stages import (
     Forget,
-    StageRecord,
     StageResult,
     Upstream,
     need,
@@ -67,7 +76,8 @@ REFINE_FETCH = 65_536
 PQ_TRAIN_ITERATIONS = 10
 #: Tuned nprobe is this multiple of the one reaching the target on build-time queries (see _tune).
 NPROBE_MARGIN = 2
-#: GPU Faiss selects at most this many results (k and nprobe) per search.
+#: What a Faiss index file holds beside its vectors, ids, centroids and codebooks: under 200 bytes measured.
+FAISS_HEADER_BYTES = 4096
 FAISS_DISTRIBUTIONS = ("faiss-cpu", "faiss-gpu-cu12", "faiss-gpu-cu11", "faiss-gpu")
 
 
@@ -75,6 +85,74 @@ def _faiss() -> Any:
     import faiss
 
     return faiss
+
+
+@dataclass(frozen=True)
+class DenseShard:
+    """One shard file and the rows [start, stop) it holds."""
+
+    file: str
+    rows: tuple[int, int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DenseBuild:
+    """``build.json``: what the shards are built with. A build finding other settings there starts again,
+    so shards made with other settings are never mixed."""
+
+    index_type: Literal["flat", "ivfpq"]
+    num_rows: int
+    dim: int
+    model: str
+    shard_rows: int
+    num_shards: int
+    seed: int
+    nlist: int | None = None
+    m: int | None = None
+    nbits: int | None = None
+    train_sample: int | None = None
+    float16_lookup_tables: bool = False
+    factory: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.num_rows < 1 or self.dim < 1 or self.shard_rows < 1:
+            raise ValueError("num_rows, dim and shard_rows must be at least 1")
+        if self.num_shards != -(-self.num_rows // self.shard_rows):
+            raise ValueError(
+                f"{self.num_rows:,} rows in shards of {self.shard_rows:,} are not {self.num_shards}"
+            )
+        if self.index_type == "ivfpq" and (self.nlist is None or self.nlist < 1):
+            raise ValueError("an ivfpq index needs nlist >= 1")
+
+
+@dataclass(frozen=True, kw_only=True)
+class DenseParams(DenseBuild):
+    """``params.json``: the build settings, the shards, and the search settings tuned at build time."""
+
+    shards: tuple[DenseShard, ...]
+    recall_target: float
+    nprobe: int | None = None
+    refine: int = 0
+    recall: float | None = None
+    """Overlap@100 with exact search on build-time queries (1.0 for flat); None while tuning."""
+    nprobe_reached: int | None = None
+    tuning: list[dict[str, Any]] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    index_bytes: int | None = None
+    bytes_per_vector: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        expected = [
+            (s * self.shard_rows, min((s + 1) * self.shard_rows, self.num_rows))
+            for s in range(self.num_shards)
+        ]
+        if [shard.rows for shard in self.shards] != expected:
+            raise ValueError(
+                f"the shards do not cover rows 0..{self.num_rows:,} in shards of {self.shard_rows:,}"
+            )
+        if any(Path(shard.file).name != shard.file for shard in self.shards):
+            raise ValueError("shard files must be file names in the dense folder")
 
 
 def shard_name(shard: int) -> str:
@@ -145,25 +223,26 @@ def _iter_rows(store: EmbeddingStore, start: int, stop: int) -> Iterator[tuple[n
             yield rows[begin:end], np.asarray(vectors[begin:end], dtype=np.float32)
 
 
-def _prepare_dir(dense_dir: Path, build: dict[str, Any], overwrite: bool) -> None:
+def _prepare_dir(dense_dir: Path, build: DenseBuild, overwrite: bool) -> None:
     """Keep what an interrupted build with the same settings left; start fresh otherwise (or when
-    overwriting), and record the settings the files are being built with."""
+    overwriting, or when ``build.json`` is damaged: the files beside it cannot be trusted), and record the
+    settings the files are being built with."""
     build_path = dense_dir / BUILD_FILE
     if build_path.exists() and not overwrite:
         try:
-            found = json.loads(build_path.read_text(encoding="utf-8"))
-        except (ValueError, UnicodeDecodeError):
-            found = {"unreadable": BUILD_FILE}  # damaged: the files here cannot be trusted
-        differing = sorted(key for key in {*found, *build} if found.get(key) != build.get(key))
+            found = asdict(StageFolder.locate(dense_dir).read(BUILD_FILE, DenseBuild))
+            wanted = asdict(build)
+            differing = sorted(key for key in wanted if found[key] != wanted[key])
+            reason = f"were built with other settings ({', '.join(differing)})"
+        except MetadataError as error:
+            differing, reason = [BUILD_FILE], f"have a damaged {BUILD_FILE} ({error.problem})"
         if differing:
-            progress.say(
-                f"dense: the files here were built with other settings ({', '.join(differing)}); rebuilding"
-            )
+            progress.say(f"dense: the files here {reason}; rebuilding")
             overwrite = True
     if overwrite and dense_dir.exists():
         shutil.rmtree(dense_dir)
     dense_dir.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(build_path, build)
+    write_json_atomic(build_path, asdict(build))
 
 
 def _train(dense_dir: Path, store: EmbeddingStore, shape: faiss_params.IvfPqParams, seed: int) -> Any:
@@ -194,7 +273,7 @@ def _train(dense_dir: Path, store: EmbeddingStore, shape: faiss_params.IvfPqPara
         ivf.pq.cp.min_points_per_centroid = 1  # our line above replaces Faiss's repeated warning
     progress.say(f"dense: training {shape.factory} on {shape.train_sample} vectors")
     index.train(sample)
-    _write_index(index, path, shape.nlist * spec.dim * 4 + (1 << shape.nbits) * spec.dim * 4)
+    _write_index(index, path, _trained_bytes(shape.nlist, spec.dim, shape.nbits))
     return index
 
 
@@ -228,13 +307,22 @@ def _build_shard(path: Path, store: EmbeddingStore, template: Any, start: int, s
     _write_index(index, path, _shard_bytes(index, store.spec.dim, stop - start))
 
 
+def _trained_bytes(nlist: int, dim: int, nbits: int) -> int:
+    """What a trained, empty IVF-PQ index takes on disk: float32 coarse centroids and PQ codebooks
+    (2^nbits centroids of every sub-vector: as many floats as 2^nbits vectors), and the headers."""
+    return on_disk(nlist * dim * 4 + (1 << nbits) * dim * 4 + FAISS_HEADER_BYTES)
+
+
 def _shard_bytes(index: Any, dim: int, rows: int) -> int:
-    """What a shard file will take: each vector's code (float32 values for flat, PQ bytes for IVF-PQ)
-    and its 64-bit id, plus the coarse centroids of IVF-PQ."""
-    ivf = _faiss().try_extract_index_ivf(index)
+    """What a shard file will take on disk: each vector's code (float32 values for flat, PQ bytes for
+    IVF-PQ) and its 64-bit id; for IVF-PQ also the trained quantizers and each list's length (measured:
+    within 200 bytes of the file Faiss writes, SciFact's 5,183 x 384 flat and IVF64,PQ96 shards)."""
+    faiss = _faiss()
+    ivf = faiss.try_extract_index_ivf(index)
     if ivf is None:
-        return rows * (dim * 4 + 8)
-    return rows * (ivf.code_size + 8) + ivf.nlist * dim * 4
+        return on_disk(rows * (dim * 4 + 8) + FAISS_HEADER_BYTES)
+    nbits = faiss.downcast_index(ivf).pq.nbits
+    return on_disk(rows * (ivf.code_size + 8) + ivf.nlist * 8) + _trained_bytes(ivf.nlist, dim, nbits)
 
 
 def _tune(
@@ -264,7 +352,8 @@ def _tune(
     sample = store.fetch(pairs[0]) + store.fetch(pairs[1])
     sample /= np.maximum(np.linalg.norm(sample, axis=1, keepdims=True), 1e-12)
     truth, _ = exact_search(store, sample, depth)
-    probes = [nprobe] if nprobe is not None else faiss_params.nprobe_candidates(searcher.params["nlist"])
+    nlist = searcher.params.nlist or 1
+    probes = [nprobe] if nprobe is not None else faiss_params.nprobe_candidates(nlist)
     depths = (
         [refine] if refine is not None else [r for r in faiss_params.REFINE_DEPTHS if r == 0 or r > depth]
     )
@@ -276,9 +365,9 @@ def _tune(
             recall = overlap_at(found, truth)
             table.append({"nprobe": probe, "refine": refine_depth, "recall": round(recall, 4)})
             if recall >= target:
-                if nprobe is not None or probe >= searcher.params["nlist"]:
+                if nprobe is not None or probe >= nlist:
                     return {"nprobe": probe, "refine": refine_depth, "recall": recall, "tuning": table}
-                safe = min(probe * NPROBE_MARGIN, searcher.params["nlist"])
+                safe = min(probe * NPROBE_MARGIN, nlist)
                 found, _ = searcher.search(sample, depth, nprobe=safe, refine=refine_depth)
                 recall = overlap_at(found, truth)
                 table.append(
@@ -299,7 +388,7 @@ def _tune(
         f"dense: recall target {target} not reached; using the best measured, overlap@{depth} "
         f"{best['recall']:.3f} at nprobe {best['nprobe']}, refine {best['refine']}"
     )
-    return {**best, "tuning": table}
+    return {"nprobe": best["nprobe"], "refine": best["refine"], "recall": best["recall"], "tuning": table}
 
 
 @dataclass(frozen=True)
@@ -340,11 +429,34 @@ MIN_IVFPQ_ROWS = 1 << faiss_params.NBITS
 IVFPQ_ONLY = ("nlist", "pq_m", "nprobe", "refine")
 
 
+def check_without_rows(options: DenseOptions, dim: int | None) -> None:
+    """What is refused whatever the number of vectors: IVF-PQ settings for an index asked to be flat, and
+    a PQ code that does not divide the dimension (refused as such for IVF-PQ, and as an IVF-PQ setting
+    for flat). Checked as soon as the dimension is known, before the vectors exist."""
+    if options.index_type == "flat":
+        for name in IVFPQ_ONLY:
+            if getattr(options, name) is not None:
+                raise OptionError(
+                    name,
+                    getattr(options, name),
+                    f"applies only to an ivfpq index, not to {opt('index_type')} flat",
+                )
+    if options.pq_m is not None and dim is not None:
+        try:
+            faiss_params.check_m(options.pq_m, dim)
+        except ValueError as error:
+            raise OptionError("pq_m", options.pq_m, str(error)) from None
+
+
 def dense_shape(
-    num_rows: int, dim: int | None, options: DenseOptions
+    num_rows: int, dim: int | None, options: DenseOptions, holds: str | None = None
 ) -> tuple[str, faiss_params.IvfPqParams | None]:
     """The index type and IVF-PQ shape for N vectors, with every option checked against them; with the
-    dimension not known yet (None), only what N decides."""
+    dimension not known yet (None), only what N decides. ``holds``: how messages name the count
+    (default ``this index has N``). Each refusal for N is also one for every smaller N, so a caller
+    knowing only an upper bound of N may check with it (:meth:`DenseStage.validate`)."""
+    holds = holds or f"this index has {num_rows:,}"
+    check_without_rows(options, dim)
     kind = faiss_params.choose_index_type(num_rows, options.index_type)
     if kind == "flat":
         for name in IVFPQ_ONLY:
@@ -352,33 +464,39 @@ def dense_shape(
                 raise OptionError(
                     name,
                     getattr(options, name),
-                    f"applies only to an ivfpq index; {num_rows:,} vectors get flat "
-                    f"with {opt('index_type')} {options.index_type}",
+                    f"applies only to an ivfpq index, and {holds}, which get a flat index with "
+                    f"{opt('index_type')} auto (below {faiss_params.FLAT_MAX_ROWS:,} vectors)",
                 )
         return kind, None
     if num_rows < MIN_IVFPQ_ROWS:
         raise OptionError(
             "index_type",
             kind,
-            f"needs at least {MIN_IVFPQ_ROWS} vectors to train its PQ codebooks and this index "
-            f"has {num_rows}; use flat (exact search, and fast at this size)",
+            f"needs at least {MIN_IVFPQ_ROWS} vectors to train its PQ codebooks and {holds}; "
+            "use flat (exact search, and fast at this size)",
         )
     if dim is None:
         return kind, None
     m = options.pq_m if options.pq_m is not None else faiss_params.default_m(dim)
     try:
-        faiss_params.check_m(m, dim)
-    except ValueError as error:
-        raise OptionError("pq_m", m, str(error)) from None
-    try:
         shape = faiss_params.ivfpq_params(
             num_rows, dim, nlist=options.nlist, m=m, train_sample=options.train_sample
         )
     except ValueError as error:
-        raise OptionError("nlist", options.nlist, str(error)) from None
+        raise OptionError("nlist", options.nlist, f"{error} ({holds})") from None
     if shape.train_sample < MIN_IVFPQ_ROWS:  # set only by library callers (no command has it)
         raise ValueError(f"train_sample {shape.train_sample}: must be at least {MIN_IVFPQ_ROWS} for IVF-PQ")
     return kind, shape
+
+
+def rows_deciding(options: DenseOptions) -> int:
+    """How many vectors decide whether :func:`dense_shape` refuses ``options``: below this count it may,
+    from it on it accepts them whatever the count (0: the count decides nothing)."""
+    if options.index_type == "ivfpq":
+        return max(MIN_IVFPQ_ROWS, options.nlist or 0)
+    if options.index_type == "auto" and any(getattr(options, name) is not None for name in IVFPQ_ONLY):
+        return faiss_params.FLAT_MAX_ROWS
+    return 0
 
 
 @dataclass
@@ -388,16 +506,36 @@ class DenseStage:
     name: ClassVar[str] = DENSE
     store: str = DOCSTORE
     """The store the embeddings encode (the passages of a passage index): its rows are the vectors."""
+    count_corpus: Callable[[int], int] | None = None
+    """For a command that ingests the corpus first: counts its documents, stopping at the limit given
+    (``IngestStage.count_documents``), so options that depend on the number of vectors are refused
+    before ingest, BM25 and the encoding rather than after them."""
+    planned_dim: Callable[[], int] | None = None
+    """For a command that encodes the vectors first: their dimension, from the model's config."""
 
     def validate(self, index_dir: Path, options: DenseOptions, upstream: Upstream) -> None:
+        """Every option checked against the number of vectors and their dimension, as far as they are
+        known before any work: recorded by the stages this command keeps, or, for a corpus it ingests,
+        counted with ingest's reader up to the count that decides (:func:`rows_deciding`: 256 records
+        for ``ivfpq``, so this costs milliseconds). Documents are an upper bound of the vectors (a
+        record ingest skips or finds a duplicate makes no vector), and a refusal for N is one for
+        every smaller N, so what this refuses the build would refuse too. Passages are counted only
+        when split, so a passage index built from its corpus is checked when its embeddings are."""
         from lyre.indexes.passage_stage import store_rows
 
         embeddings = need(index_dir, upstream, EMBEDDINGS)
-        source = upstream.get(self.store)
         if embeddings is not None:
             dense_shape(embeddings.counts["documents"], embeddings.params["dim"], options)
-        elif source is not None:  # vectors encoded by this command: N is known, not the dim
-            dense_shape(store_rows(source), None, options)
+            return
+        dim = self.planned_dim() if self.planned_dim is not None else None
+        source = upstream.get(self.store)
+        if source is not None:  # vectors encoded by this command from a store it keeps: N is known
+            dense_shape(store_rows(source), dim, options)
+        elif self.store == DOCSTORE and self.count_corpus is not None and (limit := rows_deciding(options)):
+            documents = self.count_corpus(limit)
+            if documents < limit:
+                dense_shape(documents, dim, options, holds=f"the corpus has {documents:,} documents")
+        check_without_rows(options, dim)
 
     def is_current(self, index_dir: Path, record: StageRecord, options: DenseOptions) -> bool:
         return record.params == options.params()
@@ -426,16 +564,17 @@ class DenseStage:
             )
         shard_rows = options.shard_rows
         num_shards = (spec.num_rows + shard_rows - 1) // shard_rows
-        build = {
-            "index_type": kind,
-            "num_rows": spec.num_rows,
-            "dim": spec.dim,
-            "model": spec.model,
-            "shard_rows": shard_rows,
-            "num_shards": num_shards,
-            "seed": options.seed,
-            **(shape.to_dict() if shape else {}),
-        }
+        shaped = shape.to_dict() if shape else {}
+        build = DenseBuild(
+            index_type=kind,  # type: ignore[arg-type]
+            num_rows=spec.num_rows,
+            dim=spec.dim,
+            model=spec.model,
+            shard_rows=shard_rows,
+            num_shards=num_shards,
+            seed=options.seed,
+            **shaped,
+        )
         dense_dir = index_dir / DENSE
         forget()
         _prepare_dir(dense_dir, build, options.overwrite)
@@ -443,26 +582,20 @@ class DenseStage:
         started = time.perf_counter()
         template = _train(dense_dir, store, shape, options.seed) if shape else None
         trained = time.perf_counter()
-        shards = [
-            {"file": shard_name(s), "rows": [s * shard_rows, min((s + 1) * shard_rows, spec.num_rows)]}
+        shards = tuple(
+            DenseShard(shard_name(s), (s * shard_rows, min((s + 1) * shard_rows, spec.num_rows)))
             for s in range(num_shards)
-        ]
-        todo = [s for s in shards if not (dense_dir / s["file"]).exists()]
+        )
+        todo = [s for s in shards if not (dense_dir / s.file).exists()]
         if len(todo) < len(shards):
             progress.say(f"dense: {len(shards) - len(todo)} of {len(shards)} shards already built; resuming")
-        with progress.bar(sum(s["rows"][1] - s["rows"][0] for s in todo), desc="dense add") as bar:
+        with progress.bar(sum(s.rows[1] - s.rows[0] for s in todo), desc="dense add") as bar:
             for shard in todo:
-                _build_shard(dense_dir / shard["file"], store, template, *shard["rows"], bar)
+                _build_shard(dense_dir / shard.file, store, template, *shard.rows, bar)
         added = time.perf_counter()
 
-        index_bytes = sum((dense_dir / s["file"]).stat().st_size for s in shards)
-        params: dict[str, Any] = {
-            **build,
-            "shards": shards,
-            "recall_target": options.recall_target,
-            "nprobe": None,
-            "refine": 0,
-        }
+        index_bytes = sum((dense_dir / s.file).stat().st_size for s in shards)
+        params = DenseParams(**asdict(build), shards=shards, recall_target=options.recall_target)
         if shape:
             searcher = DenseIndex(index_dir, params, _load_cpu(dense_dir, params))
             tuned = _tune(
@@ -474,23 +607,22 @@ class DenseStage:
                 queries=options.tune_queries,
                 seed=options.seed,
             )
-            params.update(tuned)
+            params = replace(params, **tuned)
         else:
-            params["recall"] = 1.0
-        params["timings"] = {
+            params = replace(params, recall=1.0)
+        timings = {
             "train_s": round(trained - started, 3),
             "add_s": round(added - trained, 3),
             "tune_s": round(time.perf_counter() - added, 3),
         }
-        params["index_bytes"] = index_bytes
-        params["bytes_per_vector"] = round(index_bytes / spec.num_rows, 2)
-        write_json_atomic(dense_dir / PARAMS_FILE, params)
+        per_vector = round(index_bytes / spec.num_rows, 2)
+        params = replace(params, timings=timings, index_bytes=index_bytes, bytes_per_vector=per_vector)
+        write_json_atomic(dense_dir / PARAMS_FILE, asdict(params))
         if shape:
             described = (
                 f"{shape.factory} over {spec.num_rows} vectors in {num_shards} shard(s), "
-                f"{params['bytes_per_vector']} bytes/vector; nprobe {params['nprobe']}, "
-                f"refine {params['refine']} (overlap@{RECALL_DEPTH} with exact search "
-                f"{params['recall']:.3f} on build-time queries)"
+                f"{per_vector} bytes/vector; nprobe {params.nprobe}, refine {params.refine} "
+                f"(overlap@{RECALL_DEPTH} with exact search {params.recall:.3f} on build-time queries)"
             )
         else:
             described = f"exact flat index over {spec.num_rows} vectors in {num_shards} shard(s)"
@@ -499,16 +631,16 @@ class DenseStage:
             "index_type": kind,
             "factory": shape.factory if shape else "IDMap,Flat",
             "num_shards": num_shards,
-            "nprobe": params["nprobe"],
-            "refine": params["refine"],
-            "recall": params["recall"],
-            "bytes_per_vector": params["bytes_per_vector"],
+            "nprobe": params.nprobe,
+            "refine": params.refine,
+            "recall": params.recall,
+            "bytes_per_vector": per_vector,
         }
         record = StageRecord(
             summary=described,
             params=options.params(),
             counts=counts,
-            provenance=provenance(*FAISS_DISTRIBUTIONS, timings=params["timings"]),
+            provenance=provenance(*FAISS_DISTRIBUTIONS, timings=timings),
             files=stage_files(index_dir, DENSE),
         )
         return StageResult(f"{DENSE}: {described}", record)
@@ -528,10 +660,10 @@ def _read_flags(faiss: Any, index_type: str) -> int:
     return getattr(faiss, "IO_FLAG_MMAP_IFC", 0)
 
 
-def _load_cpu(dense_dir: Path, params: dict[str, Any]) -> list[Any]:
+def _load_cpu(dense_dir: Path, params: DenseParams) -> list[Any]:
     faiss = _faiss()
-    flags = _read_flags(faiss, params["index_type"])
-    return [faiss.read_index(str(dense_dir / shard["file"]), flags) for shard in params["shards"]]
+    flags = _read_flags(faiss, params.index_type)
+    return [faiss.read_index(str(dense_dir / shard.file), flags) for shard in params.shards]
 
 
 def _gpu_support(faiss: Any) -> tuple[int, str]:
@@ -579,30 +711,30 @@ class Placement:
 
 
 def _cpu_placement(
-    dense_dir: Path, params: dict[str, Any], reason: str, refine_device: str | None = None
+    dense_dir: Path, params: DenseParams, reason: str, refine_device: str | None = None
 ) -> Placement:
     indexes = _load_cpu(dense_dir, params)
-    line = f"dense search: {params['index_type']}, Faiss CPU ({reason})"
+    line = f"dense search: {params.index_type}, Faiss CPU ({reason})"
     if refine_device:
         line += f"; exact refine with torch on {refine_device}"
     return Placement(indexes, [False] * len(indexes), line, refine_device=refine_device)
 
 
-def _torch_placement(index_dir: Path, params: dict[str, Any], devices: list[str], reason: str) -> Placement:
+def _torch_placement(index_dir: Path, params: DenseParams, devices: list[str], reason: str) -> Placement:
     """Flat: every shard's float16 vectors on the torch devices (Faiss CPU when they do not fit).
     IVF-PQ: the PQ scan stays on Faiss CPU (torch has no IVF-PQ), the exact refine runs on the device."""
     dense_dir = index_dir / DENSE_DIR
-    if params["index_type"] != "flat":
+    if params.index_type != "flat":
         return _cpu_placement(dense_dir, params, reason, refine_device=devices[0])
-    store = EmbeddingStore.open(index_dir / "embeddings")
+    store = EmbeddingStore.open(index_dir / EMBEDDINGS)
     try:
-        flat = TorchFlatSearch.load(store, [tuple(shard["rows"]) for shard in params["shards"]], devices)
+        flat = TorchFlatSearch.load(store, [shard.rows for shard in params.shards], devices)
     except DeviceMemoryError as error:
         return _cpu_placement(dense_dir, params, f"{reason}; torch refused: {error}")
     return Placement([], [], f"dense search: flat, torch on {', '.join(flat.devices)} ({reason})", flat)
 
 
-def _place(index_dir: Path, params: dict[str, Any], device: str, engine: str) -> Placement:
+def _place(index_dir: Path, params: DenseParams, device: str, engine: str) -> Placement:
     """faiss-gpu where it sees GPUs; else torch on CUDA GPUs (flat search, IVF-PQ's exact refine); else
     Faiss on the CPU. ``engine`` forces Faiss or torch (torch on the CPU with ``device="cpu"``)."""
     if device not in DEVICES:
@@ -626,27 +758,27 @@ def _place(index_dir: Path, params: dict[str, Any], device: str, engine: str) ->
             raise LyreError(f"{why}; install faiss-gpu-cu12 on a GPU machine, or search on the CPU")
         return _cpu_placement(dense_dir, params, why)
     options = faiss.GpuClonerOptions()
-    options.useFloat16 = bool(params.get("float16_lookup_tables", False))  # IVF-PQ: float16 lookup tables
+    options.useFloat16 = params.float16_lookup_tables  # IVF-PQ: float16 lookup tables
     resources = [faiss.StandardGpuResources() for _ in range(count)]
-    flags = _read_flags(faiss, params["index_type"])
-    shards = params["shards"]
+    flags = _read_flags(faiss, params.index_type)
+    shards = params.shards
     indexes: list[Any] = []
     on_gpu: list[bool] = []
     failures: list[str] = []
     for number, shard in enumerate(shards):
-        path = str(dense_dir / shard["file"])
+        path = str(dense_dir / shard.file)
         gpu = number % count
         try:
             indexes.append(faiss.index_cpu_to_gpu(resources[gpu], gpu, faiss.read_index(path), options))
             on_gpu.append(True)
         except (RuntimeError, MemoryError) as error:
             reason = (str(error).strip().splitlines() or [type(error).__name__])[-1][:120]
-            failures.append(f"{shard['file']} on GPU {gpu}: {reason}")
+            failures.append(f"{shard.file} on GPU {gpu}: {reason}")
             indexes.append(faiss.read_index(path, flags))
             on_gpu.append(False)
     tables = ", float16 lookup tables" if options.useFloat16 else ""
     line = (
-        f"dense search: {params['index_type']}, faiss-gpu on {min(count, len(shards))} GPU(s): "
+        f"dense search: {params.index_type}, faiss-gpu on {min(count, len(shards))} GPU(s): "
         f"{sum(on_gpu)} of {len(shards)} shards{tables}"
     )
     if failures:
@@ -666,7 +798,7 @@ class DenseIndex:
     """Every shard of one dense index, searched together; results merged exactly across shards."""
 
     index_dir: Path
-    params: dict[str, Any]
+    params: DenseParams
     shards: list[Any]
     on_gpu: list[bool] | None = None
     _store: EmbeddingStore | None = None
@@ -674,6 +806,8 @@ class DenseIndex:
     """Set when torch searches this flat index (``shards`` is then empty)."""
     refine_device: str | None = None
     """The torch device of IVF-PQ's exact refine (None: numpy on the CPU)."""
+    manifest: Manifest | None = None
+    """The index's manifest as the index was opened with it (None: read when needed)."""
 
     @classmethod
     def open(
@@ -683,18 +817,21 @@ class DenseIndex:
         engine: str = "auto",
         *,
         checked: bool = False,
+        manifest: Manifest | None = None,
     ) -> DenseIndex:
         """Open a built index; says on one line which engine searches where, and why.
 
         ``device``: auto, cpu or cuda. ``engine``: auto (faiss-gpu where it sees a GPU, else torch on
         CUDA GPUs, else Faiss CPU), faiss, or torch (flat search and the exact refine; on the CPU with
         ``device="cpu"``). ``checked``: the caller already found the dense stage complete in the manifest
-        it read (a search reads it once), so it is not read again here.
+        it read. ``manifest``: that manifest, so it is not read again; ``params.json`` is read through the
+        metadata reader, checked against what it recorded.
         """
         index_dir = Path(index_dir)
-        if not checked:
-            require_stage(index_dir, DENSE)
-        params = json.loads((index_dir / DENSE_DIR / PARAMS_FILE).read_text(encoding="utf-8"))
+        manifest = manifest if manifest is not None else load_manifest(index_dir)
+        if not checked and DENSE not in manifest.stages:
+            require_record(index_dir, DENSE)  # the one line saying what is missing and how to build it
+        params = StageFolder.locate(index_dir / DENSE_DIR, manifest).read(PARAMS_FILE, DenseParams)
         placement = _place(index_dir, params, device, engine)
         progress.say(placement.line)
         return cls(
@@ -704,17 +841,18 @@ class DenseIndex:
             placement.on_gpu,
             torch_flat=placement.torch_flat,
             refine_device=placement.refine_device,
+            manifest=manifest,
         )
 
     @property
     def dim(self) -> int:
-        return int(self.params["dim"])
+        return self.params.dim
 
     @property
     def store(self) -> EmbeddingStore:
         """The embedding chunks, opened on first use (only refine needs them)."""
         if self._store is None:
-            self._store = EmbeddingStore.open(self.index_dir / "embeddings")
+            self._store = EmbeddingStore.open(self.index_dir / EMBEDDINGS, self.manifest)
         return self._store
 
     def search(
@@ -732,9 +870,9 @@ class DenseIndex:
             )
         if k < 1:
             raise LyreError(f"k={k}: ask for at least one result")
-        probes = nprobe if nprobe is not None else self.params.get("nprobe")
-        depth_refine = refine if refine is not None else int(self.params.get("refine") or 0)
-        if self.params["index_type"] == "flat":
+        probes = nprobe if nprobe is not None else self.params.nprobe
+        depth_refine = refine if refine is not None else self.params.refine
+        if self.params.index_type == "flat":
             depth_refine = 0
         depth = max(k, depth_refine)
         if self.on_gpu and any(self.on_gpu) and max(depth, probes or 0) > faiss_params.GPU_MAX_K:

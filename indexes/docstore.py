@@ -5,7 +5,7 @@ Layout of ``INDEX/docstore/``::
     part-00000.parquet ...   columns docid, title, text; ``rows_per_part`` rows per part (the last fewer),
                              row groups of ``row_group_rows`` rows, zstd
     ids.hash.npy, ids.row.npy  64-bit id hashes, sorted, with their rows (docid -> row lookups)
-    docstore.json            row count, part files, part and row-group sizes
+    docstore.json            row count, part files, part and row-group sizes (:class:`DocstoreMeta`)
 
 Random access needs no scan: fixed part and row-group sizes turn a row number into (part, row group,
 offset) by arithmetic, and only the row groups that hold the wanted rows are decoded (small row groups
@@ -16,9 +16,9 @@ is about 0.3 ms per row group touched (pyarrow's per-row-group overhead), whatev
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from lyre.basics.atomic import write_json_atomic
 from lyre.basics.errors import LyreError
 from lyre.basics.resources import write_error
 from lyre.formats.records import Document
-from lyre.indexes.manifest import DOCSTORE, HOW_TO_BUILD
+from lyre.indexes.manifest import DOCSTORE, HOW_TO_BUILD, Manifest, StageFolder
 
 META_NAME = "docstore.json"
 FORMAT_VERSION = 1
@@ -44,6 +44,42 @@ def _schema() -> Any:
 
 def _part_name(index: int) -> str:
     return f"part-{index:05d}.parquet"
+
+
+@dataclass(frozen=True)
+class DocstorePart:
+    """One Parquet part: its file name and its rows."""
+
+    file: str
+    rows: int
+
+
+@dataclass(frozen=True)
+class DocstoreMeta:
+    """``docstore.json``: what turns a row number into (part, row group, offset) without a scan."""
+
+    format: int
+    rows: int
+    rows_per_part: int
+    row_group_rows: int
+    columns: tuple[str, ...]
+    parts: tuple[DocstorePart, ...]
+
+    def __post_init__(self) -> None:
+        """The arithmetic of :class:`DocStore` holds only for these; anything else is a damaged file."""
+        if self.format != FORMAT_VERSION:
+            raise ValueError(f"docstore format {self.format}; this lyre reads format {FORMAT_VERSION}")
+        if self.row_group_rows < 1 or self.rows_per_part < 1 or self.rows_per_part % self.row_group_rows:
+            raise ValueError("rows_per_part must be a positive multiple of row_group_rows")
+        if self.columns != COLUMNS:
+            raise ValueError(f"columns must be {list(COLUMNS)}")
+        full = [part.rows == self.rows_per_part for part in self.parts[:-1]]
+        if not all(full) or sum(part.rows for part in self.parts) != self.rows or self.rows < 0:
+            raise ValueError(f"its parts hold {sum(p.rows for p in self.parts):,} rows, not {self.rows:,}")
+        if len({part.file for part in self.parts}) != len(self.parts) or any(
+            Path(part.file).name != part.file for part in self.parts
+        ):
+            raise ValueError("part files must be distinct file names in the docstore folder")
 
 
 class DocStoreWriter:
@@ -75,7 +111,7 @@ class DocStoreWriter:
         self._flush_rows = row_group_rows * max(1, min(64, rows_per_part // row_group_rows))
         self._pending: list[Document] = []
         self._part_docids: list[str] = []
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[DocstorePart] = []
         self._writer: Any = None
         self.rows = 0
 
@@ -131,7 +167,7 @@ class DocStoreWriter:
         self._writer.close()
         self._writer = None
         rows = len(self._part_docids) - len(self._pending)
-        self._parts.append({"file": _part_name(len(self._parts)), "rows": rows})
+        self._parts.append(DocstorePart(_part_name(len(self._parts)), rows))
         self._part_docids = self._part_docids[rows:]
 
     def docids_of(self, rows: np.ndarray) -> list[str]:
@@ -150,7 +186,7 @@ class DocStoreWriter:
             result.append(table.column("docid")[offset].as_py())
         return result
 
-    def close(self, id_index: tuple[np.ndarray, np.ndarray]) -> dict[str, Any]:
+    def close(self, id_index: tuple[np.ndarray, np.ndarray]) -> DocstoreMeta:
         """Flush, write the docid index and ``docstore.json``; returns that metadata."""
         hashes, rows = id_index
         with self._writing():
@@ -158,15 +194,10 @@ class DocStoreWriter:
             self._close_part()
             np.save(self.folder / "ids.hash.npy", hashes.astype(np.uint64))
             np.save(self.folder / "ids.row.npy", rows.astype(np.int64))
-        meta = {
-            "format": FORMAT_VERSION,
-            "rows": self.rows,
-            "rows_per_part": self.rows_per_part,
-            "row_group_rows": self.row_group_rows,
-            "columns": list(COLUMNS),
-            "parts": self._parts,
-        }
-        write_json_atomic(self.folder / META_NAME, meta)
+        meta = DocstoreMeta(
+            FORMAT_VERSION, self.rows, self.rows_per_part, self.row_group_rows, COLUMNS, tuple(self._parts)
+        )
+        write_json_atomic(self.folder / META_NAME, asdict(meta))
         return meta
 
     def abort(self) -> None:
@@ -181,31 +212,26 @@ class DocStoreWriter:
 class DocStore:
     """Read side of the docstore: length, docid <-> row maps, random fetch and streaming batches."""
 
-    def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, meta: DocstoreMeta) -> None:
         self.folder = folder
         self.meta = meta
-        self.rows_per_part: int = meta["rows_per_part"]
-        self.row_group_rows: int = meta["row_group_rows"]
-        self._rows: int = meta["rows"]
+        self.rows_per_part = meta.rows_per_part
+        self.row_group_rows = meta.row_group_rows
+        self._rows = meta.rows
         self._files: dict[int, Any] = {}
         self._docid_column: Any = None
 
     @classmethod
-    def open(cls, folder: str | Path) -> DocStore:
-        """Open ``INDEX/docstore`` (or ``INDEX``, whose docstore/ is then used)."""
+    def open(cls, folder: str | Path, manifest: Manifest | None = None) -> DocStore:
+        """Open ``INDEX/docstore`` or ``INDEX/passages`` (or ``INDEX``, whose docstore/ is then used).
+        ``docstore.json`` is read through the metadata reader, checked against what the manifest
+        (``manifest``: the index's, when the caller has read it) recorded of it."""
         folder = Path(folder)
-        if not (folder / META_NAME).exists() and (folder / "docstore" / META_NAME).exists():
-            folder = folder / "docstore"
-        try:
-            meta = json.loads((folder / META_NAME).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            how = HOW_TO_BUILD[DOCSTORE]
-            raise LyreError(f"{folder}: no docstore here; build one with `{how}`") from None
-        if meta.get("format") != FORMAT_VERSION:
-            raise LyreError(
-                f"{folder}: docstore format {meta.get('format')} is not supported; re-run `lyre ingest`"
-            )
-        return cls(folder, meta)
+        if not (folder / META_NAME).exists() and (folder / DOCSTORE / META_NAME).exists():
+            folder = folder / DOCSTORE
+        if not (folder / META_NAME).exists():
+            raise LyreError(f"{folder}: no docstore here; build one with `{HOW_TO_BUILD[DOCSTORE]}`")
+        return cls(folder, StageFolder.locate(folder, manifest).read(META_NAME, DocstoreMeta))
 
     def __len__(self) -> int:
         return self._rows
@@ -215,7 +241,7 @@ class DocStore:
 
         handle = self._files.get(part)
         if handle is None:
-            path = self.folder / self.meta["parts"][part]["file"]
+            path = self.folder / self.meta.parts[part].file
             handle = self._files[part] = pq.ParquetFile(path, memory_map=True)
         return handle
 
@@ -231,7 +257,7 @@ class DocStore:
 
         if self._docid_column is None:
             chunks = [
-                self._file(p).read(columns=["docid"]).column("docid") for p in range(len(self.meta["parts"]))
+                self._file(p).read(columns=["docid"]).column("docid") for p in range(len(self.meta.parts))
             ]
             self._docid_column = pa.chunked_array([c for chunk in chunks for c in chunk.chunks], pa.string())
         return self._docid_column

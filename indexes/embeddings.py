@@ -3,7 +3,7 @@ completion record, so encoding can stop anywhere and resume at the first unfinis
 
 Layout of ``INDEX/embeddings/``::
 
-    store.json                  identity of the encoding job (model, recipe, dim, chunk size, rows)
+    store.json                  identity of the encoding job (:class:`StoreSpec`: model, recipe, dim, ...)
     chunk-000000.npy            float16 [n, dim]  vectors of rows [i*chunk_rows, ...)
     chunk-000000.rows.npy       int64 [n]         their docstore row numbers
     chunk-000000.done.json      completion record, written last (a chunk without it does not exist)
@@ -15,7 +15,6 @@ documents evenly over the slices.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 from lyre.basics.atomic import atomic_path, write_json_atomic
 from lyre.basics.errors import LyreError, opt
+from lyre.indexes.manifest import Manifest, StageFolder
 
 STORE_FILE = "store.json"
 
@@ -37,6 +37,10 @@ class StoreSpec:
     chunk_rows: int
     model: str
     recipe: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if self.num_rows < 0 or self.dim < 1 or self.chunk_rows < 1:
+            raise ValueError("num_rows must be >= 0, dim and chunk_rows >= 1")
 
     @property
     def num_chunks(self) -> int:
@@ -69,7 +73,7 @@ class EmbeddingStore:
         directory = Path(directory)
         existing = directory / STORE_FILE
         if existing.exists():
-            found = json.loads(existing.read_text(encoding="utf-8"))
+            found = asdict(StageFolder.locate(directory).read(STORE_FILE, StoreSpec))
             if found != asdict(spec):
                 differing = sorted(key for key in found if found.get(key) != asdict(spec).get(key))
                 raise LyreError(
@@ -82,12 +86,13 @@ class EmbeddingStore:
         return cls(directory, spec)
 
     @classmethod
-    def open(cls, directory: str | Path) -> EmbeddingStore:
+    def open(cls, directory: str | Path, manifest: Manifest | None = None) -> EmbeddingStore:
+        """The store in ``directory``; its ``store.json`` read through the metadata reader, checked against
+        what the manifest (``manifest``: the index's, when the caller has read it) recorded of it."""
         directory = Path(directory)
-        path = directory / STORE_FILE
-        if not path.exists():
+        if not (directory / STORE_FILE).exists():
             raise LyreError(f"{directory}: no embeddings here; run `lyre index` or `lyre encode` first")
-        return cls(directory, StoreSpec(**json.loads(path.read_text(encoding="utf-8"))))
+        return cls(directory, StageFolder.locate(directory, manifest).read(STORE_FILE, StoreSpec))
 
     def _name(self, chunk: int) -> str:
         return f"chunk-{chunk:06d}"

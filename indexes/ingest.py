@@ -13,6 +13,7 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import asdict, dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -26,9 +27,9 @@ from lyre.formats.corpus import CorpusReader, UniqueIds, corpus_file, open_corpu
 from lyre.formats.irds import irds_id, source_record
 from lyre.indexes.docstore import DocStoreWriter
 from lyre.indexes.manifest import DOCSTORE
+from lyre.indexes.metadata import StageRecord
 from lyre.indexes.stages import (
     Forget,
-    StageRecord,
     StageResult,
     Upstream,
     overwrite_option,
@@ -138,6 +139,20 @@ class IngestStage:
 
     def is_current(self, index_dir: Path, record: StageRecord, options: IngestOptions) -> bool:
         return not self._changes(record, options)
+
+    def count_documents(self, options: IngestOptions, limit: int) -> int:
+        """The corpus's documents, read as ingest reads them and counted up to ``limit``: what a later
+        stage checks its options against before any work (``DenseStage.count_corpus``). Stopping at the
+        count that decides keeps it cheap (256 records for an IVF-PQ index); a bad record is refused here
+        as ingest would refuse it (or skipped, with ``on_error`` skip)."""
+        reader = open_corpus(
+            self.corpus,
+            id_field=options.id_field,
+            title_field=options.title_field,
+            text_field=options.text_field,
+            on_error=options.on_error,
+        )
+        return sum(1 for _ in islice(reader, limit))
 
     def build(self, index_dir: Path, options: IngestOptions, forget: Forget) -> StageResult:
         started = time.perf_counter()

@@ -32,7 +32,8 @@ from lyre.basics.errors import LyreError, opt
 from lyre.basics.provenance import provenance
 from lyre.basics.resources import write_error
 from lyre.formats.records import Document
-from lyre.indexes.manifest import DOCSTORE, PASSAGES
+from lyre.indexes.manifest import DOCSTORE, PASSAGES, Manifest
+from lyre.indexes.metadata import StageRecord
 from lyre.indexes.passages import (
     PassageOptions,
     SplitStats,
@@ -41,7 +42,7 @@ from lyre.indexes.passages import (
     WordSplitter,
     split_documents,
 )
-from lyre.indexes.stages import Forget, StageRecord, StageResult, Upstream, need, stage_files
+from lyre.indexes.stages import Forget, StageResult, Upstream, need, stage_files
 
 if TYPE_CHECKING:
     from lyre.indexes.encode import EncodeOptions
@@ -205,11 +206,12 @@ class PassageStore:
     end: np.ndarray
 
     @classmethod
-    def open(cls, index_dir: Path) -> PassageStore:
+    def open(cls, index_dir: Path, manifest: Manifest | None = None) -> PassageStore:
+        """The passages of ``index_dir`` (``manifest``: the index's, when the caller has read it)."""
         from lyre.indexes.docstore import DocStore
 
         folder = Path(index_dir) / PASSAGES
-        store = DocStore.open(folder)
+        store = DocStore.open(folder, manifest)
         arrays = [np.load(folder / name, mmap_mode="r") for name in (PARENT_NAME, START_NAME, END_NAME)]
         if any(len(values) != len(store) for values in arrays):
             raise LyreError(

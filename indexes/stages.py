@@ -17,8 +17,10 @@ Trust under faults, all decided here for every command that writes an index:
 - one writer per folder: the runner holds the folder's lock for the whole command (write, or the shared
   slice lock for one slice of a job array), and reads the manifest only under it;
 - integrity: each stage records the size and SHA-256 of its files; the runner checks the sizes of every
-  stage the command uses (``verify``: the hashes), rebuilds a damaged stage it builds (with what derives
-  from it), and refuses, naming the file and the repair command, a damaged stage it only reads;
+  stage the command uses and the hashes of their metadata files (``verify``: of every file), rebuilds a
+  damaged stage it builds (with what derives from it), and refuses, naming the file and the repair
+  command, a damaged stage it only reads; a damaged manifest is one line, or with ``verify`` (or
+  ``overwrite``) the reason to rebuild every stage;
 - a command that fails on a folder it created leaves no empty folder behind.
 """
 
@@ -27,13 +29,27 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from lyre.basics import progress
 from lyre.basics.errors import LyreError, opt
 from lyre.basics.options import check_options, option
+from lyre.indexes.integrity import Damage, damage_error, damaged_stages, file_entries, repair_hint
+from lyre.indexes.manifest import (
+    DERIVED,
+    DOCSTORE,
+    EMBEDDINGS,
+    HOW_TO_BUILD,
+    MANIFEST_NAME,
+    STAGES,
+    Manifest,
+    invalidate,
+    load_manifest,
+    record_stage,
+)
+from lyre.indexes.metadata import FileEntry, MetadataError, StageRecord
 
 Options = TypeVar("Options", contravariant=True)
 
@@ -47,30 +63,6 @@ the previous, complete stage; the runner calls it itself, if the stage did not, 
 def overwrite_option() -> Any:
     """The ``overwrite`` field every stage's options carry; the CLI merges them into one flag."""
     return option(False, "Rebuild even what is up to date (a new corpus or another model needs it).")
-
-
-@dataclass(frozen=True)
-class StageRecord:
-    """What the manifest keeps of a complete stage: one shape for every stage."""
-
-    summary: str
-    """One line for the user (``bm25: 5,183 documents, 31,012 terms``)."""
-    params: dict[str, Any]
-    """What decides the stage's content; ``is_current`` compares against these."""
-    counts: dict[str, Any] = field(default_factory=dict)
-    """What was built: documents, terms, chunks, shards, tokens..."""
-    provenance: dict[str, Any] = field(default_factory=dict)
-    """Command, versions, time (``basics.provenance.provenance``)."""
-    files: dict[str, Any] = field(default_factory=dict)
-    """Files the stage produced (path relative to the index -> ``{"size", "sha256"}``, made by
-    :func:`stage_files`): every command checks their sizes, ``lyre index --verify`` their hashes."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StageRecord:
-        return cls(**{name: data[name] for name in cls.__dataclass_fields__ if name in data})
 
 
 @dataclass(frozen=True)
@@ -110,8 +102,6 @@ class Stage(Protocol, Generic[Options]):
 def need(index_dir: Path, upstream: Upstream, stage: str) -> StageRecord | None:
     """The record of the stage this one reads (None: built earlier in this command); a one-line error
     with the command that builds it when it will not exist."""
-    from lyre.indexes.manifest import HOW_TO_BUILD
-
     if stage not in upstream:
         raise LyreError(
             f"{index_dir}: the {stage} stage is missing or incomplete; run `{HOW_TO_BUILD[stage]}` first"
@@ -141,8 +131,6 @@ class VerifyOptions:
 
 def used_stages(planned: Sequence[str]) -> list[str]:
     """The planned stages and every stage they are built from, in build order."""
-    from lyre.indexes.manifest import DERIVED, STAGES
-
     used = set(planned)
     for stage in reversed(STAGES):
         if any(child in used for child in DERIVED[stage]):
@@ -150,73 +138,46 @@ def used_stages(planned: Sequence[str]) -> list[str]:
     return [stage for stage in STAGES if stage in used]
 
 
-def repair_hint(records: Mapping[str, Mapping[str, Any]]) -> str:
-    """What to put after ``lyre index`` to rebuild damaged files: the recorded corpus, and the recorded
-    embedding model when the index has one (a repair with another model would be refused)."""
-    corpus = records.get("docstore", {}).get("params", {}).get("corpus") or "CORPUS"
-    model = records.get("embeddings", {}).get("params", {}).get("model")
-    return f"{corpus} --embed-model {model}" if model else str(corpus)
-
-
-def damaged_stages(
-    index_dir: Path, records: Mapping[str, Mapping[str, Any]], stages: Sequence[str], *, verify: bool = False
-) -> dict[str, list[Any]]:
-    """The damage found in the recorded files of ``stages`` (a stat per file, or with ``verify`` also a
-    SHA-256 of each), by stage; stages without damage are left out."""
-    from lyre.indexes import integrity
-
-    check = integrity.verify if verify else integrity.check_sizes
-    found = {}
-    for stage in stages:
-        if stage in records:
-            damage = check(index_dir, records[stage])
-            if damage:
-                found[stage] = damage
-    return found
-
-
 @dataclass
 class _Decision:
     """What a command will do, decided under the index lock from the manifest as it is then."""
 
-    records: dict[str, Any]
+    records: dict[str, StageRecord]
     """The complete stages' records as the manifest holds them."""
     upstream: dict[str, StageRecord | None]
     current: dict[str, bool]
-    damaged: dict[str, list[Any]]
-    unreadable_manifest: bool
+    damaged: dict[str, list[Damage]]
+    set_aside: str | None
+    """Why the manifest was set aside (unreadable, damaged), when it was: every stage is then rebuilt."""
 
 
-def _read_records(index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]]) -> tuple[dict[str, Any], bool]:
-    """The complete records of the manifest, and whether it had to be set aside: an unreadable manifest
-    (garbage, a JSON list, an unknown format) is one line, unless every stage is rebuilt from the corpus
-    with ``overwrite`` (the repair that line names)."""
-    from lyre.indexes.manifest import DOCSTORE, complete_records, read_manifest
-
+def _read_records(
+    index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]], verify: bool
+) -> tuple[dict[str, StageRecord], str | None]:
+    """The complete records of the manifest, and why it was set aside when it was. A manifest that is not
+    one (garbage, a JSON list, a value of the wrong type, another format) is one line, unless the command
+    rebuilds every stage from the corpus: with ``overwrite``, or, for a damaged manifest, with ``verify``
+    (which rebuilds what fails, and with a damaged manifest no record can be trusted). A manifest of a
+    newer format is set aside only by ``overwrite``: it is another lyre's index, not damage."""
     try:
-        return complete_records(read_manifest(index_dir)), False
-    except LyreError:
-        rebuilds_all = plan[0][0].name == DOCSTORE and all(
-            getattr(options, "overwrite", False) for _, options in plan
-        )
-        if not rebuilds_all:
+        return dict(load_manifest(index_dir).stages), None
+    except LyreError as error:
+        from_corpus = plan[0][0].name == DOCSTORE
+        overwrite = all(getattr(options, "overwrite", False) for _, options in plan)
+        repairs = verify and isinstance(error, MetadataError)
+        if not (from_corpus and (overwrite or repairs)):
             raise
-        return {}, True
+        return {}, error.problem if isinstance(error, MetadataError) else "unreadable"
 
 
 def _decide(index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]], verify: bool, sliced: bool) -> _Decision:
     """Validate every stage against the manifest, check the files of every stage used, and decide which
     stages are current. Damage in a planned stage rebuilds it; damage in a stage the command only reads
     is one line naming the file and the repair command."""
-    from lyre.indexes.integrity import damage_error
-    from lyre.indexes.manifest import DERIVED
-
-    records, unreadable = _read_records(index_dir, plan)
-    upstream: dict[str, StageRecord | None] = {
-        name: StageRecord.from_dict(record) for name, record in records.items()
-    }
+    records, set_aside = _read_records(index_dir, plan, verify)
+    upstream: dict[str, StageRecord | None] = dict(records)
     planned = [stage.name for stage, _ in plan]
-    damaged = damaged_stages(index_dir, records, used_stages(planned), verify=verify)
+    damaged = damaged_stages(index_dir, records, used_stages(planned), verify_all=verify)
     for stage, damage in damaged.items():
         if stage not in planned:
             raise damage_error(index_dir, stage, damage, repair_hint(records))
@@ -240,7 +201,7 @@ def _decide(index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]], verify: boo
             upstream[stage.name] = None
             for derived in DERIVED[stage.name]:
                 upstream.pop(derived, None)
-    return _Decision(records, upstream, current, damaged, unreadable)
+    return _Decision(records, upstream, current, damaged, set_aside)
 
 
 def _first_missing(path: Path) -> Path | None:
@@ -258,10 +219,8 @@ def _remove_unfinished(index_dir: Path, created: Path) -> None:
     """After a failed command on an index folder it created (``created``: that folder or the outermost
     parent it made for it): remove it unless a stage completed (a rerun resumes from that), so a failed
     ingest leaves no empty index behind."""
-    from lyre.indexes.manifest import complete_records, read_manifest
-
     try:
-        if complete_records(read_manifest(index_dir)):
+        if load_manifest(index_dir).stages:
             return
     except LyreError:
         pass
@@ -308,7 +267,6 @@ def _run_locked(
     index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]], lock: Any, *, verify: bool, sliced: bool
 ) -> list[StageResult]:
     from lyre.basics.atomic import write_json_atomic
-    from lyre.indexes.manifest import EMBEDDINGS, FORMAT_VERSION, MANIFEST_NAME, invalidate, record_stage
 
     decision = _decide(index_dir, plan, verify, sliced)
     if lock.mode != "write" and (
@@ -321,10 +279,14 @@ def _run_locked(
         lock.promote()
         decision = _decide(index_dir, plan, verify, sliced)
     if verify:
-        say_verified(index_dir, decision.records, decision.damaged)
-    if decision.unreadable_manifest:
-        progress.say(f"{index_dir / MANIFEST_NAME}: unreadable; rebuilding every stage as asked")
-        write_json_atomic(index_dir / MANIFEST_NAME, {"format": FORMAT_VERSION, "stages": {}})
+        from lyre.indexes.cache_store import verify_cache
+
+        if decision.set_aside is None:  # else no record is left to verify: the line below says why
+            say_verified(index_dir, decision.records, decision.damaged)
+        verify_cache(index_dir)  # every entry's checksum; under this write lock no search holds it
+    if decision.set_aside is not None:
+        progress.say(f"{index_dir / MANIFEST_NAME}: {decision.set_aside}; rebuilding every stage")
+        write_json_atomic(index_dir / MANIFEST_NAME, Manifest().to_dict())
 
     results = []
     for stage, options in plan:
@@ -352,15 +314,15 @@ def _run_locked(
         if result.record is None:
             break
         forget()
-        record_stage(index_dir, stage.name, result.record.to_dict())
+        record_stage(index_dir, stage.name, result.record)
     return results
 
 
 def say_verified(
-    index_dir: Path, records: Mapping[str, Mapping[str, Any]], damaged: Mapping[str, list[Any]]
+    index_dir: Path, records: Mapping[str, StageRecord], damaged: Mapping[str, list[Damage]]
 ) -> None:
     """One status line after ``verify``: every file intact, or how many are damaged."""
-    files = sum(len(record.get("files", {})) for record in records.values())
+    files = sum(len(record.files) for record in records.values())
     bad = sum(len(damage) for damage in damaged.values())
     if bad:
         progress.say(f"verify: {bad} of {files} recorded files damaged in {', '.join(damaged)}")
@@ -368,11 +330,9 @@ def say_verified(
         progress.say(f"verify: all {files} recorded files of {index_dir} intact (sizes and SHA-256)")
 
 
-def stage_files(index_dir: Path, folder: str) -> dict[str, dict[str, Any]]:
+def stage_files(index_dir: Path, folder: str) -> dict[str, FileEntry]:
     """Size and SHA-256 of every file under ``INDEX/folder`` (hidden temporaries left out), keyed by its
     path relative to the index: the ``files`` of a stage's record, checked by every later command."""
-    from lyre.indexes.integrity import file_entries
-
     return file_entries(index_dir, [folder])
 
 

@@ -5,12 +5,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import SAMPLE
 from lyre.basics.errors import LyreError
 from lyre.formats.records import Document, document_text
 from lyre.indexes.analyzer import Analyzer
 from lyre.indexes.bm25 import BM25Index, Bm25Options, Bm25Stage, bm25_stage, build_bm25
 from lyre.indexes.manifest import stage_record
 from lyre.indexes.stages import run_stage
+
+SAMPLE_CORPUS = SAMPLE / "corpus.jsonl"
 
 
 class ListStore:
@@ -96,8 +99,8 @@ def test_round_trip_keeps_analyzer_and_params(tmp_path):
     record = build_bm25(ListStore(DOCS), tmp_path / "bm25", analyzer=analyzer, k1=1.2, b=0.75, method="atire")
     loaded = BM25Index.load(tmp_path / "bm25")
     assert loaded.analyzer == analyzer
-    assert (loaded.record["k1"], loaded.record["b"], loaded.record["method"]) == (1.2, 0.75, "atire")
-    assert record["documents"] == 4 and record["analyzer"]["stopwords"] == ["dogs"]
+    assert (loaded.record.k1, loaded.record.b, loaded.record.method) == (1.2, 0.75, "atire")
+    assert record.documents == 4 and record.analyzer["stopwords"] == ["dogs"]
     assert json.loads((tmp_path / "bm25" / "params.index.json").read_text())["k1"] == 1.2
     assert loaded.search(["dogs"], k=2)[0].tolist() == [[-1, -1]]  # "dogs" was a stopword at build time
 
@@ -183,3 +186,48 @@ def test_parity_with_rank_bm25_okapi_on_scifact_slice(tmp_path: Path, scifact: P
         assert (expected[missing] == 0).all()
         compared += int(hit.sum())
     assert compared > 1000
+
+
+def _free_space_asked(
+    folder: Path, docs: list[Document], method: str, monkeypatch: pytest.MonkeyPatch
+) -> int:
+    """Build BM25 of ``docs`` into ``folder`` and return the bytes its free-space check asked for (beside
+    the margin, which :func:`basics.resources.ensure_free_space` adds)."""
+    from lyre.indexes import bm25
+
+    asked: list[int] = []
+    monkeypatch.setattr(bm25, "ensure_free_space", lambda path, needed: asked.append(needed))
+    build_bm25(ListStore(docs), folder, method=method)
+    monkeypatch.undo()
+    return asked[0]
+
+
+@pytest.mark.parametrize("method", ["lucene", "bm25+"])
+def test_the_free_space_asked_for_is_what_bm25_writes_in_whole_blocks_plus_the_stated_margin(
+    tmp_path: Path, method: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 18: the check asked 16.5 MiB for the sample's 0.1 MB index (a 16 MiB margin), 33 times what
+    it needed; an estimate below the real size would let a memory-mapped write die with SIGBUS."""
+    from lyre.basics import resources
+    from lyre.basics.resources import SPACE_MARGIN, human_bytes, on_disk
+
+    docs = [Document(o["_id"], o["title"], o["text"]) for o in read_jsonl(SAMPLE_CORPUS, 120)]
+    estimate = _free_space_asked(tmp_path / "bm25", docs, method, monkeypatch)
+    sizes = [path.stat().st_size for path in (tmp_path / "bm25").iterdir()]
+    assert len(sizes) == (8 if method == "bm25+" else 7)  # the nonoccurrence array only for bm25+
+    assert sum(sizes) <= estimate == on_disk(*sizes)  # every file exactly, each in whole 4 KiB blocks
+    assert estimate + SPACE_MARGIN < 1.2 * 2**20
+    monkeypatch.setattr(resources, "free_bytes", lambda path: 0)
+    with pytest.raises(LyreError, match=f"needs {human_bytes(estimate + SPACE_MARGIN)} but only 0 B is free"):
+        build_bm25(ListStore(docs), tmp_path / "again", method=method)
+    assert not (tmp_path / "again").exists()
+
+
+@pytest.mark.slow
+def test_the_free_space_asked_for_scifact_is_within_a_block_per_file(
+    tmp_path: Path, scifact: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    docs = [Document(o["_id"], o["title"], o["text"]) for o in read_jsonl(scifact / "corpus.jsonl", 10**6)]
+    estimate = _free_space_asked(tmp_path / "bm25", docs, "lucene", monkeypatch)
+    written = sum(path.stat().st_size for path in (tmp_path / "bm25").iterdir())
+    assert written <= estimate <= written + 6 * 4096  # 4.6 MiB: one partly used block per file at most

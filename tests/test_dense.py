@@ -12,7 +12,8 @@ from lyre.indexes import dense  # noqa: E402
 from lyre.indexes.dense import DenseIndex, DenseOptions, build_dense, exact_search, overlap_at, top_k  # noqa: E402
 from lyre.indexes.embeddings import EmbeddingStore, StoreSpec  # noqa: E402
 from lyre.indexes.manifest import clear_stage, record_stage, stage_record  # noqa: E402
-from lyre.indexes.stages import StageRecord  # noqa: E402
+from lyre.indexes.metadata import StageRecord  # noqa: E402
+from lyre.models.recipes import builtin_recipe  # noqa: E402
 
 faiss.omp_set_num_threads(1)  # on a shared 2-core machine, OpenMP barriers cost more than they save
 
@@ -36,8 +37,10 @@ def write_store(index_dir: Path, vectors: np.ndarray, skip: tuple[int, ...] = ()
             start, stop = spec.chunk_bounds(chunk)
             store.write_chunk(chunk, vectors[start:stop].astype(np.float16))
     if not skip:
-        described = StageRecord("synthetic vectors", {"dim": DIM}, {"documents": len(vectors)})
-        record_stage(index_dir, "embeddings", described.to_dict())
+        params = {"model": "synthetic", "recipe": builtin_recipe("lychee-embed").to_dict(), "dim": DIM}
+        record_stage(
+            index_dir, "embeddings", StageRecord("synthetic vectors", params, {"documents": len(vectors)})
+        )
 
 
 @pytest.fixture(scope="module")
@@ -127,10 +130,10 @@ def test_refine_improves_recall(index_dir, vectors, queries):
 def test_tuning_reaches_the_target_and_is_recorded(index_dir):
     result = build_dense(index_dir, DenseOptions(recall_target=0.9, **IVFPQ))
     params = DenseIndex.open(index_dir).params
-    assert params["recall"] >= 0.9 and result.record.counts["recall"] == params["recall"]
-    assert params["nprobe"] in (1, 2, 4, 8, 16) and params["tuning"][-1]["nprobe"] == params["nprobe"]
-    assert params["factory"] == "IVF16,PQ8x8" and params["bytes_per_vector"] > 8
-    assert stage_record(index_dir, "dense")["counts"]["nprobe"] == params["nprobe"]
+    assert params.recall >= 0.9 and result.record.counts["recall"] == params.recall
+    assert params.nprobe in (1, 2, 4, 8, 16) and params.tuning[-1]["nprobe"] == params.nprobe
+    assert params.factory == "IVF16,PQ8x8" and params.bytes_per_vector > 8
+    assert stage_record(index_dir, "dense")["counts"]["nprobe"] == params.nprobe
     assert result.summary.startswith("dense: IVF16,PQ8x8 over 3000 vectors in 1 shard(s)")
 
 

@@ -22,7 +22,7 @@ def store(tmp_path) -> DocStore:
         assert unique.check([d.docid for d in batch], writer.rows).tolist() == [-1] * len(batch)
         writer.write(batch)
     meta = writer.close(unique.sorted_index())
-    assert meta["rows"] == N and [p["rows"] for p in meta["parts"]] == [128] * 7 + [N - 7 * 128]
+    assert meta.rows == N and [p.rows for p in meta.parts] == [128] * 7 + [N - 7 * 128]
     return DocStore.open(tmp_path)  # the INDEX folder works as well as INDEX/docstore
 
 

@@ -365,25 +365,30 @@ def test_a_truncated_gz_corpus_is_one_line_and_leaves_no_index_folder(tmp_path: 
 
 
 @pytest.mark.parametrize(
-    ("content", "problem"),
+    ("content", "problem", "repair"),
     [
-        (b"\x8b\x00 garbage", "not a lyre manifest (not UTF-8 text)"),
-        (b"[1, 2, 3]", "not a lyre manifest (a JSON list, not an object)"),
-        (b'{"format": 9, "stages": {}}', "index format 9 is newer than this lyre reads"),
+        (b"\x8b\x00 garbage", "not UTF-8 text (damaged)", "--verify"),
+        (b"[1, 2, 3]", "not a lyre manifest (a list, not an object)", "--verify"),
+        (b'{"format": 9, "stages": {}}', "index format 9 is newer than this lyre reads", "--overwrite"),
     ],
 )
-def test_a_damaged_manifest_is_one_line_and_overwrite_rebuilds(
-    index: Path, model: Path, lyre: LyreCli, content: bytes, problem: str
+def test_a_damaged_manifest_is_one_line_and_the_repair_it_names_rebuilds(
+    index: Path, model: Path, lyre: LyreCli, content: bytes, problem: str, repair: str
 ) -> None:
+    """A damaged manifest loses every record, so ``--verify`` rebuilds every stage; a newer format is
+    another lyre's index, which only ``--overwrite`` replaces."""
     manifest = index / "manifest.json"
     manifest.write_bytes(content)
     before = snapshot(index)
     refused = lyre("-q", *index_args(index, model), check=False)
-    one_line_error(refused, f"error: {manifest}: {problem}", f"lyre index CORPUS --out {index} --overwrite")
+    one_line_error(refused, f"error: {manifest}: {problem}", f"lyre index CORPUS --out {index} {repair}")
     assert snapshot(index) == before
     with pytest.raises(LyreError, match=re.escape(problem)), open_for_search(index, ["bm25"]):
         pass
-    rebuilt = lyre("-q", *index_args(index, model, "--overwrite")).stdout
+    if repair == "--overwrite":
+        one_line_error(lyre("-q", *index_args(index, model, "--verify"), check=False), problem)
+        assert snapshot(index) == before
+    rebuilt = lyre("-q", *index_args(index, model, repair)).stdout
     assert [line.split(":")[0] for line in rebuilt.splitlines()] == list(STAGES)
     with open_for_search(index, ["bm25", "dense"]) as opened:
         assert set(opened.records) == set(STAGES)
@@ -487,7 +492,6 @@ def _flip_a_byte(path: Path) -> None:
 @pytest.mark.parametrize(
     ("relative", "corrupt"),
     [
-        ("bm25/vocab.index.json", _swap_two_terms),
         ("embeddings/chunk-000001.npy", _zero_vectors),
         ("docstore/part-00000.parquet", _flip_a_byte),
     ],
@@ -510,6 +514,25 @@ def test_verify_finds_same_size_damage_and_rebuilds_that_stage(
     assert recorded(index) == recorded(built)
     again = lyre(*index_args(index, model, "--verify"))
     assert "recorded files of" in again.stderr and "intact (sizes and SHA-256)" in again.stderr
+
+
+def test_same_size_damage_to_a_metadata_file_is_seen_on_open_and_rebuilt(
+    index: Path, built: Path, model: Path, lyre: LyreCli
+) -> None:
+    """A metadata file lyre parses (here the vocabulary, two terms swapped) is hashed whenever the index is
+    opened: a plain `lyre index` rebuilds its stage, where a data file's same-size damage needs --verify."""
+    vocab = index / "bm25" / "vocab.index.json"
+    size = vocab.stat().st_size
+    _swap_two_terms(vocab)
+    assert vocab.stat().st_size == size
+    repaired = lyre(*index_args(index, model))
+    assert (
+        f"{vocab}: content changed since it was written (SHA-256 differs); rebuilding the bm25 stage"
+    ) in repaired.stderr
+    assert [line.split(": ")[1].startswith("up to date") for line in repaired.stdout.splitlines()] == [
+        True, False, True, True,
+    ]  # fmt: skip
+    assert recorded(index) == recorded(built)
 
 
 # The model that encoded the index ---------------------------------------------------------------------
@@ -552,10 +575,11 @@ def test_replaced_weights_are_refused_by_index_and_by_the_query_encoder(
         message = str(error.value)
         assert "\n" not in message
         assert message.startswith(
-            f"{folder}: the model's weights or config changed since {index} was encoded"
+            f"{folder}: the model's files (weights, config, tokenizer or pooling) changed since {index} "
+            "was encoded"
         )
         assert (
-            f"restore the weights, or re-encode with `lyre index {CORPUS} --out {index} --embed-model"
+            f"put them back as they were, or re-encode with `lyre index {CORPUS} --out {index} --embed-model"
             in message
         )
         assert message.endswith("--overwrite`")

@@ -75,7 +75,9 @@ def test_skip_counts_each_kind_and_keeps_empty_text(tmp_path):
 def test_failed_overwrite_keeps_the_complete_docstore(tmp_path):
     good = _write(tmp_path / "good.jsonl", [_rec("a"), _rec("b")])
     ingest(good, tmp_path / "idx")
-    record_stage(tmp_path / "idx", "bm25", {"summary": "built on a, b", "params": {}})
+    bm25 = {"k1": 0.9, "b": 0.4, "method": "lucene", "delta": 0.5, "analyzer": {}}
+    counts = {"documents": 2, "vocabulary": 2, "postings": 2}
+    record_stage(tmp_path / "idx", "bm25", {"summary": "built on a, b", "params": bm25, "counts": counts})
     assert ingest(good, tmp_path / "idx").summary.startswith("docstore: up to date (2 documents")
     bad = _write(tmp_path / "bad.jsonl", [_rec("z"), "{broken"])
     with pytest.raises(LyreError, match=r"another corpus .* set overwrite"):

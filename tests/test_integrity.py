@@ -1,5 +1,5 @@
 """Integrity records and checks on every kind of file an index holds, each truncated, emptied, bit-flipped
-and deleted; and the manifest parser on garbage."""
+and deleted: the quick check on open (sizes, and the hashes of the metadata files) and ``--verify``."""
 
 from __future__ import annotations
 
@@ -14,14 +14,15 @@ import pyarrow.parquet as pq
 import pytest
 from lyre.basics.errors import LyreError
 from lyre.indexes.integrity import (
-    check_sizes,
+    QUICK_HASH_LIMIT,
     damage_error,
     file_entries,
-    parse_manifest_bytes,
+    is_checked_on_open,
+    quick_check,
     require_intact,
     verify,
 )
-from lyre.indexes.stages import StageRecord
+from lyre.indexes.metadata import FileEntry, StageRecord
 
 FILES = (
     "docstore/part-000000.parquet",
@@ -66,9 +67,8 @@ def test_entries_record_size_and_sha256_of_every_file(index):
     assert sorted(record.files) == sorted(FILES)  # the hidden temporary is not part of the stage
     for relative, entry in record.files.items():
         data = (folder / relative).read_bytes()
-        assert entry == {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    assert check_sizes(folder, record) == [] and verify(folder, record) == []
-    assert verify(folder, record.to_dict()) == []  # the manifest's dict form works the same
+        assert entry == FileEntry(len(data), hashlib.sha256(data).hexdigest())
+    assert quick_check(folder, record) == [] and verify(folder, record) == []
 
 
 def _truncate(path: Path) -> None:
@@ -95,6 +95,7 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], str | None]] = {
     "deleted": (_delete, "missing"),
     "bit-flipped": (_flip, None),  # same size: only the hash sees it
 }
+CHANGED = "content changed since it was written (SHA-256 differs)"
 
 
 @pytest.mark.parametrize("relative", FILES)
@@ -106,10 +107,11 @@ def test_every_kind_of_damage_to_every_kind_of_file_is_found(index, relative, ki
     found = verify(folder, record)
     assert [d.path for d in found] == [relative]
     if size_problem is None:
-        assert check_sizes(folder, record) == []
-        assert found[0].problem == "content changed since it was written (SHA-256 differs)"
+        assert found[0].problem == CHANGED
+        # on open, only a metadata file is hashed: the data files are left to --verify
+        assert quick_check(folder, record) == (found if relative.endswith(".json") else [])
         return
-    assert check_sizes(folder, record) == found
+    assert quick_check(folder, record) == found
     assert size_problem in found[0].problem
     with pytest.raises(LyreError) as error:
         require_intact(folder, "bm25", record, corpus="data/c.jsonl")
@@ -126,7 +128,7 @@ def test_a_deleted_stage_folder_names_its_first_file_and_counts_the_rest(index):
     for file in (folder / "bm25").iterdir():
         file.unlink()
     (folder / "bm25").rmdir()
-    error = damage_error(folder, "bm25", check_sizes(folder, record))
+    error = damage_error(folder, "bm25", quick_check(folder, record))
     assert str(error) == (
         f"{folder / 'bm25/data.csc.index.npy'}: missing (and 1 more file(s)); the bm25 stage is damaged; "
         f"rebuild it with `lyre index CORPUS --out {folder} --verify`"
@@ -137,49 +139,14 @@ def test_a_folder_where_a_file_was_is_damage(index):
     folder, record = index
     (folder / "bm25/vocab.index.json").unlink()
     (folder / "bm25/vocab.index.json").mkdir()
-    assert [(d.path, d.problem) for d in check_sizes(folder, record)] == [
+    assert [(d.path, d.problem) for d in quick_check(folder, record)] == [
         ("bm25/vocab.index.json", "not a file")
     ]
 
 
-MANIFEST = Path("/idx/manifest.json")
-REBUILD = "rebuild the index with `lyre index CORPUS --out /idx --overwrite`"
-
-
-@pytest.mark.parametrize(
-    ("data", "problem"),
-    [
-        (b"\x00\xff\xfe garbage", "not a lyre manifest (not UTF-8 text)"),
-        (
-            b'{"format": 1, "stag',
-            "not a lyre manifest (invalid JSON at line 1, column 15: Unterminated string starting at)",
-        ),
-        (b"[1, 2]", "not a lyre manifest (a JSON list, not an object)"),
-        (b'"text"', "not a lyre manifest (a JSON str, not an object)"),
-        (b'{"stages": {}}', "unknown index format None (this lyre reads format 1)"),
-        (b'{"format": "1", "stages": {}}', "unknown index format '1' (this lyre reads format 1)"),
-        (b'{"format": 1, "stages": []}', 'not a lyre manifest ("stages" is not an object of objects)'),
-        (
-            b'{"format": 1, "stages": {"bm25": 3}}',
-            'not a lyre manifest ("stages" is not an object of objects)',
-        ),
-    ],
-)
-def test_garbage_manifests_are_one_line(data, problem):
-    with pytest.raises(LyreError) as error:
-        parse_manifest_bytes(MANIFEST, data, format_version=1)
-    assert str(error.value) == f"{MANIFEST}: {problem}; {REBUILD}"
-
-
-def test_a_newer_format_asks_for_an_upgrade():
-    with pytest.raises(LyreError) as error:
-        parse_manifest_bytes(MANIFEST, b'{"format": 9, "stages": {}}', format_version=1)
-    assert str(error.value) == (
-        f"{MANIFEST}: index format 9 is newer than this lyre reads (format 1); upgrade lyre, or {REBUILD}"
-    )
-
-
-def test_a_good_manifest_parses():
-    data = json.dumps({"format": 1, "stages": {"bm25": {"complete": True}}}).encode()
-    assert parse_manifest_bytes(MANIFEST, data, 1) == {"format": 1, "stages": {"bm25": {"complete": True}}}
-    assert parse_manifest_bytes(MANIFEST, b'{"format": 1}', 1) == {"format": 1, "stages": {}}
+def test_the_quick_check_hashes_the_metadata_files_lyre_parses_up_to_a_size() -> None:
+    small, large = FileEntry(200, "ab" * 32), FileEntry(QUICK_HASH_LIMIT + 1, "ab" * 32)
+    assert is_checked_on_open("bm25/vocab.index.json", small)
+    assert not is_checked_on_open("bm25/vocab.index.json", large)  # hashed by the reader when read
+    assert not is_checked_on_open("embeddings/chunk-000003.done.json", small)  # never parsed
+    assert not is_checked_on_open("dense/shard-000000.faiss", small)

@@ -135,7 +135,8 @@ def test_a_template_without_slots_is_refused_before_the_reranker_is_looked_for(t
 def test_missing_stage_or_reranker_stop_before_anything_loads(index: Path, tmp_path: Path) -> None:
     bm25_only = tmp_path / "bm25-only"
     bm25_only.mkdir()
-    manifest = {"format": FORMAT_VERSION, "stages": {"docstore": {"complete": True}}}
+    docstore = {"complete": True, "summary": "3 documents", "params": {}, "counts": {"documents": 3}}
+    manifest = {"format": FORMAT_VERSION, "stages": {"docstore": docstore}}
     (bm25_only / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(LyreError, match="the bm25 stage is missing"):  # and the model is never looked for
         SearchPlan.open(bm25_only, SearchOptions(mode="hybrid"), OFF)

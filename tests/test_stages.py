@@ -109,6 +109,35 @@ def test_an_invalid_option_fails_before_any_file_changes_or_model_loads(
     assert listing(built) == before
 
 
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["--index-type", "ivfpq"], "--index-type ivfpq: needs at least 256 vectors to train its PQ "
+         "codebooks and the corpus has 20 documents; use flat"),
+        (["--nlist", "8"], "--nlist 8: applies only to an ivfpq index, and the corpus has 20 documents, "
+         "which get a flat index with --index-type auto"),
+        (["--index-type", "ivfpq", "--nlist", "300"], "--index-type ivfpq: needs at least 256 vectors"),
+        (["--index-type", "flat", "--nprobe", "4"], "--nprobe 4: applies only to an ivfpq index, not to "
+         "--index-type flat"),
+        (["--index-type", "ivfpq", "--pq-m", "7"], "--pq-m 7: PQ m=7 does not divide the dimension 64"),
+    ],
+)  # fmt: skip
+def test_dense_options_that_the_corpus_size_refuses_are_refused_before_any_work(
+    tmp_path: Path, model: Path, args: list[str], named: str
+) -> None:
+    """A new index of 20 documents: the corpus is counted before ingest (up to the count that decides), so
+    nothing is ingested, indexed or encoded before the refusal; the folder is never made."""
+    corpus = tmp_path / "corpus.jsonl"
+    corpus.write_text("".join((SAMPLE / "corpus.jsonl").read_text().splitlines(keepends=True)[:20]))
+    out = tmp_path / "index"
+    result = probe("index", corpus, "--out", out, "--embed-model", model, *args)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and len(errors) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert named in errors[0]
+    assert "imported: []" in result.stderr  # no model, no Faiss: nothing was encoded
+    assert not out.exists()
+
+
 def test_an_invalid_encode_option_fails_the_same_way_in_lyre_encode(built: Path, model: Path) -> None:
     before = listing(built)
     result = probe("encode", "--index", built, "--embed-model", model, "--token-budget", "0")
