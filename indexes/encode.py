@@ -124,13 +124,14 @@ class _Model:
     recipe: EmbedRecipe
     dim: int
 
-    def params(self) -> dict[str, Any]:
-        """The record params: everything that decides the vectors."""
+    def params(self, like: str | None = None) -> dict[str, Any]:
+        """The record params: everything that decides the vectors. ``like``: the fingerprint of the record
+        kept, whose scheme the model's fingerprint is made by (:func:`models.loading.model_fingerprint`)."""
         from lyre.models.loading import model_fingerprint
 
         return {
             "model": self.name,
-            "model_fingerprint": model_fingerprint(self.folder),
+            "model_fingerprint": model_fingerprint(self.folder, like=like),
             "recipe": self.recipe.to_dict(),
             "recipe_hash": self.recipe.hash(),
             "dim": self.dim,
@@ -157,6 +158,10 @@ class EncodeStage:
     store: str = DOCSTORE
     """The store encoded: the docstore, or the passages of a passage index (``indexes/passage_stage.py``)."""
     _model: _Model | None = None
+    _kept_fingerprint: str | None = None
+    """The model fingerprint of the record this command may keep (found by :meth:`validate`): compared, and
+    recorded again, by its own scheme, so an index recorded before tokenizer files were fingerprinted is
+    neither refused as changed nor said to cover what it never checked."""
 
     def model(self, options: EncodeOptions) -> _Model:
         """The resolved model, once per command."""
@@ -168,7 +173,7 @@ class EncodeStage:
         """The record params: the model's, and the store when it is not the docstore."""
         from lyre.indexes.passage_stage import store_params
 
-        return {**self.model(options).params(), **store_params(self.store)}
+        return {**self.model(options).params(like=self._kept_fingerprint), **store_params(self.store)}
 
     def validate(self, index_dir: Path, options: EncodeOptions, upstream: Upstream) -> None:
         slice_of_job(options.shard_id, options.num_shards)
@@ -186,11 +191,15 @@ class EncodeStage:
                     raise OptionError(name, getattr(options, name), f"applies only with {opt('engine')} ray")
         model = self.model(options)
         docstore = need(index_dir, upstream, self.store)
+        recorded = upstream.get(EMBEDDINGS)
+        kept = None if recorded is None or options.overwrite else recorded
+        self._kept_fingerprint = kept.params.get("model_fingerprint") if kept is not None else None
         if options.overwrite or docstore is None:
             return  # the store is rebuilt from scratch either way
-        recorded = upstream.get(EMBEDDINGS)
         if recorded is not None:
             changed = _differences(recorded.params, self.params(options))
+            if not changed:
+                _say_if_older_fingerprint(index_dir, recorded.params.get("model_fingerprint"))
         elif (index_dir / EMBEDDINGS / "store.json").exists():
             spec = EmbeddingStore.open(index_dir / EMBEDDINGS).spec
             from lyre.indexes.passage_stage import store_rows
@@ -286,6 +295,19 @@ class EncodeStage:
         rate = f"{work['tokens_per_second']:,.0f} tokens/s"
         summary = f"{EMBEDDINGS}: {described} ({work['documents']} encoded now, {rate})"
         return StageResult(summary, record, work)
+
+
+def _say_if_older_fingerprint(index_dir: Path, fingerprint: str | None) -> None:
+    """An index recorded before tokenizer and pooling files were fingerprinted is still checked on its
+    config and weights; say so, and how to record the rest."""
+    from lyre.models.loading import FINGERPRINT_SCHEME
+
+    if fingerprint is not None and not fingerprint.startswith(f"{FINGERPRINT_SCHEME}:"):
+        progress.say(
+            f"{index_dir / EMBEDDINGS}: recorded with a model fingerprint of config and weights only "
+            "(older lyre); tokenizer and pooling files are not checked for it until it is encoded again "
+            "(overwrite)"
+        )
 
 
 def _differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:

@@ -46,11 +46,13 @@ def checked_model_folder(
 ) -> tuple[Path, EmbedRecipe]:
     """The folder of the model that encoded ``index_dir`` and its recorded recipe, without loading it.
 
-    The model folder's fingerprint (config and weight files) is compared with the recorded one on every
-    call, whatever the model is called: weights replaced in the folder the index was built with are
-    refused, and ``model`` may point at another copy of the same model (same fingerprint). Recipe
-    ``overrides`` (pooling, max_length, query_template, query_task, ...) must not change the recipe,
-    because query vectors made differently from the document vectors silently ruin retrieval.
+    The model folder's fingerprint (weights, config, tokenizer and pooling files:
+    :func:`models.loading.model_fingerprint`, by the scheme of the recorded one) is compared with the
+    recorded one on every call, whatever the model is called: a tokenizer or weights replaced in the folder
+    the index was built with are refused, and ``model`` may point at another copy of the same model (same
+    fingerprint). Recipe ``overrides`` (pooling, max_length, query_template, query_task, ...) must not
+    change the recipe, because query vectors made differently from the document vectors silently ruin
+    retrieval.
     ``embeddings``: the embeddings stage's record when the caller has read the manifest already.
     ``resolved``: where an earlier call found the model (finding a hub id in the Hugging Face cache
     imports huggingface_hub: 0.16 s, more than a cached search); used while it still holds a model."""
@@ -78,7 +80,7 @@ def checked_model_folder(
             f"({error.reason}); put that model back where it was (for a hub id, in the Hugging Face "
             f"cache), or encode the index again with `{_reencode(index_dir, 'MODEL')}`"
         ) from None
-    found = model_fingerprint(folder)
+    found = model_fingerprint(folder, like=record.get("model_fingerprint"))
     if found != record.get("model_fingerprint"):
         raise model_changed_error(index_dir, record, folder, found, model)
     return folder, recorded
@@ -87,18 +89,19 @@ def checked_model_folder(
 def model_changed_error(
     index_dir: Path, record: dict[str, Any], folder: Path, found: str, asked: str | None = None
 ) -> LyreError:
-    """The model found for the queries is not the one that encoded the documents (its config or weights
-    differ from the recorded fingerprint): query and document vectors would silently disagree."""
+    """The model found for the queries is not the one that encoded the documents (its weights, config,
+    tokenizer or pooling files differ from the recorded fingerprint): query and document vectors would
+    silently disagree."""
     rebuild = _reencode(index_dir, folder)
     if asked is not None and model_identity(asked, folder) != record["model"]:
         return LyreError(
-            f"{index_dir}: was encoded with {record['model']}, not {asked} ({folder} holds other weights "
-            f"or config); search with that model, or re-encode with `{rebuild}`"
+            f"{index_dir}: was encoded with {record['model']}, not {asked} ({folder} holds other weights, "
+            f"config, tokenizer or pooling files); search with that model, or re-encode with `{rebuild}`"
         )
     return LyreError(
-        f"{folder}: the model's weights or config changed since {index_dir} was encoded with it "
-        f"(fingerprint {found}, recorded {record.get('model_fingerprint')}); "
-        f"restore the weights, or re-encode with `{rebuild}`"
+        f"{folder}: the model's files (weights, config, tokenizer or pooling) changed since {index_dir} was "
+        f"encoded with it (fingerprint {found}, recorded {record.get('model_fingerprint')}); "
+        f"put them back as they were, or re-encode with `{rebuild}`"
     )
 
 

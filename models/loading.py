@@ -10,6 +10,7 @@ their device in their dtype, so the host holds at most one copy of them on the w
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,23 +48,36 @@ class MissingModelError(LyreError):
         self.reason = reason
 
 
-def missing_model_error(
-    name: str, option: str = opt("embed_model"), reason: str = "", example_repo: str = LYCHEE_EMBED
-) -> MissingModelError:
-    """The one-line error for a model that cannot be found locally: a hub id says how to download it, a
-    folder says the folder is wrong (offering to download another model would mislead)."""
+def missing_model_error(name: str, option: str = opt("embed_model"), reason: str = "") -> MissingModelError:
+    """The one-line error for a model that cannot be found locally: a hub id says how to download it; a
+    folder, or a name that reads as one (it exists, or its first part is a folder here), says the folder is
+    wrong (offering to download ``models/empty`` from the hub would mislead)."""
+    path = Path(name).expanduser()
+    if _reads_as_folder(name):
+        if path.is_dir():
+            state = f"cannot be loaded ({reason})" if reason else "cannot be loaded"
+        elif path.exists():
+            state = "is a file, not a folder"
+        else:
+            state = "is not available locally (no such folder)"
+        message = (
+            f"model folder {name!r} {state}; pass {option} with the folder that holds the model "
+            "(config.json and weights), or its hub id"
+        )
+        return MissingModelError(message, reason or "no such folder")
     why = f" ({reason})" if reason else ""
-    if _is_hub_id(name):
-        message = (
-            f"model {name!r} is not available locally{why}; download it on a connected machine, e.g. "
-            f"`huggingface-cli download {name} --local-dir DIR`, then pass {option} DIR"
-        )
-    else:
-        message = (
-            f"model folder {name!r} is not available locally{why}; pass {option} with the folder that "
-            "holds the model (config.json and weights), or its hub id"
-        )
+    message = (
+        f"model {name!r} is not available locally{why}; download it on a connected machine, e.g. "
+        f"`huggingface-cli download {name} --local-dir DIR`, then pass {option} DIR"
+    )
     return MissingModelError(message, reason or "not in the Hugging Face cache")
+
+
+def _reads_as_folder(name: str) -> bool:
+    """Whether ``name`` names a place on this machine rather than a hub id: it is not ``owner/name``, or it
+    exists, or its owner part is a folder here."""
+    path = Path(name).expanduser()
+    return not _is_hub_id(name) or path.exists() or path.parent.is_dir()
 
 
 def _is_hub_id(name: str) -> bool:
@@ -101,6 +115,8 @@ def resolve_model(name_or_path: str | Path, option: str = opt("embed_model")) ->
         if not any((folder / weights).exists() for weights in WEIGHT_FILES):
             raise missing_model_error(name, option, "the folder has no weights")
         return folder.resolve()
+    if folder.exists():
+        raise missing_model_error(name, option, "a file, not a folder")
     if not _is_hub_id(name):
         raise missing_model_error(name, option, "no such folder")
     from huggingface_hub import snapshot_download
@@ -123,21 +139,83 @@ def resolve_model(name_or_path: str | Path, option: str = opt("embed_model")) ->
         raise missing_model_error(name, option, f"the hub is unreachable: {type(error).__name__}") from None
 
 
-def model_fingerprint(folder: Path) -> str:
-    """Identity of a model folder independent of where it lies: its config, and each weight file's name,
-    size, first and last MiB (hashing gigabytes of weights on every search would cost more than it
-    protects; two checkpoints of one architecture still differ in those bytes)."""
+FINGERPRINT_SCHEME = "v2"
+"""The prefix of fingerprints that cover every file that changes outputs (:func:`model_fingerprint`).
+Fingerprints recorded before it (16 hex digits, no prefix) covered ``config.json`` and the weights only."""
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+"""Weight files: fingerprinted by name, size, first and last MiB (hashing gigabytes on every search would
+cost more than it protects; two checkpoints of one architecture still differ in those bytes)."""
+HASHED_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken")
+"""Files hashed whole: config, tokenizer (``tokenizer.json``, ``tokenizer_config.json``,
+``special_tokens_map.json``, ``added_tokens.json``, ``vocab.txt``/``vocab.json``, ``merges.txt``,
+sentencepiece ``*.model``, chat templates) and sentence-transformers recipe files (``modules.json``,
+``sentence_bert_config.json``, ``config_sentence_transformers.json``). Small: a few MiB at most."""
+MODULE_FOLDER = re.compile(r"\d+_")
+"""sentence-transformers module folders (``1_Pooling``, ``2_Normalize``, ``2_Dense``): every file counts."""
+EDGE_BYTES = 1 << 20
+"""How much of each end of a weight file the fingerprint reads."""
+
+
+def model_fingerprint(folder: Path, like: str | None = None) -> str:
+    """Identity of a model folder independent of where it lies: everything in it that changes what the
+    model outputs, i.e. its config, tokenizer and recipe files (:data:`HASHED_SUFFIXES`, hashed whole),
+    its sentence-transformers module folders (pooling, normalisation, dense layers) and its weights
+    (:data:`WEIGHT_SUFFIXES`, by size, first and last MiB), each under its path in the folder.
+    Documentation and other folders (``onnx/``, a checkout's hidden files) do not count.
+
+    ``like``: a fingerprint recorded earlier; the folder's is then made by the same scheme, so the two
+    compare. An index recorded before :data:`FINGERPRINT_SCHEME` keeps being checked on its config and
+    weights (all its record holds) rather than refused as changed: re-encoding costs hours, and nothing
+    that record promised has changed."""
+    import hashlib
+
+    if like is not None and not like.startswith(f"{FINGERPRINT_SCHEME}:"):
+        return _config_and_weights_fingerprint(folder)
+    digest = hashlib.sha256()
+    for relative, path in _output_files(folder):
+        size = path.stat().st_size
+        digest.update(f"{relative}\0{size}\0".encode())
+        with open(path, "rb") as handle:
+            if path.suffix not in WEIGHT_SUFFIXES:
+                digest.update(handle.read())
+                continue
+            digest.update(handle.read(EDGE_BYTES))
+            handle.seek(max(size - EDGE_BYTES, 0))
+            digest.update(handle.read(EDGE_BYTES))
+    return f"{FINGERPRINT_SCHEME}:{digest.hexdigest()[:16]}"
+
+
+def _output_files(folder: Path) -> list[tuple[str, Path]]:
+    """(path relative to ``folder``, path) of every file :func:`model_fingerprint` covers, sorted."""
+    found = []
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_dir() and MODULE_FOLDER.match(path.name):
+            found += [
+                (inner.relative_to(folder).as_posix(), inner)
+                for inner in sorted(path.rglob("*"))
+                if inner.is_file() and not inner.name.startswith(".")
+            ]
+        elif path.is_file() and path.suffix in (*HASHED_SUFFIXES, *WEIGHT_SUFFIXES):
+            found.append((path.name, path))
+    return found
+
+
+def _config_and_weights_fingerprint(folder: Path) -> str:
+    """The fingerprint recorded before :data:`FINGERPRINT_SCHEME`: ``config.json`` and each top-level
+    weight file's name, size, first and last MiB."""
     import hashlib
 
     digest = hashlib.sha256((folder / "config.json").read_bytes())
     for path in sorted(folder.iterdir()):
-        if path.suffix in (".safetensors", ".bin"):
+        if path.suffix in WEIGHT_SUFFIXES:
             size = path.stat().st_size
             digest.update(f"{path.name}:{size}".encode())
             with open(path, "rb") as handle:
-                digest.update(handle.read(1 << 20))
-                handle.seek(max(size - (1 << 20), 0))
-                digest.update(handle.read(1 << 20))
+                digest.update(handle.read(EDGE_BYTES))
+                handle.seek(max(size - EDGE_BYTES, 0))
+                digest.update(handle.read(EDGE_BYTES))
     return digest.hexdigest()[:16]
 
 

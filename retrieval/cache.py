@@ -3,26 +3,31 @@
 Four kinds of work are kept in ``INDEX/cache/cache.sqlite``, each under a key that hashes everything
 that decides the result, so an entry is reused only where recomputing would give the same bytes:
 
-- ``vector``: one query's vector; key: the embeddings stage's model fingerprint and recipe, the
-  instruction, the query text.
+- ``vector``: one query's vector; key: the embeddings stage's recorded model fingerprint (weights, config,
+  tokenizer and pooling files: :func:`models.loading.model_fingerprint`) and recipe, the instruction, the
+  query text. The folder is checked against that fingerprint before any entry is read.
 - ``side``: one side's first-stage list of one query (docids and scores, before fusion); key: the records
-  of the stages the side reads (their parameters, file hashes and fingerprints), the settings that change
-  the list (depth; nprobe, refine and the instruction for the dense side), the query text.
+  of the stages the side reads (their parameters, file hashes and fingerprints: the index's content), the
+  settings that change the list (depth; nprobe, refine and the instruction for the dense side), the
+  query text.
 - ``aligned``: one query's two first-stage lists of a hybrid search aligned on their union of documents
   (:mod:`retrieval.fusion.aligned`); key: both sides' keys but the query. A search that changes only
   fusion settings reads these and fuses with array arithmetic.
-- ``pair``: one reranker score; key: the reranker's identity (weights fingerprint, template, instruction,
-  lengths, device, dtype), the query text, the document id and a hash of the document text it read.
+- ``pair``: one reranker score; key: the reranker's identity (fingerprint of its files, template,
+  instruction, lengths, device, dtype), the query text, the document id and a hash of the document text
+  it read.
+
+Besides, ``model-folder`` remembers where the query model was found (a hint: the folder found is checked
+against the recorded fingerprint before use).
 
 Every key also carries :func:`environment` (host, visible GPUs, library versions): float results can
 differ in their last bits between machines or library versions, and a cached run must be byte-identical
 to the run this machine would compute. So a second ``lyre search`` that changes only fusion settings or
 the rerank depth reads its first stages from here, and scores only the pairs it has not scored before.
 
-The store is SQLite in WAL mode with short transactions (a busy timeout, never a transaction across
-model work): concurrent commands on one index read and write it safely. It is bounded: past
-``cache_limit_mb`` of values, the least recently used entries are dropped. An index folder where the cache
-cannot be written (read-only, full disk, damaged database) searches without it, saying so once.
+The store itself (:mod:`indexes.cache_store`: SQLite, the checksum every entry carries and every read
+checks, the size limit, ``lyre index --verify``) lies with the index folder; this module decides what
+each key hashes and how values are encoded. A value that does not decode is dropped like a damaged one.
 """
 
 from __future__ import annotations
@@ -31,53 +36,40 @@ import hashlib
 import json
 import os
 import platform
-import sqlite3
 import struct
-import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lyre.basics import progress
-from lyre.basics.options import option
 from lyre.formats.records import Query, Run
+from lyre.indexes.cache_store import CACHE_DIR, DATABASE, MIB, CacheOptions, SearchCache
 from lyre.retrieval.fusion.aligned import Aligned, docid_array
 
-CACHE_DIR = "cache"
-DATABASE = "cache.sqlite"
-MIB = 1 << 20
-BUSY_TIMEOUT_S = 60.0
-"""How long a command waits for another command's write transaction (each lasts milliseconds)."""
-EVICT_TO = 0.9
-"""Eviction frees down to this fraction of the limit, so a full cache does not evict on every write."""
-SQL_CHUNK = 500
-"""Keys per ``IN (...)`` statement: below every SQLite build's variable limit."""
+__all__ = [
+    "CACHE_DIR",
+    "DATABASE",
+    "MIB",
+    "CacheOptions",
+    "Deferred",
+    "PairLookup",
+    "SearchCache",
+    "cached_aligned",
+    "cached_lists",
+    "cached_pair_scores",
+    "cached_vectors",
+    "content_key",
+    "digest",
+    "environment",
+    "look_up_pairs",
+    "text_hash",
+]
+
 VERSIONED_LIBRARIES = ("numpy", "torch", "transformers", "faiss-cpu", "faiss-gpu", "bm25s")
-
-_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS entries ("
-    "key TEXT PRIMARY KEY, size INTEGER NOT NULL, used REAL NOT NULL, value BLOB NOT NULL)",
-    "CREATE INDEX IF NOT EXISTS entries_used ON entries (used, size)",
-)
-"""The values last, so reading a row's size and use never touches its overflow pages."""
-
-
-@dataclass(frozen=True)
-class CacheOptions:
-    """Whether a search reuses (and keeps) the work of earlier searches of the same index."""
-
-    no_cache: bool = option(
-        False,
-        "Neither reuse nor keep query vectors, first-stage lists and reranker scores in INDEX/cache/ "
-        "(by default a command reuses what earlier commands on the index computed).",
-    )
-    cache_limit_mb: int = option(
-        2048, "Size limit of INDEX/cache/ in MiB; the least recently used entries go beyond it.", minimum=1
-    )
+DECODE_ERRORS = (ValueError, struct.error, UnicodeDecodeError)
+"""What decoding a value that is not what its kind encodes raises."""
 
 
 @cache
@@ -185,148 +177,6 @@ class Deferred:
             part.load()
 
 
-class SearchCache:
-    """The cache database of one index folder; open it with :meth:`open`.
-
-    Any SQLite error after opening (a full disk, a damaged file) turns the cache off for the rest of the
-    command with one status line: the search goes on, computing what it would have read."""
-
-    def __init__(self, path: Path, connection: sqlite3.Connection, limit_bytes: int) -> None:
-        self.path = path
-        self.connection: sqlite3.Connection | None = connection
-        self.limit_bytes = limit_bytes
-        self.hits: dict[str, int] = {}
-        self.misses: dict[str, int] = {}
-
-    @classmethod
-    def open(cls, index_dir: Path, options: CacheOptions) -> SearchCache | None:
-        """The cache of ``index_dir``, created on first use; None when turned off or not writable."""
-        if options.no_cache:
-            return None
-        path = index_dir / CACHE_DIR / DATABASE
-        try:
-            path.parent.mkdir(exist_ok=True)
-            connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-            try:
-                connection.execute("PRAGMA auto_vacuum = INCREMENTAL")  # before the first table only
-                connection.execute("PRAGMA journal_mode = WAL")
-                connection.execute("PRAGMA synchronous = NORMAL")
-                with _transaction(connection):
-                    for statement in _SCHEMA:
-                        connection.execute(statement)
-            except BaseException:
-                connection.close()
-                raise
-        except (OSError, sqlite3.Error) as error:
-            progress.say(f"cache off: {path} cannot be written ({_reason(error)}); searching without it")
-            return None
-        return cls(path, connection, options.cache_limit_mb * MIB)
-
-    def close(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
-
-    def _failed(self, error: sqlite3.Error) -> None:
-        progress.say(f"cache off: {self.path} failed ({_reason(error)}); going on without it")
-        self.close()
-
-    def get(self, keys: Sequence[str]) -> dict[str, bytes]:
-        """The values stored under ``keys`` (absent keys left out); each hit counts as a use."""
-        if self.connection is None or not keys:
-            return {}
-        found: dict[str, bytes] = {}
-        unique = list(dict.fromkeys(keys))
-        try:
-            for chunk in _chunks(unique):
-                marks = ",".join("?" * len(chunk))
-                rows = self.connection.execute(
-                    f"SELECT key, value FROM entries WHERE key IN ({marks})", chunk
-                )
-                found.update((key, bytes(value)) for key, value in rows)
-            if found:
-                now = time.time()
-                with _transaction(self.connection):
-                    for chunk in _chunks(list(found)):
-                        marks = ",".join("?" * len(chunk))
-                        self.connection.execute(
-                            f"UPDATE entries SET used = ? WHERE key IN ({marks})", [now, *chunk]
-                        )
-        except sqlite3.Error as error:
-            self._failed(error)
-            return {}
-        return found
-
-    def put(self, items: dict[str, bytes]) -> None:
-        """Store ``items`` (key -> value) in one short transaction, then keep the cache under its limit."""
-        if self.connection is None or not items:
-            return
-        now = time.time()
-        try:
-            with _transaction(self.connection):
-                self.connection.executemany(
-                    "INSERT OR REPLACE INTO entries (key, size, used, value) VALUES (?, ?, ?, ?)",
-                    [(key, len(value), now, value) for key, value in items.items()],
-                )
-            self._evict()
-        except sqlite3.Error as error:
-            self._failed(error)
-
-    def _evict(self) -> None:
-        """Past the limit, drop the least recently used entries down to ``EVICT_TO`` of it."""
-        assert self.connection is not None
-        with _transaction(self.connection):
-            (total,) = self.connection.execute("SELECT COALESCE(SUM(size), 0) FROM entries").fetchone()
-            if total <= self.limit_bytes:
-                return
-            goal = total - int(self.limit_bytes * EVICT_TO)
-            freed, oldest = 0, []
-            for key, size in self.connection.execute("SELECT key, size FROM entries ORDER BY used, key"):
-                if freed >= goal:
-                    break
-                oldest.append(key)
-                freed += size
-            for chunk in _chunks(oldest):
-                self.connection.execute(
-                    f"DELETE FROM entries WHERE key IN ({','.join('?' * len(chunk))})", chunk
-                )
-        self.connection.execute("PRAGMA incremental_vacuum")
-
-    def count(self, kind: str, hits: int, misses: int) -> None:
-        self.hits[kind] = self.hits.get(kind, 0) + hits
-        self.misses[kind] = self.misses.get(kind, 0) + misses
-
-    def summary(self) -> dict[str, Any]:
-        """What a run's sidecar records of the cache: where it is and what was reused."""
-        return {"path": str(self.path), "hits": dict(self.hits), "misses": dict(self.misses)}
-
-
-def _reason(error: BaseException) -> str:
-    return str(error) or type(error).__name__
-
-
-def _chunks(keys: list[str]) -> Iterable[list[str]]:
-    for start in range(0, len(keys), SQL_CHUNK):
-        yield keys[start : start + SQL_CHUNK]
-
-
-class _transaction:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (rolled back on error): the write lock is taken at the start,
-    so two writers queue on the busy timeout instead of failing halfway."""
-
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self.connection = connection
-
-    def __enter__(self) -> None:
-        self.connection.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind: type[BaseException] | None, *rest: object) -> None:
-        if kind is None:
-            self.connection.execute("COMMIT")
-        elif self.connection.in_transaction:
-            self.connection.execute("ROLLBACK")
-
-
 def cached_lists(
     store: SearchCache | None,
     identity: Sequence[Any],
@@ -353,6 +203,20 @@ def cached_aligned(
     return _per_query(store, "aligned", identity, queries, compute, encode_aligned, decode_aligned)
 
 
+def _read(store: SearchCache, keys: Sequence[str], decode: Callable[[bytes], Any]) -> dict[str, Any]:
+    """The decoded values ``store`` holds under ``keys``; one that does not decode is dropped from the
+    store as damaged (and computed again by the caller, as a missing one)."""
+    values: dict[str, Any] = {}
+    undecodable = []
+    for key, value in store.get(keys).items():
+        try:
+            values[key] = decode(value)
+        except DECODE_ERRORS:
+            undecodable.append(key)
+    store.discard(undecodable)
+    return values
+
+
 def _per_query(
     store: SearchCache,
     kind: str,
@@ -365,18 +229,9 @@ def _per_query(
     """Per query: the ``kind`` entry under ``identity`` and its text where kept, else what ``compute``
     (called once, for the queries lacking) makes, then kept (``encode`` None: not kept)."""
     keys = [content_key(kind, *identity, query.text) for query in queries]
-    found = store.get(keys)
-    values: dict[str, Any] = {}
-    missing = []
-    for query, key in zip(queries, keys, strict=True):
-        value = found.get(key)
-        try:
-            if value is not None:
-                values[query.qid] = decode(value)
-        except (ValueError, struct.error, UnicodeDecodeError):  # a damaged entry is computed again
-            value = None
-        if value is None:
-            missing.append(query)
+    found = _read(store, keys, decode)
+    values = {query.qid: found[key] for query, key in zip(queries, keys, strict=True) if key in found}
+    missing = [query for query in queries if query.qid not in values]
     store.count(kind, len(queries) - len(missing), len(missing))
     if missing:
         computed = compute(missing)
@@ -386,32 +241,39 @@ def _per_query(
     return {query.qid: values[query.qid] for query in queries}
 
 
+def decode_vector(value: bytes) -> np.ndarray:
+    return np.frombuffer(value, dtype=np.float32)
+
+
+def decode_score(value: bytes) -> float:
+    """One reranker score, kept as its four float32 bytes."""
+    if len(value) != 4:
+        raise ValueError("damaged cached score")
+    return float(np.frombuffer(value, dtype=np.float32)[0])
+
+
 def cached_vectors(
     store: SearchCache | None,
     identity: Sequence[Any],
     texts: Sequence[str],
     compute: Callable[[Sequence[str]], np.ndarray],
 ) -> np.ndarray:
-    """Query vectors of ``texts`` (float32 [n, dim]): cached ones read, the others encoded once and kept."""
+    """Query vectors of ``texts`` (float32 [n, dim]): cached ones read, the others encoded once and kept
+    (every entry under one ``identity``, the model's, has its dimension)."""
     if store is None:
         return compute(texts)
     keys = [content_key("vector", *identity, text) for text in texts]
-    found = store.get(keys)
+    found = _read(store, keys, decode_vector)
     missing = [i for i, key in enumerate(keys) if key not in found]
     store.count("vector", len(texts) - len(missing), len(missing))
-    encoded = compute([texts[i] for i in missing]) if missing else None
-    rows: list[np.ndarray] = [np.empty(0, dtype=np.float32)] * len(texts)
-    for i, key in enumerate(keys):
-        if key in found:
-            rows[i] = np.frombuffer(found[key], dtype=np.float32)
-    if encoded is not None:
+    rows = [found.get(key) for key in keys]
+    if missing:
+        encoded = compute([texts[i] for i in missing])
         kept = {}
         for row, i in enumerate(missing):
             rows[i] = np.ascontiguousarray(encoded[row], dtype=np.float32)
             kept[keys[i]] = rows[i].tobytes()
         store.put(kept)
-    if len({row.shape for row in rows}) > 1:  # a damaged entry: encode everything afresh
-        return compute(texts)
     return np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
 
 
@@ -454,13 +316,13 @@ def look_up_pairs(
         content_key("pair", identity, query, docid, text_hash(text))
         for (query, text), docid in zip(pairs, docids, strict=True)
     ]
-    found = {key: value for key, value in store.get(keys).items() if len(value) == 4}
+    found = _read(store, keys, decode_score)
     missing = [i for i, key in enumerate(keys) if key not in found]
     store.count("pair", len(pairs) - len(missing), len(missing))
     scores = np.empty(len(pairs), dtype=np.float32)
     for i, key in enumerate(keys):
         if key in found:
-            scores[i] = np.frombuffer(found[key], dtype=np.float32)[0]
+            scores[i] = found[key]
     return PairLookup(scores, keys, missing)
 
 

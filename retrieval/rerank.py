@@ -54,6 +54,17 @@ def _group_pairs(
     return docids, [(texts[qid], document_text(next(documents))) for qid in group for _ in heads[qid]]
 
 
+def _group_key(
+    group: list[str], heads: dict[str, list[str]], texts: dict[str, str], store: Any, identity: str
+) -> str:
+    """The key a group's saved scores are kept under (:func:`retrieval.rerank_parts.group_key`), made from
+    the texts the reranker will read: a group saved by an earlier run over other texts (another index
+    with the same document ids) is not reused. Reads the group's documents (then dropped), so only one
+    group's texts are held at a time."""
+    docids, pairs = _group_pairs(group, heads, texts, store)
+    return group_key(identity, [qid for qid in group for _ in heads[qid]], docids, pairs)
+
+
 def _score_group(
     group: list[str],
     heads: dict[str, list[str]],
@@ -125,7 +136,8 @@ def rerank(
 
     Queries without a text keep their first-stage list (callers decide whether that is allowed). With
     ``parts``, groups finished by an earlier, interrupted call with the same ``identity`` (the reranker's
-    fingerprint and settings) are read instead of scored again; the scores, and so the run, are the same.
+    fingerprint and settings) and the same query and document texts are read instead of scored again;
+    the scores, and so the run, are the same.
     With ``pair_cache``, only pairs this reranker has not scored in an earlier command are scored.
     ``reranker`` may be replicas in worker processes or Ray actors (:mod:`retrieval.rerank_workers`):
     the uncached pairs of the missing groups are then scored in parallel, each group kept as it
@@ -136,8 +148,8 @@ def rerank(
     ordered = {qid: rank_order(docs) for qid, docs in run.items()}
     heads = {qid: [docid for docid, _ in ordered[qid][:depth]] for qid in ordered if qid in texts}
     groups = query_groups(heads, group_pairs or RERANK_GROUP_PAIRS)
-    keys = [group_key(identity, [(qid, texts[qid], heads[qid]) for qid in group]) for group in groups]
     sizes = [sum(len(heads[qid]) for qid in group) for group in groups]
+    keys = [_group_key(group, heads, texts, store, identity) for group in groups] if parts is not None else []
     saved: dict[int, np.ndarray] = {}
     if parts is not None:
         for number, (key, size) in enumerate(zip(keys, sizes, strict=True)):

