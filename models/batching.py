@@ -1,30 +1,107 @@
-"""Token-budget batching: the one batch loop of the embedder and the reranker, and the input bounds.
+"""Token-budget batching: the one batch loop of the embedder and the reranker, and its batch shapes.
 
 A fixed batch size either wastes the accelerator on short texts or runs out of memory on long ones, and
-mixing lengths pays for padding. Batches cut by a budget of *padded* tokens (longest length x batch size)
-keep the work per forward pass constant, and sorting by length makes the padding nearly zero. Running out
-of memory halves the budget and retries the batch instead of losing the run.
+mixing lengths pays for padding. Batches cut by a budget of *padded* tokens (width x rows) keep the work
+per forward pass constant. Running out of memory halves the budget and retries the batch instead of
+losing the run.
+
+**Batch invariance.** A cached query vector or rerank score must equal the one computed with other
+neighbours, bit for bit. Floating-point results depend on the batch's shape, not only on the row: padding
+changes the width every reduction runs over and the attention kernel (transformers drops the mask of a
+batch without padding), and math libraries pick kernels by the number of rows of a matrix product
+(measured with MKL on AVX-512: a row's product differs between 7 rows and 8, and up to 171 rows with 64
+threads, but never when the row count is a multiple of 4). So the *invariant* layouts give every input a
+shape that depends on its own length alone:
+
+- the width is the input's length rounded up to a multiple of 4 (up to :data:`SHORT_WIDTHS` tokens) or the
+  next step of a ladder strictly above it (at most 12.5% padding), and a batch holds inputs of one width
+  that are all padded or all not (so the attention mask is there or not whatever the neighbours);
+- ``by-length`` (CPU): as many rows as the budget allows, rounded up by repeating the batch's first
+  input so that every matrix product has a multiple of 4 rows: rows x width for the layers, and the
+  row count itself for a model with a head over one vector per row (the rerankers); one row where the
+  budget fits fewer. Exact on the CPU: tested bitwise for any neighbours and any split
+  (``tests/test_batching.py``, ``tests/test_embedder.py``, ``tests/test_reranker.py``,
+  ``tests/test_faults_batch_invariance.py``), and the matrix-product property with MKL at 1 to 64
+  threads; another BLAS whose kernels group rows otherwise would need another quantum;
+- ``by-length-fixed`` (GPUs): :data:`FIXED_ROWS` rows per batch of a width, filled by repetition, so every
+  batch of a width has one shape and the GPU library picks one kernel for it. Likely but not guaranteed:
+  a kernel may still treat rows differently by their position (split-K or stream-K reductions).
+
+Either way the bits are those of one machine: another device, GPU model, driver, library version, dtype
+or thread count is another computation. After an out-of-memory back-off the rows per batch shrink, so later
+batches may differ in the last bits from a run that had the memory. Document encoding keeps the
+``padded`` layout (longest first, padded to the batch's longest, or packed rows on CUDA): each document is
+encoded once, with the other documents of its chunk, whichever slice or rerun encodes the chunk.
 """
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from lyre.basics.errors import LyreError
 from lyre.basics.progress import say
 
-CHARS_PER_TOKEN_BOUND = 32
-"""Characters a text may have per token it can keep. Tokens of natural text and code average 3 to 5
-characters and rarely exceed 16, so text beyond ``max_tokens x 32`` characters can never reach the model:
-it is dropped before tokenizing, which otherwise costs memory and time in proportion to the whole text
-(one 6.8 MB document took encoding to 1.6 GB)."""
+Layout = Literal["padded", "by-length", "by-length-fixed"]
+ROW_QUANTUM = 4
+"""Every matrix product of an invariant batch has a multiple of this many rows, where MKL's kernels give
+each row the same bits whatever the row count."""
+FIXED_ROWS = 8
+"""Rows of every ``by-length-fixed`` batch (fewer when the budget fits fewer): small, so a width with few
+inputs repeats few rows, and enough to keep a GPU busy on inputs of hundreds of tokens."""
+SHORT_WIDTHS = 64
+"""Inputs up to this many tokens run at their length rounded up to a multiple of :data:`ROW_QUANTUM`;
+longer ones share the widths of a ladder."""
 
 
-def cut_text(text: str, max_tokens: int) -> str:
-    """``text`` without the characters that cannot fall within its first ``max_tokens`` tokens."""
-    return text[: max_tokens * CHARS_PER_TOKEN_BOUND]
+@dataclass(frozen=True)
+class Batch:
+    """One forward pass: the ``inputs`` it computes (indices, in row order), then ``fill`` rows repeating
+    ``inputs[0]`` whose results are dropped, all padded to ``width`` (None: the longest input's)."""
+
+    inputs: list[int]
+    fill: int = 0
+    width: int | None = None
+    rows: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rows", [*self.inputs, *[self.inputs[0]] * self.fill])
+
+
+def ladder_width(length: int, max_width: int) -> int:
+    """The width an input of ``length`` tokens runs at in the invariant layouts: up to
+    :data:`SHORT_WIDTHS`, its length rounded up to a multiple of :data:`ROW_QUANTUM`; beyond, the next
+    multiple of an eighth of its power of two strictly above it (at most 12.5% padding); never more than
+    ``max_width`` (an input of ``max_width`` tokens runs unpadded)."""
+    if length >= max_width:
+        return length
+    if length <= SHORT_WIDTHS:
+        return min(-(-length // ROW_QUANTUM) * ROW_QUANTUM, max_width)
+    step = 1 << (length.bit_length() - 4)
+    return min((length // step + 1) * step, max_width)
+
+
+def row_quantum(width: int, head_per_row: bool) -> int:
+    """The row counts an invariant batch of ``width`` may have are multiples of this: so that rows x width
+    is a multiple of :data:`ROW_QUANTUM`, and the row count itself where the model ends in a head over one
+    vector per row (a language-model or classification head)."""
+    return ROW_QUANTUM if head_per_row else ROW_QUANTUM // math.gcd(width, ROW_QUANTUM)
+
+
+def invariant_rows(width: int, token_budget: int, quantum: int) -> int:
+    """The most rows an invariant batch of ``width`` may have: a multiple of ``quantum`` within the
+    budget, or one row where the budget fits fewer than that."""
+    fit = token_budget // max(width, 1)
+    return fit - fit % quantum if fit >= quantum else 1
+
+
+def invariant_layout(device_type: str) -> Layout:
+    """``by-length`` on the CPU, ``by-length-fixed`` on accelerators (which pick kernels by shape)."""
+    return "by-length" if device_type == "cpu" else "by-length-fixed"
 
 
 def truncate_with_eos(ids: Sequence[int], max_length: int, eos_id: int) -> list[int]:
@@ -61,37 +138,78 @@ def is_out_of_memory(error: BaseException) -> bool:
     )
 
 
+def shape_queues(
+    lengths: Sequence[int], layout: Layout, max_width: int
+) -> list[tuple[int | None, deque[int]]]:
+    """The inputs in the order they run, as (width, queue) per shape: one queue, longest first, for
+    ``padded``; one per (ladder width, padded or not), widest first, inputs in order, otherwise."""
+    if layout == "padded":
+        return [(None, deque(int(i) for i in length_order(lengths)))]
+    shapes: dict[tuple[int, bool], deque[int]] = {}
+    for index, length in enumerate(lengths):
+        width = ladder_width(int(length), max_width)
+        shapes.setdefault((width, width > length), deque()).append(index)
+    return [(width, shapes[width, padded]) for width, padded in sorted(shapes, reverse=True)]
+
+
+def next_batch(
+    queue: deque[int],
+    width: int | None,
+    lengths: Sequence[int],
+    token_budget: int,
+    layout: Layout,
+    head_per_row: bool,
+) -> Batch:
+    """Take the next batch off ``queue`` (see the module docstring for the shapes)."""
+    if width is None:
+        rows = min(batch_rows(int(lengths[queue[0]]), token_budget), len(queue))
+        return Batch([queue.popleft() for _ in range(rows)])
+    quantum = row_quantum(width, head_per_row)
+    rows = invariant_rows(width, token_budget, quantum)
+    if layout == "by-length-fixed":
+        rows = min(rows, FIXED_ROWS)
+    elif rows > 1:
+        rows = min(rows, -(-len(queue) // quantum) * quantum)
+    inputs = [queue.popleft() for _ in range(min(rows, len(queue)))]
+    return Batch(inputs, rows - len(inputs), width)
+
+
 def run_batches(
     lengths: Sequence[int],
     token_budget: int,
-    forward: Callable[[list[int]], None],
+    forward: Callable[[Batch], None],
     *,
     too_long: Callable[[int], LyreError],
+    layout: Layout = "padded",
+    max_width: int = 0,
+    head_per_row: bool = True,
 ) -> int:
-    """Call ``forward`` on batches of input indices covering every input once, longest first, each batch
-    within ``token_budget`` padded tokens. ``forward`` computes and stores its batch's results (and
-    reports progress) only once it succeeds. On out-of-memory the budget is halved and the batch retried;
-    a single input that does not fit raises ``too_long(its length)``. Returns the budget that held, so
-    the caller starts there next time."""
-    pending = deque(int(i) for i in length_order(lengths))
-    while pending:
-        # Cut lazily: after a back-off, the batches still to come shrink too.
-        rows = min(batch_rows(int(lengths[pending[0]]), token_budget), len(pending))
-        batch = [pending.popleft() for _ in range(rows)]
-        try:
-            forward(batch)
-        except (RuntimeError, MemoryError) as error:
-            if not (isinstance(error, MemoryError) or is_out_of_memory(error)):
-                raise
-            _release_cached_memory()
-            if len(batch) == 1:
-                raise too_long(int(lengths[batch[0]])) from None
-            token_budget = max(token_budget // 2, 1)
-            say(
-                f"out of memory on {len(batch)} inputs of up to {lengths[batch[0]]} tokens; "
-                f"token budget halved to {token_budget}"
-            )
-            pending.extendleft(reversed(batch))
+    """Call ``forward`` on batches covering every input once, longest first, each within
+    ``token_budget`` padded tokens, shaped by ``layout`` (for the invariant layouts, ``max_width`` is the
+    longest an input can be, and ``head_per_row`` says whether the model ends in a head over one vector
+    per row, see :func:`row_quantum`). ``forward`` runs ``batch.rows`` and computes and stores the results of
+    ``batch.inputs`` (and reports progress) only once it succeeds. On out-of-memory the budget is halved
+    and the batch retried; a single row that does not fit raises ``too_long(its length)``. Returns the
+    budget that held, so the caller starts there next time."""
+    for width, queue in shape_queues(lengths, layout, max(max_width, max(lengths, default=0))):
+        while queue:
+            # Cut lazily: after a back-off, the batches still to come shrink too.
+            batch = next_batch(queue, width, lengths, token_budget, layout, head_per_row)
+            try:
+                forward(batch)
+            except (RuntimeError, MemoryError) as error:
+                if not (isinstance(error, MemoryError) or is_out_of_memory(error)):
+                    raise
+                _release_cached_memory()
+                longest = max(int(lengths[i]) for i in batch.inputs)
+                if len(batch.rows) == 1:
+                    raise too_long(longest) from None
+                token_budget = max(token_budget // 2, 1)
+                say(
+                    f"out of memory on a batch of {len(batch.rows)} inputs of up to {longest} tokens; "
+                    f"token budget halved to {token_budget}"
+                )
+                queue.extendleft(reversed(batch.inputs))
     return token_budget
 
 
@@ -103,9 +221,12 @@ def _release_cached_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def pad_batch(sequences: Sequence[Sequence[int]], pad_id: int, side: str) -> tuple[np.ndarray, np.ndarray]:
-    """(input_ids, attention_mask) int64 arrays, padded on ``side`` ("left" or "right") to the longest."""
-    width = max(len(sequence) for sequence in sequences)
+def pad_batch(
+    sequences: Sequence[Sequence[int]], pad_id: int, side: str, width: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(input_ids, attention_mask) int64 arrays, padded on ``side`` ("left" or "right") to ``width``
+    (None: the longest sequence)."""
+    width = max(len(sequence) for sequence in sequences) if width is None else width
     ids = np.full((len(sequences), width), pad_id, dtype=np.int64)
     mask = np.zeros((len(sequences), width), dtype=np.int64)
     for row, sequence in enumerate(sequences):

@@ -1,11 +1,14 @@
 """The dense encoder: texts -> L2-normalised float32 vectors under an explicit recipe.
 
-Written so that a text's vector does not depend on its batch: pooling reads the position of the last (or
-first) *real* token from the attention mask, whichever side was padded, and position ids count real tokens
-only. Batches are cut by a token budget over length-sorted inputs (see :mod:`models.batching`). On CUDA,
-decoder models run padding-free packed batches instead (see :mod:`models.packing`); on the CPU, where
-sorted padded batches already waste little and a packed row's block mask costs more than it saves, the
-padded path stays.
+Pooling reads the position of the last (or first) *real* token from the attention mask, whichever side
+was padded, and position ids count real tokens only, so a text means the same in any batch. Queries go
+further: their vectors are cached and must not depend on their neighbours even in the last bit, so they
+run in the invariant batch layouts of :mod:`models.batching` (every query's batch shape a function of its
+own length). Documents are encoded once each, with the other documents of their chunk, in token-budget
+batches over length-sorted inputs; on CUDA, decoder models run padding-free packed batches instead (see
+:mod:`models.packing`); on the CPU, where sorted padded batches already waste little and a packed row's
+block mask costs more than it saves, the padded path stays. Long texts are cut before tokenizing only
+where no token the model reads can change (:mod:`models.token_prefix`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from lyre.basics.errors import LyreError, OptionError, opt
 from lyre.basics.progress import ProgressSink
-from lyre.models.batching import cut_text, pad_batch, run_batches, truncate_with_eos
+from lyre.models.batching import Batch, invariant_layout, pad_batch, run_batches, truncate_with_eos
 from lyre.models.loading import (
     LYCHEE_EMBED,
     cpu_threads,
@@ -30,6 +33,7 @@ from lyre.models.loading import (
 )
 from lyre.models.packing import ROW_TOKENS, can_pack, pack, pack_rows, packed_hidden, pool_packed
 from lyre.models.recipes import EmbedRecipe, resolve_recipe
+from lyre.models.token_prefix import token_prefixes
 
 if TYPE_CHECKING:
     import torch
@@ -162,12 +166,13 @@ class Embedder:
 
     def tokenize(self, texts: Sequence[str]) -> list[list[int]]:
         """Token ids per text (no padding), truncated to max_length, ending in one EOS when required.
-        Characters that cannot fall within max_length tokens are dropped first (:func:`cut_text`)."""
+        A long text is cut first where the tokens up to max_length stay those of the whole text
+        (:func:`~models.token_prefix.token_prefixes`)."""
         if not texts:
             return []
         limit = self.recipe.max_length
         encoded = self.tokenizer(
-            [cut_text(text, limit) for text in texts],
+            token_prefixes(self.tokenizer, texts, limit),
             add_special_tokens=True,
             truncation=True,
             max_length=limit,
@@ -179,19 +184,25 @@ class Embedder:
     def encode_queries(
         self, texts: Sequence[str], task: str | None = None, progress: ProgressSink | None = None
     ) -> np.ndarray:
-        """Query vectors; the instruction (``task`` or the recipe's) is applied to queries only."""
+        """Query vectors; the instruction (``task`` or the recipe's) is applied to queries only. A query's
+        vector is the same, bit for bit, whatever queries it is encoded with (see :mod:`models.batching`)."""
         return self.encode_ids(
-            self.tokenize([self.recipe.format_query(text, task) for text in texts]), progress
+            self.tokenize([self.recipe.format_query(text, task) for text in texts]), progress, invariant=True
         )
 
     def encode_documents(self, texts: Sequence[str], progress: ProgressSink | None = None) -> np.ndarray:
         return self.encode_ids(self.tokenize([self.recipe.format_document(text) for text in texts]), progress)
 
     def encode_ids(
-        self, sequences: Sequence[Sequence[int]], progress: ProgressSink | None = None
+        self,
+        sequences: Sequence[Sequence[int]],
+        progress: ProgressSink | None = None,
+        *,
+        invariant: bool = False,
     ) -> np.ndarray:
         """float32 [n, dim] for tokenized inputs, in input order, batched by the token budget (longest
-        first, or packed rows); ``progress`` advances after each batch. Out of memory halves the budget."""
+        first, or packed rows); ``progress`` advances after each batch. Out of memory halves the budget.
+        ``invariant``: each vector independent of the other inputs, bit for bit (for cached queries)."""
         vectors = np.zeros((len(sequences), self.dim), dtype=np.float32)
         if not sequences:
             return vectors
@@ -202,22 +213,33 @@ class Embedder:
             if progress is not None:
                 progress.advance(len(indices), sum(lengths[i] for i in indices))
 
-        if self.packing:
+        if self.packing and not invariant:
             rows = pack_rows(lengths, max(ROW_TOKENS, self.recipe.max_length))
 
-            def forward(batch: list[int]) -> None:
-                chosen = [rows[r] for r in batch]
+            def forward_packed(batch: Batch) -> None:
+                chosen = [rows[r] for r in batch.inputs]
                 indices = [i for row in chosen for i in row]
                 done(indices, self._forward_packed([[sequences[i] for i in row] for row in chosen]))
 
             row_lengths = [sum(lengths[i] for i in row) for row in rows]
-            self.token_budget = run_batches(row_lengths, self.token_budget, forward, too_long=self._too_long)
-        else:
+            self.token_budget = run_batches(
+                row_lengths, self.token_budget, forward_packed, too_long=self._too_long
+            )
+            return vectors
 
-            def forward(batch: list[int]) -> None:
-                done(batch, self._forward([sequences[i] for i in batch]))
+        def forward(batch: Batch) -> None:
+            computed = self._forward([sequences[i] for i in batch.rows], batch.width)
+            done(batch.inputs, computed[: len(batch.inputs)])
 
-            self.token_budget = run_batches(lengths, self.token_budget, forward, too_long=self._too_long)
+        self.token_budget = run_batches(
+            lengths,
+            self.token_budget,
+            forward,
+            too_long=self._too_long,
+            layout=invariant_layout(self.device.type) if invariant else "padded",
+            max_width=self.recipe.max_length,
+            head_per_row=False,  # pooled from the token states: every product runs over rows x width
+        )
         return vectors
 
     @staticmethod
@@ -233,10 +255,10 @@ class Embedder:
             vectors = torch.nn.functional.normalize(vectors, p=2, dim=1)
         return vectors.cpu().numpy().astype(np.float32, copy=False)
 
-    def _forward(self, sequences: list[Sequence[int]]) -> np.ndarray:
+    def _forward(self, sequences: list[Sequence[int]], width: int | None = None) -> np.ndarray:
         import torch
 
-        ids, mask = pad_batch(sequences, self.pad_id, self.recipe.padding_side)
+        ids, mask = pad_batch(sequences, self.pad_id, self.recipe.padding_side, width)
         input_ids = torch.from_numpy(ids).to(self.device)
         attention_mask = torch.from_numpy(mask).to(self.device)
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}

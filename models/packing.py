@@ -9,7 +9,10 @@ documents), variable-length kernels for FlashAttention. A sequence's hidden stat
 has alone, and pooling reads each sequence's own span.
 
 Only decoder models whose transformers implementation builds its mask from position ids take this path
-(:data:`PACKABLE_MODEL_TYPES`); encoders such as BERT keep padded batches.
+(:data:`PACKABLE_MODEL_TYPES`); encoders such as BERT keep padded batches. Only documents take it: a
+packed batch's shape (and so the kernels that run it) changes with the sequences packed together, so a
+sequence's vector may differ in the last bits with its neighbours, which is harmless for a document
+encoded once but not for a cached query (queries use the invariant layouts of :mod:`models.batching`).
 """
 
 from __future__ import annotations

@@ -6,9 +6,11 @@ computed (``logits_to_keep=1``): the 152k-row output layer over every position i
 implementations. Padding is on the left so the last position is the answer slot in every row, and
 position ids are counted from each row's first real token, so a pair scores the same alone or in a batch.
 The document is truncated to a token budget before formatting, so the prompt's suffix and the answer
-slot are never cut; characters that cannot fall within the budget are dropped before tokenizing at all.
-Pairs are sorted by length and batched by a token budget (padding is pure waste) in the loop the embedder
-uses too (:func:`models.batching.run_batches`): out of memory halves the budget and retries.
+slot are never cut; a long text is cut before tokenizing only where no token the model reads can change
+(:mod:`models.token_prefix`). Pairs run in the one batch loop the embedder uses too
+(:func:`models.batching.run_batches`), in its invariant layout: a pair's score is the same, bit for bit,
+whatever pairs it is scored with, so cached, resumed and distributed scores equal fresh ones; out of
+memory halves the budget and retries.
 
 cross-encoder recipe: a sequence classification head over ``[CLS] query [SEP] document [SEP]``; the
 score is the single logit, or p(relevant) for a two-class head.
@@ -25,8 +27,9 @@ from typing import Any
 import numpy as np
 from lyre.basics.errors import LyreError, opt
 from lyre.basics.progress import ProgressSink, TokenProgress
-from lyre.models.batching import cut_text, pad_batch, run_batches
+from lyre.models.batching import Batch, invariant_layout, pad_batch, run_batches
 from lyre.models.rerank_templates import DEFAULT_INSTRUCTION, DEFAULT_RERANKER, RerankTemplate, get_template
+from lyre.models.token_prefix import token_prefixes
 
 KINDS = ("auto", "yes-no", "cross-encoder")
 
@@ -199,12 +202,11 @@ class Reranker:
         """Each document cut to its longest prefix of at most ``budget`` tokens, at a token's end.
 
         Cutting the text (by the tokenizer's character offsets) rather than the ids keeps the prompt a plain
-        string that is tokenized once as a whole, exactly as a reference implementation would. Only the
-        characters that can fall within the budget are tokenized (:func:`cut_text`).
+        string that is tokenized once as a whole, exactly as a reference implementation would. A long
+        document is cut first where its first ``budget + 1`` tokens stay those of the whole text
+        (:func:`~models.token_prefix.token_prefixes`).
         """
-        documents = [
-            cut_text(document, max(budget, 0)) for document, budget in zip(documents, budgets, strict=True)
-        ]
+        documents = token_prefixes(self.tokenizer, documents, [max(budget, 0) for budget in budgets])
         offsets = self.tokenizer(
             documents, add_special_tokens=False, return_offsets_mapping=True, verbose=False
         )
@@ -222,16 +224,15 @@ class Reranker:
 
     def encode_yes_no(self, pairs: Sequence[tuple[str, str]]) -> list[list[int]]:
         """Token ids of each pair's prompt, the document cut so the whole fits in ``max_length``."""
-        pairs = [(cut_text(query, self.max_length), document) for query, document in pairs]
         queries = sorted({query for query, _ in pairs})
-        empty_prompts = self._ids([self.prompt(query, "") for query in queries])
-        overhead = {query: len(ids) for query, ids in zip(queries, empty_prompts, strict=True)}
-        too_long = [query for query in queries if overhead[query] >= self.max_length]
-        if too_long:
-            raise LyreError(
-                f"a query's rerank prompt alone takes {overhead[too_long[0]]} tokens, max_length is "
-                f"{self.max_length}; shorten the query or raise the reranker's max_length"
-            )
+        counts = self._token_counts([self.prompt(query, "") for query in queries], self.max_length)
+        overhead = {query: count for query, (count, _) in zip(queries, counts, strict=True)}
+        for count, more in counts:
+            if count >= self.max_length:
+                raise LyreError(
+                    f"a query's rerank prompt alone takes {count}{more} tokens, max_length is "
+                    f"{self.max_length}; shorten the query or raise the reranker's max_length"
+                )
         budgets = [min(self.doc_max_tokens, self.max_length - overhead[query]) for query, _ in pairs]
         documents = self.truncate_documents([document for _, document in pairs], budgets)
         encoded = self._ids(
@@ -248,11 +249,18 @@ class Reranker:
 
     def encode_cross(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, list[int]]]:
         """``[CLS] query [SEP] document [SEP]`` per pair, only the document truncated."""
+        room = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=True)
+        for count, more in self._token_counts(sorted({query for query, _ in pairs}), room):
+            if count >= room:
+                raise LyreError(
+                    f"a rerank query takes {count}{more} tokens, which leaves no room for the document in "
+                    f"max_length {self.max_length}; shorten the query or raise the reranker's max_length"
+                )
         documents = self.truncate_documents(
             [document for _, document in pairs], [self.doc_max_tokens] * len(pairs)
         )
         tokens = self.tokenizer(
-            [cut_text(query, self.max_length) for query, _ in pairs],
+            [query for query, _ in pairs],
             documents,
             truncation="only_second",
             max_length=self.max_length,
@@ -263,6 +271,15 @@ class Reranker:
     def _ids(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
+    def _token_counts(self, texts: list[str], limit: int) -> list[tuple[int, str]]:
+        """Each text's token count, exact up to ``limit``; beyond, counted on a prefix with more than
+        ``limit`` tokens (:func:`~models.token_prefix.token_prefixes`) and marked ``"+"``, a lower bound."""
+        prefixes = token_prefixes(self.tokenizer, texts, limit)
+        return [
+            (len(ids), "+" if prefix != text else "")
+            for text, prefix, ids in zip(texts, prefixes, self._ids(prefixes), strict=True)
+        ]
+
     # --- batched forward ------------------------------------------------------------------------------
 
     def _run(self, pairs: Sequence[tuple[str, str]], progress: ProgressSink) -> np.ndarray:
@@ -272,11 +289,19 @@ class Reranker:
         progress.tokenized(len(encoded), sum(lengths))
         scores = np.zeros(len(encoded), dtype=np.float32)
 
-        def forward(batch: list[int]) -> None:
-            scores[batch] = self._forward([encoded[i] for i in batch])
-            progress.advance(len(batch), sum(lengths[i] for i in batch))
+        def forward(batch: Batch) -> None:
+            computed = self._forward([encoded[i] for i in batch.rows], batch.width)
+            scores[batch.inputs] = computed[: len(batch.inputs)]
+            progress.advance(len(batch.inputs), sum(lengths[i] for i in batch.inputs))
 
-        self.token_budget = run_batches(lengths, self.token_budget, forward, too_long=self._too_long)
+        self.token_budget = run_batches(
+            lengths,
+            self.token_budget,
+            forward,
+            too_long=self._too_long,
+            layout=invariant_layout(self.device.type),
+            max_width=self.max_length,
+        )
         return scores
 
     @staticmethod
@@ -285,24 +310,25 @@ class Reranker:
             f"one rerank pair of {length} tokens does not fit in memory; lower the reranker's max_length"
         )
 
-    def _forward(self, items: list[Any]) -> np.ndarray:
+    def _forward(self, items: list[Any], width: int | None = None) -> np.ndarray:
+        """Scores of ``items`` (token ids, or ids and type ids), padded to ``width`` (None: the longest)."""
         import torch
 
         with torch.inference_mode():
             if self.kind == "yes-no":
-                return self._forward_yes_no(items)
-            return self._forward_cross(items)
+                return self._forward_yes_no(items, width)
+            return self._forward_cross(items, width)
 
-    def _tensors(self, rows: list[list[int]], pad_id: int, side: str) -> tuple[Any, Any]:
+    def _tensors(self, rows: list[list[int]], pad_id: int, side: str, width: int | None) -> tuple[Any, Any]:
         import torch
 
-        ids, mask = pad_batch(rows, pad_id, side)
+        ids, mask = pad_batch(rows, pad_id, side, width)
         return torch.from_numpy(ids).to(self.device), torch.from_numpy(mask).to(self.device)
 
-    def _forward_yes_no(self, items: list[list[int]]) -> np.ndarray:
+    def _forward_yes_no(self, items: list[list[int]], width: int | None) -> np.ndarray:
         import torch
 
-        input_ids, mask = self._tensors(items, self.pad_id, "left")
+        input_ids, mask = self._tensors(items, self.pad_id, "left", width)
         # Positions count from each row's first real token, as they do when the row is alone.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(
@@ -315,13 +341,13 @@ class Reranker:
         pair_logits = out.logits[:, -1, [self.yes_id, self.no_id]].float()
         return torch.softmax(pair_logits, dim=-1)[:, 0].cpu().numpy()
 
-    def _forward_cross(self, items: list[dict[str, list[int]]]) -> np.ndarray:
+    def _forward_cross(self, items: list[dict[str, list[int]]], width: int | None) -> np.ndarray:
         import torch
 
-        input_ids, mask = self._tensors([item["input_ids"] for item in items], self.pad_id, "right")
+        input_ids, mask = self._tensors([item["input_ids"] for item in items], self.pad_id, "right", width)
         inputs = {"input_ids": input_ids, "attention_mask": mask}
         if "token_type_ids" in items[0]:
-            types, _ = self._tensors([item["token_type_ids"] for item in items], 0, "right")
+            types, _ = self._tensors([item["token_type_ids"] for item in items], 0, "right", width)
             inputs["token_type_ids"] = types
         logits = self.model(**inputs).logits.float()
         if logits.shape[-1] == 1:

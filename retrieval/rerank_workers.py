@@ -11,10 +11,11 @@ encoding (:mod:`indexes.engines`):
 
 Every replica loads the model once, on its device, in its dtype, and scores whole groups with the same
 :meth:`~models.reranker.Reranker.score_pairs` as the in-process reranker, so a group's scores do not depend
-on who scored it. Groups come back in the order they finish and are put in place by their number, so
-neither the kept groups nor the run depend on which worker was fastest, and a run killed under one engine
-resumes under another. Texts travel to the workers with each group: workers need no docstore, and the
-parts folder stays beside the run the driver writes.
+on who scored it (on one kind of device; and a pair's score does not depend on the other pairs it was
+scored with, see :mod:`models.batching`). Groups come back in the order they finish and are put in place
+by their number, so neither the kept groups nor the run depend on which worker was fastest, and a run
+killed under one engine resumes under another. Texts travel to the workers with each group: workers need
+no docstore, and the parts folder stays beside the run the driver writes.
 """
 
 from __future__ import annotations

@@ -1,17 +1,21 @@
 from __future__ import annotations
 
+import random
 import resource
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import lyre.models.embedder as embedder_module
 import numpy as np
 import pytest
 import torch
 from embed_fixtures import ENDOFTEXT, reference_last_token
 from lyre.basics.errors import LyreError
-from lyre.models.batching import CHARS_PER_TOKEN_BOUND
+from lyre.models.batching import SHORT_WIDTHS, Layout
 from lyre.models.embedder import Embedder, pool
 from lyre.models.recipes import WEB_SEARCH_TASK
+from lyre.models.token_prefix import START_CHARS_PER_TOKEN
 
 TEXTS = [
     "What is dense retrieval?",
@@ -149,7 +153,42 @@ def test_a_huge_text_is_cut_before_tokenizing(qwen: Embedder) -> None:
     peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     vector = embedder.encode_documents([huge])
     grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
-    assert recording.longest_input <= qwen.recipe.max_length * CHARS_PER_TOKEN_BOUND
+    assert recording.longest_input <= START_CHARS_PER_TOKEN * qwen.recipe.max_length + len(sentence)
     assert grown_mib < 100
     np.testing.assert_allclose(vector, qwen.encode_documents([huge[:2000]]), atol=1e-6)
     assert qwen.tokenize([huge])[0] == qwen.tokenize([huge[:2000]])[0]
+
+
+def invariance_queries() -> list[str]:
+    """The sample's queries and longer ones (past the unpadded widths, onto the padded ladder)."""
+    from helpers import SAMPLE
+    from lyre.formats.queries import read_queries
+
+    queries = [query.text for query in read_queries(SAMPLE / "queries.tsv")]
+    return queries + [" ".join(queries[i : i + 4]) for i in range(0, 28, 3)] + [" ".join(queries[:12])]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["by-length", "by-length-fixed"])
+@pytest.mark.parametrize("model", ["qwen", "bert"])
+def test_a_query_vector_has_the_same_bits_alone_and_among_any_queries(
+    model: str, layout: Layout, qwen: Embedder, tiny_bert: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cached query vectors equal fresh ones: each query encoded alone gives the bits it gets in random
+    subsets in random order, in the CPU's layout and in the GPU's (fixed rows), run here on the CPU."""
+    monkeypatch.setattr(embedder_module, "invariant_layout", lambda device_type: layout)
+    if model == "qwen":
+        recipe = replace(qwen.recipe, max_length=256)
+        embedder = Embedder(
+            qwen.model, qwen.tokenizer, recipe, name=qwen.name, dim=qwen.dim, token_budget=2048
+        )
+    else:
+        embedder = Embedder.from_pretrained(tiny_bert, device="cpu", max_length=256)
+    queries = invariance_queries()
+    assert max(map(len, embedder.tokenize(queries))) > SHORT_WIDTHS  # some run padded to a ladder width
+    alone = np.concatenate([embedder.encode_queries([query]) for query in queries])
+    chooser = random.Random(5)
+    for _ in range(5):
+        subset = chooser.sample(range(len(queries)), chooser.randint(2, len(queries)))
+        together = embedder.encode_queries([queries[i] for i in subset])
+        assert np.array_equal(together, alone[subset])

@@ -1,11 +1,14 @@
 import os
+import random
 from pathlib import Path
 
+import lyre.models.reranker as reranker_module
 import numpy as np
 import pytest
 from lyre.basics.errors import LyreError
-from lyre.models.batching import CHARS_PER_TOKEN_BOUND
+from lyre.models.batching import SHORT_WIDTHS, ladder_width
 from lyre.models.reranker import Reranker, yes_no_ids
+from lyre.models.token_prefix import START_CHARS_PER_TOKEN
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch = pytest.importorskip("torch")
@@ -222,5 +225,48 @@ def test_a_huge_document_is_cut_before_tokenizing(reranker):
 
     recorded = Reranker(reranker.model, Recording(), kind="yes-no", name="tiny", instruction=INSTRUCTION)
     score = recorded.score("how do bees communicate", [huge])
-    assert max(calls) <= 2 * recorded.max_length * CHARS_PER_TOKEN_BOUND  # the prompt around the cut text
+    assert max(calls) <= START_CHARS_PER_TOKEN * recorded.max_length  # the prompt around the cut text
     np.testing.assert_allclose(score, recorded.score("how do bees communicate", [huge[:10_000]]), atol=1e-6)
+
+
+def invariance_pairs() -> list[tuple[str, str]]:
+    """Pairs of many lengths: the sample's queries with documents of one to forty sentences."""
+    from helpers import SAMPLE
+    from lyre.formats.queries import read_queries
+
+    queries = [query.text for query in read_queries(SAMPLE / "queries.tsv")][:6]
+    chooser = random.Random(11)
+    sentences = [document for _, document in PAIRS]
+    return [
+        (query, " ".join(chooser.choice(sentences) for _ in range(chooser.randint(1, 12))))
+        for query in queries
+        for _ in range(4)
+    ]
+
+
+def assert_scores_have_the_same_bits_alone_and_among_any_pairs(reranker: Reranker) -> None:
+    pairs = invariance_pairs()
+    alone = np.array([reranker.score_pairs([pair])[0] for pair in pairs])
+    chooser = random.Random(2)
+    for _ in range(4):
+        subset = chooser.sample(range(len(pairs)), chooser.randint(2, len(pairs)))
+        assert np.array_equal(reranker.score_pairs([pairs[i] for i in subset]), alone[subset])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["by-length", "by-length-fixed"])
+def test_a_pair_score_has_the_same_bits_alone_and_among_any_pairs(reranker, layout, monkeypatch):
+    """Cached and resumed scores equal fresh ones, in the CPU's layout and in the GPU's (run here)."""
+    monkeypatch.setattr(reranker_module, "invariant_layout", lambda device_type: layout)
+    short = variant(reranker, instruction=INSTRUCTION, max_length=200)
+    lengths = [len(ids) for ids in short.encode_yes_no(invariance_pairs())]
+    assert len({ladder_width(length, short.max_length) for length in lengths}) > 4  # several widths
+    assert_scores_have_the_same_bits_alone_and_among_any_pairs(short)
+
+
+@pytest.mark.slow
+def test_a_cross_encoder_score_has_the_same_bits_alone_and_among_any_pairs(cross_folder):
+    cross = Reranker.from_pretrained(cross_folder, device="cpu")
+    lengths = [len(item["input_ids"]) for item in cross.encode_cross(invariance_pairs())]
+    assert min(lengths) <= SHORT_WIDTHS < max(lengths)  # unpadded widths and padded ones
+    assert_scores_have_the_same_bits_alone_and_among_any_pairs(cross)
