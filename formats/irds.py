@@ -42,6 +42,20 @@ def irds_id(source: str | Path | None) -> str | None:
     return text[len(IRDS_PREFIX) :] if text.startswith(IRDS_PREFIX) else None
 
 
+def _dataset_id(source: str | Path) -> str:
+    """The dataset id of ``source`` (an ``irds:`` id, or a bare id given to a reader); ``irds:`` alone is a
+    one-line error that shows it as typed."""
+    dataset_id = irds_id(source)
+    if dataset_id is None:
+        dataset_id = str(source)
+    if not dataset_id.strip():
+        raise LyreError(
+            f"{str(source)!r} names no dataset; write the id after {IRDS_PREFIX}, e.g. "
+            f"{IRDS_PREFIX}beir/scifact/test (see https://ir-datasets.com for the ids)"
+        )
+    return dataset_id
+
+
 def _ir_datasets() -> Any:
     try:
         import ir_datasets
@@ -108,7 +122,7 @@ def _query_text(query: Any, topic_field: str) -> str:
 
 def read_irds_queries(source: str | Path, topic_field: str = "title") -> list[Query]:
     """The queries of an ``irds:`` id in the dataset's order, whitespace collapsed as in query files."""
-    dataset_id = irds_id(source) or str(source)
+    dataset_id = _dataset_id(source)
     dataset = _dataset(dataset_id, "queries")
     digest = hashlib.sha256()
     queries: list[Query] = []
@@ -128,7 +142,7 @@ def read_irds_queries(source: str | Path, topic_field: str = "title") -> list[Qu
 
 def read_irds_qrels(source: str | Path) -> list[Qrel]:
     """The judgments of an ``irds:`` id in the dataset's order."""
-    dataset_id = irds_id(source) or str(source)
+    dataset_id = _dataset_id(source)
     dataset = _dataset(dataset_id, "qrels")
     digest = hashlib.sha256()
     qrels: list[Qrel] = []
@@ -146,7 +160,7 @@ def irds_corpus_file(source: str | Path) -> Path:
     """The JSONL export of an ``irds:`` id's documents, written on first use (see the module docstring)."""
     from lyre.basics.provenance import sha256_file
 
-    dataset_id = irds_id(source) or str(source)
+    dataset_id = _dataset_id(source)
     ir_datasets = _ir_datasets()
     dataset = _dataset(dataset_id, "docs")
     folder = ir_datasets.util.home_path() / "lyre" / dataset_id

@@ -187,6 +187,34 @@ class Analyzer:
         terms = (self.term(word) for word in self.words(text))
         return [term for term in terms if term is not None]
 
+    def preset_name(self) -> str | None:
+        """The name of the preset this analyzer is (versions aside), or None for a custom one."""
+        return next((name for name in PRESETS if Analyzer.preset(name) == self), None)
+
+    def describe(self) -> str:
+        """``english (porter stemmer, lucene stopwords)``: how a message names this analyzer."""
+        stopwords = self.stopwords if isinstance(self.stopwords, str) else f"{len(self.stopwords)} custom"
+        steps = [f"{self.stemmer} stemmer" if self.stemmer != "none" else "no stemmer"]
+        steps.append(f"{stopwords} stopwords" if stopwords != "none" else "no stopwords")
+        if self.kind != "standard":
+            steps.insert(0, self.kind)
+        return f"{self.preset_name() or 'custom'} ({', '.join(steps)})"
+
+    def suggest_for(self, texts: Iterable[str]) -> str | None:
+        """A preset that would give ``texts`` (queries with no term this analyzer's index knows) terms,
+        or None when no analyzer would help (their words are simply absent from the documents).
+
+        CJK text needs ``cjk-bigram``: a standard analyzer keeps a run of Han characters as one word, which
+        matches nothing unless a document holds the very same run. Texts whose every word is a stopword
+        need ``plain``, which keeps them."""
+        texts = list(texts)
+        if self.kind != "cjk-bigram" and any(_CJK_RUN.search(text) for text in texts):
+            return "cjk-bigram"
+        stopped_only = all(self.words(text) and not self.analyze(text) for text in texts)
+        if texts and stopped_only and self._stopset:
+            return "plain"
+        return None
+
 
 def _strip_possessive(word: str) -> str:
     if len(word) > 2 and word[-1] == "s" and word[-2] in "'’":

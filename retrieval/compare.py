@@ -25,7 +25,7 @@ from lyre.basics.errors import LyreError, OptionError
 from lyre.basics.options import check_options, option
 from lyre.retrieval.correction import CORRECTIONS, correction
 from lyre.retrieval.evaluation import DEFAULT_MEASURES, evaluate
-from lyre.retrieval.significance import SIGNIFICANCE_TESTS, paired_test
+from lyre.retrieval.significance import MAX_SAMPLES, SIGNIFICANCE_TESTS, paired_test, resample_bytes
 
 FORMATS = ("table", "markdown", "latex", "json", "csv")
 MARKER = "*"
@@ -42,7 +42,10 @@ class CompareOptions:
         choices=tuple(SIGNIFICANCE_TESTS),
     )
     samples: int = option(
-        10_000, "Sign flips or bootstrap resamples (randomization, bootstrap, CIs).", minimum=1000
+        10_000,
+        "Sign flips or bootstrap resamples (randomization, bootstrap, CIs).",
+        minimum=1000,
+        maximum=MAX_SAMPLES,
     )
     seed: int = option(0, "Seed of the randomization and bootstrap (same seed, same p-values).", minimum=0)
     correction: str = option(
@@ -146,8 +149,12 @@ def _tally(differences: np.ndarray) -> tuple[int, int, int]:
 
 def check_compare(baseline: Path, runs: Sequence[Path], options: CompareOptions) -> None:
     """Every option and argument problem, before any run is read."""
+    from lyre.retrieval.sizes import check_memory
+
     check_options(options)
     options.measure_list()
+    if SIGNIFICANCE_TESTS[options.test].resamples:
+        check_memory("samples", options.samples, resample_bytes(options.samples), "the resampled means")
     if not runs:
         raise LyreError("no run to compare; pass BASELINE and at least one RUN")
     paths = [str(Path(p).resolve()) for p in (baseline, *runs)]

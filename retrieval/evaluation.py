@@ -7,7 +7,9 @@ Conventions, chosen to match ``trec_eval -c`` and stated once here:
   default, 0). Run queries absent from the qrels are ignored (unjudged, as trec_eval does).
 - A run that is empty, or whose queries are all unjudged, scores 0 everywhere: such a table is almost
   always a mistake (another query set, ids with a prefix), so it comes with a one-line warning on stderr
-  (kept in ``EvalTable.warnings`` for ``--json``), and the table is still printed.
+  (kept in ``EvalTable.warnings`` for ``--json``), and the table is still printed. A run that answers
+  only some of the judged queries gets one warning too, saying how many score 0 for having no results
+  in it: the mean is still over every judged query (trec_eval's ``-c``), but never silently.
 - Each query's documents are ranked in trec_eval's order (score descending, ties by docid descending),
   and that order is handed to ir-measures as strictly decreasing scores, so every ir-measures provider
   (pytrec_eval, msmarco, judged) sees the same ranking whatever its own tie-breaking.
@@ -85,6 +87,17 @@ def unjudged_warning(
     return None
 
 
+def unanswered_warning(run_path: str | Path, run: Run, qrels: dict[str, Any]) -> str | None:
+    """How many judged queries ``run`` has no results for (they score 0), when some do and some don't."""
+    missing = [qid for qid in qrels if not run.get(qid)]
+    if not missing or len(missing) == len(qrels):
+        return None
+    return (
+        f"{run_path}: {len(missing)} of the {len(qrels)} judged queries have no results in it "
+        f"(e.g. query {missing[0]!r}); they score 0 in every measure"
+    )
+
+
 def evaluate_run(
     qrels: dict[str, dict[str, int]], run: Run, measures: list[Any]
 ) -> dict[str, dict[str, float]]:
@@ -115,7 +128,7 @@ def evaluate(
     warnings = []
     for path in run_paths:
         run = read_run(path)
-        warning = unjudged_warning(path, run, qrels_path, qrels)
+        warning = unjudged_warning(path, run, qrels_path, qrels) or unanswered_warning(path, run, qrels)
         if warning is not None:
             print(f"warning: {warning}", file=sys.stderr)
             warnings.append(warning)

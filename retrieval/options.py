@@ -54,7 +54,11 @@ class SearchOptions(FusionOptions, RunOptions):
     """Everything that decides a first-stage run; recorded verbatim in the run's sidecar."""
 
     mode: str = option("hybrid", "First stage: BM25, dense, or both fused.", choices=MODES)
-    depth: int = option(1000, "First-stage depth of each side before fusion (at least k).", minimum=1)
+    depth: int = option(
+        1000,
+        "First-stage depth of each side before fusion (at least k; beyond what the index holds, all of it).",
+        minimum=1,
+    )
     weight: float = option(
         0.5, "linear fusion: weight of the dense side (BM25 gets 1 - weight).", minimum=0, maximum=1
     )

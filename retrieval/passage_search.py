@@ -75,6 +75,8 @@ class PassageSearch:
     rerank_passages: int
     passages_per_document: float
     """The index's mean passages per document, from the passages stage's record."""
+    passages: int | None = None
+    """The passages the index holds (None: not recorded): no side retrieves more."""
 
     @classmethod
     def open(
@@ -96,7 +98,10 @@ class PassageSearch:
             )
         counts = records[PASSAGES]["counts"]
         return cls(
-            rule(options.rule_name), options.passages_per_document, counts["passages_per_document_mean"]
+            rule(options.rule_name),
+            options.passages_per_document,
+            counts["passages_per_document_mean"],
+            counts.get("passages"),
         )
 
     @property
@@ -107,7 +112,10 @@ class PassageSearch:
         return max(1, min(math.ceil(self.passages_per_document), MAX_PASSAGES_PER_DOCUMENT))
 
     def side_depth(self, depth: int) -> int:
-        return depth * self.factor
+        """Passages each side retrieves for ``depth`` entries: at most every passage of the index (a
+        deeper search finds the same ones, in arrays that may not fit in memory)."""
+        wanted = depth * self.factor
+        return min(wanted, self.passages) if self.passages else wanted
 
     def documents(self, side: Run, depth: int) -> Run:
         """One side's passage list as its top ``depth`` entries under the rule."""

@@ -113,7 +113,8 @@ def _rows_to_run(qids: Sequence[str], rows: np.ndarray, scores: np.ndarray, stor
 
 @dataclass(frozen=True)
 class LoadedReranker:
-    """A reranker with the identity its saved group scores are keyed by (weights fingerprint, settings)."""
+    """A reranker with the identity its saved group scores and cached pair scores are keyed by (the
+    fingerprint of its weights, config and tokenizer files, and its settings)."""
 
     model: Any
     identity: str
@@ -140,8 +141,10 @@ def locate_reranker(options: RerankOptions, *, optional: bool) -> Path:
 
 
 def load_reranker(folder: Path, options: RerankOptions) -> LoadedReranker:
-    """The reranker in ``folder``; its identity covers every setting that changes a score, and the
-    weights' fingerprint, so saved group scores are reused only for the very same reranker."""
+    """The reranker in ``folder``; its identity covers every setting that changes a score (template,
+    instruction, lengths, device kind, dtype) and the fingerprint of the files that do (weights, config,
+    tokenizer: :func:`models.loading.model_fingerprint`), so saved group scores and cached pair scores are
+    reused only for the very same reranker."""
     from lyre.models.loading import model_fingerprint
     from lyre.retrieval.rerank_workers import device_kind, open_reranker
 
@@ -184,6 +187,8 @@ class SearchPlan:
     """How a passage index is searched (None: a document index); ``store`` is then the passage store."""
     query_model_checked: bool = False
     """Whether :meth:`_check_query_model` found the query model unchanged (once per plan)."""
+    queries_checked: bool = False
+    """Whether :func:`retrieval.query_checks.check_queries` ran (memory, BM25 terms; once per plan)."""
 
     @classmethod
     def open(
@@ -201,6 +206,7 @@ class SearchPlan:
         ``opened``: the index as :func:`indexes.open_index.open_for_search` read and checked it under the
         read lock (``lyre search``), used as it is; without it the manifest is read here, unlocked."""
         from lyre.retrieval.passage_search import PassageSearch
+        from lyre.retrieval.sizes import fit_to_index
 
         check_plan_options(options, rerank_options)
         if opened is not None:
@@ -211,16 +217,19 @@ class SearchPlan:
 
             require_complete(index_dir, manifest, needed_stages(options.mode))
         passages = PassageSearch.open(index_dir, manifest, options.mode, aggregation or AggregationOptions())
+        options = fit_to_index(index_dir, manifest, options, passages)  # depth, k, refine, nprobe capped
         reranking = rerank_options.rerank_depth > 0
         folder = locate_reranker(rerank_options, optional=True) if reranking else None
         from lyre.indexes.docstore import DocStore
 
-        store = Deferred(lambda: DocStore.open(index_dir / (DOCSTORE if passages is None else PASSAGES)))
+        typed = opened.typed if opened is not None else None  # the files are checked against its records
+        store_dir = index_dir / (DOCSTORE if passages is None else PASSAGES)
+        store = Deferred(lambda: DocStore.open(store_dir, typed))
         bm25 = dense = embedder = None
         if BM25 in needed_stages(options.mode):
             from lyre.indexes.bm25 import BM25Index
 
-            bm25 = Deferred(lambda: BM25Index.load(index_dir / BM25))
+            bm25 = Deferred(lambda: BM25Index.load(index_dir / BM25, manifest=typed))
         if DENSE in needed_stages(options.mode):
             from lyre.indexes.dense import DenseIndex
             from lyre.indexes.query_encoder import load_index_embedder
@@ -228,7 +237,7 @@ class SearchPlan:
             # The manifest read above already found both stages complete: neither reads it again.
             records = complete_records(manifest)
             embedder = Deferred(lambda: load_index_embedder(index_dir, embeddings=records[EMBEDDINGS]))
-            dense = Deferred(lambda: DenseIndex.open(index_dir, checked=True))
+            dense = Deferred(lambda: DenseIndex.open(index_dir, checked=True, manifest=typed))
         if cache is None or cache.no_cache:
             for part in (store, bm25, dense, embedder):
                 Deferred.now(part)  # without a cache everything is needed: opened here, errors first
@@ -373,6 +382,11 @@ class SearchPlan:
         """The run of ``queries``: first stage, then the reranked head spliced above the tail.
 
         ``parts``: where finished rerank groups are kept, so an interrupted search resumes."""
+        if not self.queries_checked:
+            from lyre.retrieval.query_checks import check_queries
+
+            check_queries(self, queries)
+            self.queries_checked = True
         if self.passages is not None and self.reranker is not None:
             run, passage_list = self.passage_first_stage(queries, keep_passages=True)
         else:

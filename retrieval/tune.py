@@ -13,6 +13,12 @@ through the pair cache) and is scored per query. Each query's value depends only
 per-query values computed once serve every fold: for fold ``f`` the setting with the best mean on the
 other folds is chosen and fold ``f`` is scored with it. The cross-validated mean is the mean over all
 queries of these held-out values. The settings written to ``--out`` are the best on all dev queries.
+
+The dev queries are the queries of the queries file that the qrels judge. A judged query the file does not
+hold is never searched, so it is left out of every mean and every fold (one warning says how many),
+never scored as 0; a queries file with no judged query is an error. Grid values of depth, k, refine and
+nprobe beyond what the index holds are capped to it (:mod:`retrieval.sizes`), and a grid whose lists and
+values would not fit in memory is refused before any search.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
@@ -37,6 +44,10 @@ from lyre.retrieval.settings_file import apply, check_value_type, nullable, tuna
 
 MAX_GRID_VALUES = 10_000
 """More values than anyone means to search: almost always a step typed wrong."""
+MAX_SETTINGS = 100_000
+"""Combinations of a grid: each one fuses and scores every dev query, and keeps a value per query."""
+VALUE_BYTES = 120
+"""Memory of one setting's value of one query (a ``{qid: value}`` entry)."""
 SIDE_SETTINGS = ("depth", "nprobe", "refine")
 """The settings that change a first stage (the rest only fuse, cut or rerank its lists)."""
 
@@ -139,6 +150,11 @@ def grid_settings(grid: dict[str, list[Any]], options: SearchOptions, rerank: Re
     """Every combination, checked like the flags, without settings its fusion ignores, each once."""
     from lyre.retrieval.plan import check_plan_options
 
+    combinations = math.prod(len(values) for values in grid.values())
+    if combinations > MAX_SETTINGS:
+        counts = " x ".join(f"{len(values)} {name}" for name, values in grid.items())
+        problem = f"gives {combinations:,} combinations (at most {MAX_SETTINGS:,}); give fewer values"
+        raise OptionError("grid", f"({counts})", problem)
     settings: list[Setting] = []
     seen: set[str] = set()
     for values in itertools.product(*grid.values()):
@@ -201,6 +217,8 @@ class TuneReport:
     cross_validated: float
     first_stage_seconds: float
     settings_seconds: float
+    judged: int
+    """Queries judged in the qrels; those beyond ``queries`` were not in the queries file (left out)."""
 
     @property
     def chosen(self) -> Setting:
@@ -258,33 +276,44 @@ def tune(
     cache: CacheOptions | None = None,
     topic_field: str = "title",
 ) -> TuneReport:
-    """Evaluate every grid setting on the dev queries (judged in ``qrels_path``) and cross-validate."""
+    """Evaluate every grid setting on the dev queries and cross-validate.
+
+    The dev queries are the queries of ``queries_path`` judged in ``qrels_path``. Judged queries that the
+    file does not hold are left out of every mean and fold (said once, on stderr), never scored as 0:
+    a mean over queries that were never searched would rank settings on a number that is not theirs.
+    None judged is an error."""
     from lyre.formats.qrels import qrels_dict, read_qrels
     from lyre.formats.queries import read_queries
     from lyre.indexes.manifest import PASSAGES
     from lyre.indexes.open_index import open_for_search
     from lyre.retrieval.evaluation import evaluate_run
     from lyre.retrieval.plan import SearchPlan, cut, needed_stages
+    from lyre.retrieval.query_checks import warn_unknown_terms
 
     settings = check_tune(grid_entries, options, rerank, tune_options, cache)
     measure, cutoff = parse_measure(tune_options.measure)
-    qrels = qrels_dict(read_qrels(qrels_path))
-    folds = fold_ids(list(qrels), tune_options.folds, tune_options.seed)
-    queries = read_queries(queries_path, topic_field=topic_field, only_ids=set(qrels))
+    judged = qrels_dict(read_qrels(qrels_path))
+    queries = read_queries(queries_path, topic_field=topic_field, only_ids=set(judged))
     if not queries:
         raise LyreError(f"{queries_path}: none of its queries is judged in {qrels_path}; check the ids")
+    qrels = dev_qrels(judged, queries, queries_path)
+    folds = fold_ids(list(qrels), tune_options.folds, tune_options.seed)
     deepest = max(apply(setting, options, rerank)[1].rerank_depth for setting in settings)
     # Hold the read lock throughout: a writer must not swap the index under the first stages.
     with open_for_search(index_dir, needed_stages(options.mode), if_built=(PASSAGES,)) as opened:
         plan = SearchPlan.open(
             index_dir, options, replace(rerank, rerank_depth=deepest), cache, opened=opened
         )
-        progress.say(f"tuning {len(settings)} settings on {len(queries)} queries ({len(qrels)} judged)")
+        applied = fitted_settings(plan, settings, options, rerank)
+        check_tune_memory(plan, applied, len(queries))
+        warn_unknown_terms(plan, queries)
+        plan.queries_checked = True  # the settings' searches need not check again
+        progress.say(f"tuning {len(settings)} settings on {len(queries)} queries ({len(judged)} judged)")
 
         started = time.perf_counter()
         lists = FirstStages(plan, queries)
-        for setting in settings if plan.passages is None else []:
-            lists.prepare(apply(setting, options, rerank)[0])
+        for search_options, _ in applied if plan.passages is None else []:
+            lists.prepare(search_options)
         first_stage_seconds = time.perf_counter() - started
         reused = f"; cache: {plan.cache.hits} read, {plan.cache.misses} computed" if plan.cache else ""
         progress.say(f"first stages: {len(lists.lists)} distinct, {first_stage_seconds:.1f} s{reused}")
@@ -292,9 +321,8 @@ def tune(
         started = time.perf_counter()
         values: list[dict[str, float]] = []
         with progress.bar(len(settings), "settings", unit="setting") as bar:
-            for setting in settings:
-                applied, applied_rerank = apply(setting, options, rerank)
-                run = _setting_run(plan, queries, applied, applied_rerank, lists, cutoff)
+            for search_options, rerank_options in applied:
+                run = _setting_run(plan, queries, search_options, rerank_options, lists, cutoff)
                 per_query = evaluate_run(qrels, cut(run, cutoff) if cutoff else run, [measure])
                 values.append({qid: found.get(str(measure), 0.0) for qid, found in per_query.items()})
                 bar.update()
@@ -314,7 +342,60 @@ def tune(
         cross_validated=cross_validated,
         first_stage_seconds=first_stage_seconds,
         settings_seconds=settings_seconds,
+        judged=len(judged),
     )
+
+
+def dev_qrels(
+    judged: dict[str, dict[str, int]], queries: Sequence[Query], queries_path: Path
+) -> dict[str, dict[str, int]]:
+    """The judgments of the queries that will be searched (in the qrels' order); judged queries missing
+    from ``queries_path`` are left out with one warning on stderr (even under ``--quiet``: it changes
+    what the numbers mean)."""
+    searched = {query.qid for query in queries}
+    missing = [qid for qid in judged if qid not in searched]
+    if missing:
+        warning = (
+            f"{len(searched)} of {len(judged)} judged queries searched; the {len(missing)} not in "
+            f"{queries_path} (e.g. {missing[0]}) are left out of the tuning, not counted as 0"
+        )
+        print(f"warning: {warning}", file=sys.stderr)
+    return {qid: judgments for qid, judgments in judged.items() if qid in searched}
+
+
+def fitted_settings(
+    plan: Any, settings: list[Setting], options: SearchOptions, rerank: RerankOptions
+) -> list[tuple[SearchOptions, RerankOptions]]:
+    """Each setting's options, with depth, k, refine and nprobe capped to what the index holds
+    (:mod:`retrieval.sizes`); a capped grid value is said once."""
+    from lyre.retrieval.sizes import IndexSize
+
+    passage_rows = plan.passages is not None and not plan.passages.rule.document_level
+    size = IndexSize.of(plan.index_dir, plan.manifest, passage_rows, options.mode)
+    fitted = []
+    said: dict[str, None] = {}
+    for setting in settings:
+        search_options, rerank_options = apply(setting, options, rerank)
+        capped, clauses = size.cap(search_options)
+        said.update(dict.fromkeys(clauses))
+        fitted.append((capped, rerank_options))
+    if said:
+        progress.say("; ".join(said))
+    return fitted
+
+
+def check_tune_memory(plan: Any, applied: list[tuple[SearchOptions, RerankOptions]], queries: int) -> None:
+    """Refuse a grid whose first stages (kept for every setting to fuse) and per-query values would not fit
+    in memory, before any is made."""
+    from lyre.retrieval.sizes import check_memory, list_bytes
+
+    sides = (plan.bm25 is not None) + (plan.dense is not None)
+    depths = {tuple(getattr(o, name) for name in SIDE_SETTINGS): o.depth for o, _ in applied}
+    side_depth = plan.passages.side_depth if plan.passages is not None else (lambda depth: depth)
+    needed = sum(list_bytes(queries, side_depth(depth), sides) for depth in depths.values())
+    needed += len(applied) * queries * VALUE_BYTES
+    what = f"{len(depths)} first stage(s) and {len(applied):,} settings of {queries:,} queries"
+    check_memory("grid", f"({len(applied):,} settings)", needed, what)
 
 
 class FirstStages:
@@ -379,9 +460,10 @@ def render(report: TuneReport, folds: int) -> str:
         )
     best, mean = report.table[0]
     lines.append("")
-    lines.append(
-        f"chosen on all {report.queries} dev queries: {setting_label(best)} ({report.measure} {mean:.4f})"
-    )
+    left_out = report.judged - report.queries
+    which = f"all {report.queries}" if not left_out else f"the {report.queries} searched"
+    also = f" ({left_out} judged queries not in the queries file left out)" if left_out else ""
+    lines.append(f"chosen on {which} dev queries{also}: {setting_label(best)} ({report.measure} {mean:.4f})")
     return "\n".join(lines)
 
 

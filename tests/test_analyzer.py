@@ -69,3 +69,23 @@ def test_bad_fields_are_refused_with_a_lyre_error(fields):
 def test_unknown_record_field_is_refused():
     with pytest.raises(LyreError, match="unknown fields"):
         Analyzer.from_dict({"stemmer": "porter", "lemmatize": True})
+
+
+def test_an_analyzer_is_described_by_its_preset_and_steps():
+    assert Analyzer().describe() == "english (porter stemmer, lucene stopwords)"
+    assert Analyzer.preset("cjk-bigram").describe() == "cjk-bigram (cjk-bigram, no stemmer, lucene stopwords)"
+    assert Analyzer.preset("plain").describe() == "plain (no stemmer, no stopwords)"
+    assert Analyzer(stemmer="german", stopwords=("der", "die")).describe() == (
+        "custom (german stemmer, 2 custom stopwords)"
+    )
+
+
+def test_the_analyzer_suggested_for_queries_without_terms():
+    english = Analyzer()
+    assert english.analyze("中文查询") == ["中文查询"]  # one word: matches only that very run of characters
+    assert english.suggest_for(["中文查询", "the of"]) == "cjk-bigram"
+    assert english.suggest_for(["the of", "this is not"]) == "plain"  # every word a stopword
+    assert english.suggest_for(["zebrafish quasar"]) is None  # words the documents lack: no analyzer helps
+    assert english.suggest_for(["?!"]) is None
+    assert Analyzer.preset("cjk-bigram").suggest_for(["中文查询"]) is None
+    assert Analyzer.preset("plain").suggest_for(["the of"]) is None

@@ -188,3 +188,17 @@ def test_cli_prints_the_table_and_one_line_errors(runs: dict[str, Path]) -> None
         cwd=REPO,
     )
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--test" in bad.stderr
+
+
+def test_samples_are_bounded_before_any_run_is_read(tmp_path: Path) -> None:
+    """More resamples than a p-value can use are refused by their declared range, before the runs (which
+    here do not exist) are read."""
+    from lyre.retrieval.compare import check_compare
+    from lyre.retrieval.significance import MAX_SAMPLES, resample_bytes
+
+    missing = [tmp_path / "a.run", tmp_path / "b.run"]
+    with pytest.raises(OptionError) as caught:
+        check_compare(missing[0], missing[1:], CompareOptions(samples=MAX_SAMPLES + 1))
+    assert caught.value.option == "samples" and "must be at most 1e+06" in str(caught.value)
+    check_compare(missing[0], missing[1:], CompareOptions(samples=MAX_SAMPLES))
+    assert resample_bytes(MAX_SAMPLES) == 8 * MAX_SAMPLES + (1 << 22) * 16

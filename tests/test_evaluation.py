@@ -111,7 +111,7 @@ def test_eval_warns_on_an_empty_run_and_records_the_warning(tmp_path, lyre):
     qrels = _qrels(tmp_path)
     empty, good = tmp_path / "empty.run", tmp_path / "good.run"
     empty.write_text("", encoding="utf-8")
-    write_run(good, {"q1": {"a": 1.0}}, "t", {})
+    write_run(good, {"q1": {"a": 1.0}, "q2": {"x": 1.0}}, "t", {})
     result = lyre("eval", qrels, empty, good, "--measures", "RR@10", "--json", check=False)
     assert result.returncode == 0
     assert result.stderr == f"warning: {empty}: the run is empty; every measure is 0\n"  # good.run: no word

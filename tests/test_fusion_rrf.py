@@ -34,9 +34,16 @@ def test_empty_safe_when_a_side_has_no_hits():
     assert rrf([], k=60) == {}
 
 
-def test_negative_k_is_rejected():
-    with pytest.raises(LyreError, match="k must be >= 0"):
-        rrf([{"q": {"a": 1.0}}], k=-1)
+@pytest.mark.parametrize("k", [-1, float("nan"), 10**30])
+def test_k_outside_its_range_is_rejected(k: float) -> None:
+    with pytest.raises(LyreError, match="k must be between 0 and 1,000,000"):
+        rrf([{"q": {"a": 1.0}}], k=k)
+
+
+def test_the_largest_k_still_orders_by_rank() -> None:
+    fused = rrf([{"q": {"a": 3.0, "b": 2.0, "c": 1.0}}], k=1_000_000)
+    assert list(fused["q"]) == ["a", "b", "c"]
+    assert fused["q"]["a"] == 1.0 / 1_000_001 and fused["q"]["c"] == 1.0 / 1_000_003
 
 
 def test_registry_lists_methods_and_validates_parameters():

@@ -145,3 +145,19 @@ def test_an_irds_corpus_is_recorded_by_its_id_and_quiet_silences_ir_datasets(
     assert params["corpus_source"]["records"] == 120
     noisy = lyre("ingest", "irds:beir/scifact", "--out", tmp_path / "again", env=fresh_home("noisy"))
     assert "[INFO]" in noisy.stderr  # what --quiet silenced is there without it
+
+
+@pytest.mark.parametrize(
+    "read", [read_queries, read_qrels, open_corpus, lambda source: source_record(source, "qrels")]
+)
+def test_an_irds_prefix_without_an_id_is_shown_as_typed(read) -> None:
+    with pytest.raises(LyreError) as caught:
+        read("irds:")
+    assert str(caught.value).startswith("'irds:' names no dataset; write the id after irds:, e.g. ")
+    assert "irds:irds" not in str(caught.value)
+
+
+def test_the_command_line_shows_an_irds_id_as_typed(lyre: LyreCli) -> None:
+    result = lyre("-q", "eval", "irds:", SAMPLE / "qrels.tsv", check=False)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("error: 'irds:' names no dataset") and "irds:irds" not in result.stderr

@@ -52,3 +52,15 @@ def test_zscore_does_not_depend_on_list_order():
 def test_normalize_run_keeps_each_documents_score():
     run = {"q": {"b": 2.0, "a": 4.0, "c": 0.0}}
     assert normalize_run(run, "min_max") == {"q": {"b": 0.5, "a": 1.0, "c": 0.0}}
+
+
+def test_scores_near_the_float_limits_normalise_without_overflow() -> None:
+    """A range or squared deviations beyond the float range would give inf or nan; the results are those
+    of the same list scaled down (min-max and z-scores do not change with scale)."""
+    largest = np.finfo(np.float64).max
+    extreme = np.array([largest, -largest, 0.0])
+    assert min_max(extreme).tolist() == [1.0, 0.0, 0.5]
+    assert zscore(extreme).tolist() == pytest.approx([math.sqrt(1.5), -math.sqrt(1.5), 0.0], abs=1e-15)
+    assert zscore(np.array([3e200, 1e200, 2e200])).tolist() == pytest.approx(
+        [math.sqrt(1.5), -math.sqrt(1.5), 0]
+    )

@@ -48,6 +48,7 @@ def test_grid_values_and_ranges_take_their_options_types() -> None:
         (["fusion=rrf,comb"], "fusion=comb: gives fusion comb: is not known"),
         (["depth=10,2000", "k=100"], "depth=10 k=100: gives depth 10: is below k 100"),
         ([], "give at least one"),
+        (["weight=0:1:0.001", "rrf-k=1:1000:1"], "gives 1,001,000 combinations (at most 100,000)"),
     ],
 )
 def test_every_grid_value_is_checked_before_any_search(entries: list[str], fragment: str) -> None:

@@ -18,7 +18,7 @@ from lyre.basics.options import OptionSpec, check_value, option
 from lyre.formats.records import Run
 from lyre.retrieval.fusion.aligned import Aligned, fuse_runs, ranked
 from lyre.retrieval.fusion.linear import DEFAULT_NORMALIZATION, linear, linear_scores
-from lyre.retrieval.fusion.rrf import DEFAULT_K, rrf, rrf_scores
+from lyre.retrieval.fusion.rrf import DEFAULT_K, MAX_K, rrf, rrf_scores
 from lyre.retrieval.normalization import NORMALIZATIONS
 
 
@@ -113,7 +113,7 @@ FUSION_METHODS: dict[str, FusionMethod] = {
             Param(
                 "k",
                 DEFAULT_K,
-                OptionSpec("RRF rank offset k in 1 / (k + rank), ranks 1-based", minimum=1),
+                OptionSpec("RRF rank offset k in 1 / (k + rank), ranks 1-based", minimum=1, maximum=MAX_K),
                 option="rrf_k",
             ),
         ),

@@ -17,6 +17,10 @@ from lyre.retrieval.fusion.aligned import Aligned, evaluated_order, fuse_runs
 
 DEFAULT_K = 60
 """The usual constant (Cormack et al.): late ranks still count, and no single list dominates."""
+MAX_K = 1_000_000
+"""Beyond this, 1 / (k + rank) no longer tells ranks apart in a long list (every vote is about 1 / k:
+the fusion becomes a count of the lists that found a document), and a huge integer k cannot be added to
+the rank arrays at all."""
 
 
 def rrf(runs: Sequence[Run], k: float = DEFAULT_K) -> Run:
@@ -34,10 +38,10 @@ def rrf_scores(aligned: Aligned, k: float = DEFAULT_K) -> np.ndarray:
         order = evaluated_order(aligned.scores[run, positions])  # positions ascend, as docids do
         ranks = np.empty(len(positions), dtype=np.int64)
         ranks[order] = np.arange(1, len(positions) + 1)
-        fused[positions] += 1.0 / (k + ranks)
+        fused[positions] += 1.0 / (float(k) + ranks)
     return fused
 
 
 def _check_k(k: float) -> None:
-    if k < 0:
-        raise LyreError(f"RRF k must be >= 0 (got {k}); the usual value is {DEFAULT_K}")
+    if not 0 <= k <= MAX_K:
+        raise LyreError(f"RRF k must be between 0 and {MAX_K:,} (got {k}); the usual value is {DEFAULT_K}")

@@ -17,4 +17,6 @@ def min_max(scores: np.ndarray) -> np.ndarray:
     high = scores.max()
     if high == low:
         return np.ones(len(scores))
+    if high / 2 - low / 2 > np.finfo(np.float64).max / 2:  # the range itself overflows: its halves fit
+        return (scores / 2 - low / 2) / (high / 2 - low / 2)
     return (scores - low) / (high - low)

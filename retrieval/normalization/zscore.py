@@ -6,6 +6,9 @@ import math
 
 import numpy as np
 
+SAFE_MAGNITUDE = 1e100
+"""Scores up to this size square and sum without overflow; larger lists are scaled first."""
+
 
 def zscore(scores: np.ndarray) -> np.ndarray:
     """``(score - mean) / std`` with the population standard deviation of the list (float64, in order).
@@ -16,6 +19,9 @@ def zscore(scores: np.ndarray) -> np.ndarray:
     """
     if not len(scores):
         return scores.astype(np.float64)
+    largest = float(np.max(np.abs(scores)))
+    if largest > SAFE_MAGNITUDE:  # squared deviations would overflow; z-scores do not change with scale
+        scores = np.ldexp(scores.astype(np.float64), -math.frexp(largest)[1])  # a power of two: exact
     n = len(scores)
     mean = math.fsum(scores.tolist()) / n
     deviations = scores - mean

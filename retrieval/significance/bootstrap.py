@@ -11,6 +11,8 @@ from collections.abc import Iterator
 import numpy as np
 
 _BLOCK_ELEMENTS = 1 << 22
+BLOCK_BYTES = _BLOCK_ELEMENTS * 16
+"""Memory of one block of draws: the resampled rows (int64) and their values (float64)."""
 _TOLERANCE = 1e-12
 
 
@@ -42,6 +44,10 @@ def interval(
     from lyre.retrieval.significance import as_differences
 
     values = as_differences(differences)
-    means = np.concatenate(list(_resampled_means(values, samples, seed)))
+    means = np.empty(samples)
+    start = 0
+    for block in _resampled_means(values, samples, seed):
+        means[start : start + len(block)] = block
+        start += len(block)
     low, high = np.quantile(means, [(1.0 - confidence) / 2.0, (1.0 + confidence) / 2.0])
     return float(low), float(high)
