@@ -2,8 +2,10 @@
 
 A crash or a bad input never leaves a half-written file under the final name, and never
 destroys what an earlier run wrote there (ir_datasets' practice). A write that fails for lack of space or
-permission raises one :class:`basics.resources.ResourceError` naming the path and what to do, and leaves
-no temporary file behind.
+permission raises one :class:`basics.resources.ResourceError` naming the path, the option that named it
+and what to do, and leaves no temporary file behind. :func:`atomic_paths` writes several files (a run and
+its sidecar) and renames them only once all are written; commands reach it through
+:mod:`basics.outputs`, which also locks the output path.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,30 +37,51 @@ def temp_dir_beside(final: Path) -> Path:
     return temp
 
 
+def _temp_file_beside(final: Path, option: str) -> Path:
+    """A new hidden temporary file beside ``final`` (``.NAME.xxxx.tmp``), as readable as any file the user
+    makes (mkstemp makes it private, and the rename onto ``final`` would keep that)."""
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+    except OSError as error:
+        raise write_error(final, error, option) from None
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    Path(name).chmod(0o666 & ~umask)
+    return Path(name)
+
+
+@contextlib.contextmanager
+def atomic_paths(finals: Sequence[str | Path], option: str = "out") -> Iterator[list[Path]]:
+    """Yield one temporary path beside each of ``finals``; rename them onto ``finals``, in order, only if
+    the block succeeds (a failure leaves every final path as it was). ``option`` names the output in a
+    write error. The renames take microseconds; a process killed between two of them leaves the first
+    file new and the next old, which is why a run's sidecar records the run's SHA-256."""
+    paths = [Path(final) for final in finals]
+    temps: list[Path] = []
+    try:
+        for final in paths:
+            temps.append(_temp_file_beside(final, option))
+        yield temps
+        for tmp, final in zip(temps, paths, strict=True):
+            os.replace(tmp, final)
+    except OSError as error:
+        failed = next((f for t, f in zip(temps, paths, strict=False) if _is_write_of(error, t, f)), None)
+        if failed is None:
+            raise
+        raise write_error(failed, error, option) from None
+    finally:
+        for tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``final``; rename it onto ``final`` only if the block succeeds."""
-    final = Path(final)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    except OSError as error:
-        raise write_error(final, error) from None
-    os.close(fd)
-    tmp = Path(tmp_name)
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o666 & ~umask)  # mkstemp makes the file private; outputs should be as readable as any other
-    try:
+    with atomic_paths([final]) as (tmp,):
         yield tmp
-        os.replace(tmp, final)
-    except OSError as error:
-        if not _is_write_of(error, tmp, final):
-            raise
-        raise write_error(final, error) from None
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
 
 
 def _is_write_of(error: OSError, tmp: Path, final: Path) -> bool:
@@ -79,8 +102,13 @@ def write_text_atomic(path: str | Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
+def json_text(obj: Any) -> str:
+    """How lyre writes JSON records: indented, keys in their order, non-ASCII kept, a final newline."""
+    return json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n"
+
+
 def write_json_atomic(path: str | Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+    write_text_atomic(path, json_text(obj))
 
 
 def replace_dir(new: str | Path, final: str | Path) -> None:

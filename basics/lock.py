@@ -24,6 +24,12 @@ read     shared    ``lyre search``, ``lyre rerank``: they read a consistent stat
 waited for: every read-modify-write of ``manifest.json`` (record, clear, invalidate a stage) holds it, so
 slices finishing at the same moment never lose each other's updates.
 
+``.NAME.lock`` beside an output file — the output lock (:func:`output_lock`), exclusive, held by a command
+from the moment its options are checked until its output (a run and its sidecar, a plot, a settings file)
+is published, so two commands writing the same ``--out`` never mix their files: the second is refused
+with one line naming the holder, or waits with ``--wait``. The holder records itself in the lock file, and
+removes the file when done.
+
 Each holder of the long lock records itself in ``INDEX/.lyre.holders/HOST.PID.json`` (pid, host, command,
 start time), so a refused command names who holds the folder. Records of processes that are gone are
 stale: the next holder removes them and says that it takes over. A writer holding the exclusive lock also
@@ -323,3 +329,141 @@ def manifest_update(folder: str | Path) -> Iterator[None]:
                 _manifest_depth.pop(key, None)
         finally:
             os.close(fd)
+
+
+_outputs_held: dict[Path, int] = {}
+_outputs_guard = threading.Lock()
+
+
+def output_lock_path(path: Path) -> Path:
+    """The lock file of output ``path``: ``.NAME.lock`` beside it (the output itself is replaced by a
+    rename, so it cannot carry a lock)."""
+    return path.with_name(f".{path.name}.lock")
+
+
+def _created_folders(path: Path) -> Path | None:
+    """The first folder above ``path`` that does not exist yet (None: all exist), so a command that fails
+    leaves no empty folder it made behind."""
+    missing = None
+    for folder in Path(os.path.abspath(path)).parents:
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
+def _open_output_lock(lock_path: Path, path: Path, option: str) -> int:
+    try:
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    except OSError as error:
+        raise write_error(path, error, option) from None
+
+
+def _is_current(fd: int, lock_path: Path) -> bool:
+    """Whether ``fd`` is still the file at ``lock_path`` (the previous holder removes it when done: a
+    lock taken on the removed file guards nothing)."""
+    try:
+        named = os.stat(lock_path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
+HOLDER_RECORD_WAIT_S = 1.0
+"""How long a refused writer waits for the holder to record itself: the holder writes its record just
+after it takes the lock, and a refusal should name it rather than "another lyre process"."""
+
+
+def _output_holder(lock_path: Path) -> Holder | None:
+    """The holder recorded in ``lock_path``, polled briefly while it is still being written."""
+    deadline = time.monotonic() + HOLDER_RECORD_WAIT_S
+    while (holder := Holder.read(lock_path)) is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return holder
+
+
+def _take_output_lock(path: Path, lock_path: Path, option: str, wait: bool) -> int:
+    """The descriptor of ``lock_path``, flocked exclusively: at once, or (``wait``) after one status line
+    naming the holder; refused with :class:`LockedError` otherwise."""
+    while True:
+        fd = _open_output_lock(lock_path, path, option)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _output_holder(lock_path)
+            who = holder.describe() if holder is not None else "another lyre process"
+            message = f"{opt(option)} {path}: is being written by {who}"
+            if not wait:
+                os.close(fd)
+                raise LockedError(f"{message}; wait for it, or pass {opt('wait')}") from None
+            progress.say(f"{message}; waiting until it finishes")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as error:
+            if error.errno not in _NO_LOCKS:
+                os.close(fd)
+                raise
+            progress.say(
+                f"{path}: this file system does not support locks; "
+                "make sure no other lyre command writes the same output at the same time"
+            )
+            return fd
+        if _is_current(fd, lock_path):
+            return fd
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def output_lock(path: str | Path, *, wait: bool = False, option: str = "out") -> Iterator[None]:
+    """Hold the lock of output file ``path`` for the block (see the module docstring).
+
+    Reentrant within a process: the command holds it for its whole work, and the writer that publishes
+    the files takes it again. Creates the output's folder (a read-only or missing place is one line
+    naming ``option`` before any work), and removes the folders it created when nothing was written."""
+    path = Path(path)
+    key = Path(os.path.abspath(path))
+    with _outputs_guard:
+        if key in _outputs_held:
+            _outputs_held[key] += 1
+            reentered = True
+        else:
+            reentered = False
+    if reentered:
+        try:
+            yield
+        finally:
+            with _outputs_guard:
+                _outputs_held[key] -= 1
+        return
+    lock_path = output_lock_path(key)
+    created = _created_folders(key)
+    fd = _take_output_lock(path, lock_path, option, wait)
+    try:
+        holder = Holder.of_this_process("write")
+        with contextlib.suppress(OSError):  # the record only names the holder in others' messages
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(asdict(holder)).encode("utf-8"), 0)
+        with _outputs_guard:
+            _outputs_held[key] = 1
+        yield
+    finally:
+        with _outputs_guard:
+            _outputs_held.pop(key, None)
+        with contextlib.suppress(OSError):
+            if _is_current(fd, lock_path):
+                lock_path.unlink()  # still holding it: no one else can be using this file
+        os.close(fd)
+        if created is not None and not key.exists():
+            _remove_empty(key.parent, created)
+
+
+def _remove_empty(folder: Path, top: Path) -> None:
+    """Remove ``folder`` and its parents up to ``top`` while they are empty."""
+    for current in (folder, *folder.parents):
+        try:
+            current.rmdir()
+        except OSError:
+            return
+        if current == top:
+            return

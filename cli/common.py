@@ -1,4 +1,12 @@
-"""What several commands share: argument and option types, the global --quiet, template unescaping."""
+"""What several commands share: argument and option types, the global --quiet, template unescaping.
+
+Every path parameter is declared as read (:class:`~basics.outputs.Reads`) or written
+(:class:`~basics.outputs.Writes`) in its annotation (a path field of an options group too).
+:func:`cli.options.expand` collects them into one :class:`basics.outputs.Outputs`, checks it before the
+command does anything (no output may replace an input, lie inside the index, or be another output), and
+hands it to a command that asks for it (a parameter annotated ``Outputs``); the command writes only
+through it. A test walks every command's declarations (the ``declared_paths`` each command carries).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +15,7 @@ from typing import Annotated
 
 import typer
 from lyre.basics import progress
+from lyre.basics.outputs import Reads, Writes
 
 
 def _exists_unless_irds(value: Path | None) -> Path | None:
@@ -16,21 +25,43 @@ def _exists_unless_irds(value: Path | None) -> Path | None:
     return value
 
 
-ExistingPath = Annotated[
-    Path, typer.Argument(callback=_exists_unless_irds, help="An existing file or folder, or an irds: id.")
+Corpus = Annotated[
+    Path,
+    typer.Argument(callback=_exists_unless_irds, help="An existing file or folder, or an irds: id."),
+    Reads("corpus"),
 ]
-IndexOption = Annotated[Path, typer.Option("--index", exists=True, file_okay=False, help="An index folder.")]
-OutIndex = Annotated[Path, typer.Option("--out", help="The index folder to create or complete.")]
-OutRun = Annotated[Path, typer.Option("--out", help="The TREC run file to write (plus RUN.meta.json).")]
+Qrels = Annotated[
+    Path,
+    typer.Argument(callback=_exists_unless_irds, help="An existing file or folder, or an irds: id."),
+    Reads("qrels"),
+]
+IndexOption = Annotated[
+    Path,
+    typer.Option("--index", exists=True, file_okay=False, help="An index folder."),
+    Reads("index", contents=True),
+]
+IndexToComplete = Annotated[
+    Path,
+    typer.Option("--index", exists=True, file_okay=False, help="An index folder."),
+    Writes("index", folder=True),
+]
+OutIndex = Annotated[
+    Path, typer.Option("--out", help="The index folder to create or complete."), Writes("index", folder=True)
+]
+OutRun = Annotated[
+    Path, typer.Option("--out", help="The TREC run file to write (plus RUN.meta.json)."), Writes("run")
+]
 QueriesOption = Annotated[
     Path,
     typer.Option(
         "--queries", callback=_exists_unless_irds, help="TSV, JSONL, TREC topics, Parquet or irds: id."
     ),
+    Reads("queries file"),
 ]
 QrelsOption = Annotated[
     Path | None,
     typer.Option("--qrels", callback=_exists_unless_irds, help="Keep only judged queries (or irds: id)."),
+    Reads("qrels"),
 ]
 TopicField = Annotated[str, typer.Option(help="TREC topics: title, desc or title+desc.")]
 

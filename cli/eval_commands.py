@@ -1,4 +1,5 @@
-"""eval_commands"""
+"""``lyre eval`` (runs against qrels, side by side) and ``lyre doctor`` (the environment and a model's
+recipe). Neither writes a file; eval's paths are declared as read like every command's."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from lyre.cli.common import ExistingPath, Quiet
+from lyre.basics.outputs import Reads
+from lyre.cli.common import Qrels, Quiet
+from lyre.cli.options import expand
 
 
+@expand
 def evaluate(
-    qrels: ExistingPath,
-    runs: Annotated[list[Path], typer.Argument(exists=True, help="One or more run files.")],
+    qrels: Qrels,
+    runs: Annotated[list[Path], typer.Argument(exists=True, help="One or more run files."), Reads("run")],
     measures: Annotated[str | None, typer.Option(help="Comma-separated, e.g. nDCG@10,RR@10,R@100.")] = None,
     per_query: Annotated[bool, typer.Option(help="One row per query as well.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
@@ -26,6 +30,7 @@ def evaluate(
     typer.echo(json.dumps(table.to_dict(), indent=2) if as_json else format_table(table))
 
 
+@expand
 def doctor(
     embed_model: Annotated[
         str | None, typer.Option(help="Check this embedding model's recipe end to end.")

@@ -2,16 +2,20 @@
 ``lyre tune`` (search settings chosen on dev queries with cross-validation).
 
 The settings are declared once in :class:`retrieval.compare.CompareOptions`; :func:`cli.options.expand`
-turns them into flags. Every option is checked, and ``--plot`` checked for its suffix and matplotlib,
-before any run is read.
+turns them into flags. Every option is checked, and ``--plot`` checked for its suffix, matplotlib, and
+against every input (it may not replace a run, the qrels or the queries), before any run is read; the
+plot and the settings file are written through the declared outputs (:mod:`basics.outputs`), under their
+lock from the checks on.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from lyre.basics.outputs import OutputOptions, Outputs, Reads, Writes
 from lyre.cli.common import IndexOption, QueriesOption, Quiet, TopicField, _exists_unless_irds
 from lyre.cli.options import expand
 from lyre.retrieval.cache import CacheOptions
@@ -22,20 +26,31 @@ from lyre.retrieval.tune import TuneOptions
 
 @expand
 def compare(
-    qrels: Annotated[Path, typer.Argument(help="Qrels file (BEIR TSV or TREC), or an irds: id.")],
-    baseline: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="The baseline run.")],
+    qrels: Annotated[
+        Path, typer.Argument(help="Qrels file (BEIR TSV or TREC), or an irds: id."), Reads("qrels")
+    ],
+    baseline: Annotated[
+        Path, typer.Argument(exists=True, dir_okay=False, help="The baseline run."), Reads("baseline run")
+    ],
     runs: Annotated[
-        list[Path], typer.Argument(exists=True, dir_okay=False, help="Runs compared with the baseline.")
+        list[Path],
+        typer.Argument(exists=True, dir_okay=False, help="Runs compared with the baseline."),
+        Reads("run"),
     ],
     options: CompareOptions,
+    writer: OutputOptions,
+    outputs: Outputs,
     queries: Annotated[
-        Path | None, typer.Option(help="Query file or irds: id: shows the text of --per-query queries.")
+        Path | None,
+        typer.Option(help="Query file or irds: id: shows the text of --per-query queries."),
+        Reads("queries file"),
     ] = None,
     plot: Annotated[
         Path | None,
         typer.Option(
             help="Also draw per-query differences, recall curves and the table: .png, .svg or .html."
         ),
+        Writes("plot"),
     ] = None,
     quiet: Quiet = False,
 ) -> None:
@@ -46,12 +61,14 @@ def compare(
 
     check_compare(baseline, runs, options)
     check_plot_path(plot)
-    report = run_compare(qrels, baseline, runs, options, queries=queries)
-    typer.echo(render(report, options.format))
-    if plot is not None:
-        from lyre.retrieval.plots import write_plot
+    target = outputs.get("plot")
+    with target.claimed() if target is not None else contextlib.nullcontext():
+        report = run_compare(qrels, baseline, runs, options, queries=queries)
+        if target is not None:
+            from lyre.retrieval.plots import write_plot
 
-        progress.say(f"wrote {write_plot(report, plot)}")
+            progress.say(f"wrote {write_plot(report, target)}")
+    typer.echo(render(report, options.format))
 
 
 @expand
@@ -63,6 +80,7 @@ def tune(
         typer.Option(
             "--qrels", callback=_exists_unless_irds, help="Judgements of the dev queries (or an irds: id)."
         ),
+        Reads("qrels"),
     ],
     grid: Annotated[
         list[str],
@@ -73,26 +91,29 @@ def tune(
         ),
     ],
     out: Annotated[
-        Path, typer.Option("--out", help="Write the chosen settings here (JSON, for lyre search --settings).")
+        Path,
+        typer.Option("--out", help="Write the chosen settings here (JSON, for lyre search --settings)."),
+        Writes("settings file"),
     ],
     tune_options: TuneOptions,
     options: SearchOptions,
     rerank: RerankOptions,
     cache: CacheOptions,
+    writer: OutputOptions,
+    outputs: Outputs,
     topic_field: TopicField = "title",
     quiet: Quiet = False,
 ) -> None:
     """Choose search settings on dev queries (grid, k-fold cross-validation) and write them for --settings."""
-    from lyre.basics.outputs import check_output
     from lyre.retrieval.tune import check_tune, render, write_report
     from lyre.retrieval.tune import tune as run_tune
 
     check_tune(grid, options, rerank, tune_options, cache)
-    inputs = {"queries": queries, "qrels": qrels, "index": index}
-    check_output(out, [(f"{what} file" if what != "index" else what, path) for what, path in inputs.items()])
-    report = run_tune(
-        index, queries, qrels, grid, options, rerank, tune_options, cache=cache, topic_field=topic_field
-    )
-    write_report(out, report, tune_options, options, rerank, inputs)
+    with outputs.file("out").claimed():
+        report = run_tune(
+            index, queries, qrels, grid, options, rerank, tune_options, cache=cache, topic_field=topic_field
+        )
+        inputs = {"queries": queries, "qrels": qrels, "index": index}
+        write_report(out, report, tune_options, options, rerank, inputs)
     typer.echo(render(report, tune_options.folds))
     typer.echo(f"wrote {out}")

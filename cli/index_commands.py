@@ -5,7 +5,9 @@ The options dataclasses of the stage modules (``IngestOptions``, ``Bm25Options``
 :func:`cli.options.expand` turns each into flags. ``lyre index`` and ``lyre encode`` share one encode
 option set, so an index started by one is finished by the other. The three share ``WriterOptions``
 (``--wait``: one writer per index folder, the others refused or waiting); ``lyre index`` alone has
-``VerifyOptions`` (``--verify``: hash every file and rebuild what fails).
+``VerifyOptions`` (``--verify``: hash every file and rebuild what fails). The index folder has its own
+write lock and stage runner; :func:`cli.options.expand` only refuses an ``--out`` that is the corpus or
+holds it, before any work.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import replace
 from typing import Annotated
 
 import typer
-from lyre.cli.common import ExistingPath, IndexOption, OutIndex, Quiet, unescape
+from lyre.cli.common import Corpus, IndexToComplete, OutIndex, Quiet, unescape
 from lyre.cli.options import expand
 from lyre.indexes.bm25 import Bm25Options
 from lyre.indexes.dense import DenseOptions
@@ -31,7 +33,7 @@ def _typed(encode: EncodeOptions) -> EncodeOptions:
 
 @expand
 def ingest(
-    corpus: ExistingPath, out: OutIndex, options: IngestOptions, writer: WriterOptions, quiet: Quiet = False
+    corpus: Corpus, out: OutIndex, options: IngestOptions, writer: WriterOptions, quiet: Quiet = False
 ) -> None:
     """Stream a corpus (JSONL[.gz], TSV[.gz], Parquet, BEIR folder) into the index's Parquet docstore."""
     from lyre.indexes.ingest import ingest as run_ingest
@@ -41,7 +43,7 @@ def ingest(
 
 @expand
 def index(
-    corpus: ExistingPath,
+    corpus: Corpus,
     out: OutIndex,
     ingest: IngestOptions,
     bm25: Bm25Options,
@@ -72,7 +74,9 @@ def index(
 
 
 @expand
-def encode(index: IndexOption, options: EncodeOptions, writer: WriterOptions, quiet: Quiet = False) -> None:
+def encode(
+    index: IndexToComplete, options: EncodeOptions, writer: WriterOptions, quiet: Quiet = False
+) -> None:
     """Encode the docstore of an index into embedding chunks (resumable; one slice with --shard-id)."""
     from lyre.indexes.encode import encode_stage
 

@@ -1,19 +1,30 @@
 """``lyre search``, ``lyre rerank`` and ``lyre fuse``: flags made from the declared options, one library call.
 
 The options dataclasses of :mod:`retrieval.options` are the only place a default, range or help text of
-these commands is written; :func:`cli.options.expand` turns each into flags.
+these commands is written; :func:`cli.options.expand` turns each into flags. Each command's paths are
+declared on its parameters and checked before it runs; the run is written through the declared output
+(:mod:`basics.outputs`), which a second command writing the same ``--out`` cannot mix with.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from lyre.cli.common import IndexOption, OutRun, QrelsOption, QueriesOption, Quiet, TopicField, unescape
+from lyre.basics.outputs import OutputOptions, Outputs, Reads
+from lyre.cli.common import (
+    IndexOption,
+    OutRun,
+    QrelsOption,
+    QueriesOption,
+    Quiet,
+    TopicField,
+    unescape,
+)
 from lyre.cli.options import expand
-from lyre.indexes.stages import WriterOptions
 from lyre.retrieval.aggregation import AggregationOptions
 from lyre.retrieval.cache import CacheOptions
 from lyre.retrieval.options import FuseOptions, RerankOptions, RerankRunOptions, SearchOptions
@@ -26,6 +37,7 @@ SettingsOption = Annotated[
         dir_okay=False,
         help="Apply a settings file written by `lyre tune --out`; flags typed here win over it.",
     ),
+    Reads("settings file"),
 ]
 
 
@@ -50,7 +62,8 @@ def search(
     rerank: RerankOptions,
     cache: CacheOptions,
     aggregation: AggregationOptions,
-    lock: WriterOptions,
+    lock: OutputOptions,
+    outputs: Outputs,
     qrels: QrelsOption = None,
     settings: SettingsOption = None,
     topic_field: TopicField = "title",
@@ -59,26 +72,28 @@ def search(
     """Search a query file in batch and write a TREC run (hybrid BM25 + dense, fused, then reranked)."""
     from lyre.retrieval.run_files import search_to_run
 
-    record = None
+    record, blame = None, contextlib.nullcontext()
     if settings is not None:
-        from lyre.retrieval.settings_file import apply, read_settings, settings_record
+        from lyre.retrieval.settings_file import apply, blamed_on, read_settings, settings_record
 
         chosen, typed = read_settings(settings), typed_on_command_line(context)
         options, rerank = apply(chosen, options, rerank, keep=typed)
         record = settings_record(settings, chosen, typed)
-    summary = search_to_run(
-        index,
-        queries,
-        out,
-        options,
-        _typed(rerank),
-        qrels=qrels,
-        topic_field=topic_field,
-        cache=cache,
-        settings_file=record,
-        aggregation=aggregation,
-        wait=lock.wait,
-    )
+        blame = blamed_on(settings, set(chosen) - typed)
+    with blame:
+        summary = search_to_run(
+            index,
+            queries,
+            outputs.file("out"),
+            options,
+            _typed(rerank),
+            qrels=qrels,
+            topic_field=topic_field,
+            cache=cache,
+            settings_file=record,
+            aggregation=aggregation,
+            wait=lock.wait,
+        )
     typer.echo(summary)
 
 
@@ -86,12 +101,17 @@ def search(
 def rerank(
     index: IndexOption,
     queries: QueriesOption,
-    run: Annotated[Path, typer.Option("--run", exists=True, dir_okay=False, help="The run to rerank.")],
+    run: Annotated[
+        Path,
+        typer.Option("--run", exists=True, dir_okay=False, help="The run to rerank."),
+        Reads("input run"),
+    ],
     out: OutRun,
     rerank: RerankOptions,
     options: RerankRunOptions,
     cache: CacheOptions,
-    lock: WriterOptions,
+    lock: OutputOptions,
+    outputs: Outputs,
     topic_field: TopicField = "title",
     quiet: Quiet = False,
 ) -> None:
@@ -102,7 +122,7 @@ def rerank(
         index,
         queries,
         run,
-        out,
+        outputs.file("out"),
         _typed(rerank),
         options,
         topic_field=topic_field,
@@ -114,12 +134,18 @@ def rerank(
 
 @expand
 def fuse(
-    runs: Annotated[list[Path], typer.Argument(exists=True, dir_okay=False, help="Two or more run files.")],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(exists=True, dir_okay=False, help="Two or more run files."),
+        Reads("input run"),
+    ],
     out: OutRun,
     options: FuseOptions,
+    writer: OutputOptions,
+    outputs: Outputs,
     quiet: Quiet = False,
 ) -> None:
     """Fuse existing run files (RRF or normalised linear combination) into one run."""
     from lyre.retrieval.run_files import fuse_run_files
 
-    typer.echo(fuse_run_files(runs, out, options))
+    typer.echo(fuse_run_files(runs, outputs.file("out"), options))

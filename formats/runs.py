@@ -4,10 +4,15 @@ trec_eval ignores the rank column: it re-sorts each query's lines by score (desc
 by docid (descending). Writing lines in exactly that order with 1-based ranks makes the printed ranks
 the evaluated ranks; printing scores with ``repr`` (shortest round-trip form of the double) means two
 distinct float32 or float64 scores never print equal, so no ties are created by rounding.
+
+A run and its sidecar ``RUN.meta.json`` are published as one unit through the guarded writer
+(:mod:`basics.outputs`): both written to temporary names, renamed together under the run's output lock,
+and the sidecar records the run's SHA-256, so a sidecar that does not describe the run beside it is seen.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import operator
 import re
@@ -16,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lyre.basics.atomic import atomic_path, write_json_atomic
+from lyre.basics.atomic import json_text
 from lyre.basics.errors import InputError, LyreError, OptionError
+from lyre.basics.outputs import Output, output
 from lyre.basics.provenance import provenance
 from lyre.formats.records import Run
 
@@ -43,27 +49,40 @@ def format_score(score: float) -> str:
     return repr(float(score))
 
 
-def write_run(path: str | Path, run: Run, tag: str, meta: dict[str, Any]) -> None:
-    """Write ``run`` atomically (queries in the run's order) and its sidecar ``RUN.meta.json``."""
+def write_run(path: str | Path | Output, run: Run, tag: str, meta: dict[str, Any]) -> None:
+    """Write ``run`` (queries in the run's order) and its sidecar ``RUN.meta.json`` as one unit: both
+    renamed into place together under the run's output lock, the sidecar recording the run's SHA-256."""
     if not tag or _WHITESPACE.search(tag):
         raise OptionError("tag", repr(tag), "a run tag must be non-empty without whitespace; pick another")
+    target = output(path, what="run")
     lines = 0
     ranks: list[str] = []
-    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
-        for qid, doc_scores in run.items():
-            if not qid or _WHITESPACE.search(qid):
-                raise LyreError(
-                    f"query id {qid!r} is empty or contains whitespace; it cannot go in a TREC run"
-                )
-            docids, scores = ranked_columns(doc_scores)
-            _check_query_lines(qid, docids, scores)
-            if len(ranks) < len(docids):
-                ranks = [str(rank) for rank in range(1, len(docids) + 1)]
-            out.write(_query_lines(qid, tag, docids, scores, ranks))
-            lines += len(docids)
-    record = {"run": Path(path).name, "tag": tag, "queries": len(run), "lines": lines, **meta}
-    record.setdefault("provenance", provenance())
-    write_json_atomic(meta_path(path), record)
+    digest = hashlib.sha256()
+    with target.publishing(target.path, meta_path(target.path)) as (run_tmp, meta_tmp):
+        with open(run_tmp, "wb") as out:
+            for qid, doc_scores in run.items():
+                if not qid or _WHITESPACE.search(qid):
+                    raise LyreError(
+                        f"query id {qid!r} is empty or contains whitespace; it cannot go in a TREC run"
+                    )
+                docids, scores = ranked_columns(doc_scores)
+                _check_query_lines(qid, docids, scores)
+                if len(ranks) < len(docids):
+                    ranks = [str(rank) for rank in range(1, len(docids) + 1)]
+                data = _query_lines(qid, tag, docids, scores, ranks).encode("utf-8")
+                digest.update(data)
+                out.write(data)
+                lines += len(docids)
+        record = {
+            "run": target.path.name,
+            "sha256": digest.hexdigest(),
+            "tag": tag,
+            "queries": len(run),
+            "lines": lines,
+            **meta,
+        }
+        record.setdefault("provenance", provenance())
+        meta_tmp.write_text(json_text(record), encoding="utf-8")
 
 
 def ranked_columns(doc_scores: dict[str, float]) -> tuple[list[str], list[float]]:

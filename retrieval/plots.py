@@ -6,7 +6,9 @@ and losses below (how many queries move, and by how much, which a mean hides). M
 Bottom: the comparison table. The title names the runs, the baseline, the qrels and the measure.
 
 PNG and SVG come from matplotlib (the ``plots`` extra); HTML is one self-contained file: the SVG embedded
-as base64, with the table as real HTML text next to it (copyable).
+as base64, with the table as real HTML text next to it (copyable). The file is written through the guarded
+writer (:mod:`basics.outputs`): never over a run or the qrels it was drawn from, atomically, and a failed
+write names ``--plot``.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lyre.basics.atomic import atomic_path, write_text_atomic
 from lyre.basics.errors import LyreError, opt
+from lyre.basics.outputs import Output, Source, output
 from lyre.retrieval.compare import CompareReport, describe, run_labels, table_rows
 
 RECALL_DEPTHS = tuple(int(d) for d in np.unique(np.round(np.logspace(0, 3, 46))))
@@ -105,23 +107,29 @@ def _title(report: CompareReport) -> str:
     )
 
 
-def write_plot(report: CompareReport, path: Path) -> Path:
-    """Draw the figure for ``report`` into ``path`` (.png, .svg or a self-contained .html), atomically."""
+def write_plot(report: CompareReport, path: Path | Output) -> Path:
+    """Draw the figure for ``report`` into ``path`` (.png, .svg or a self-contained .html), atomically;
+    ``path`` is the ``plot`` output the command declared, or a path (checked against the runs and qrels
+    of the report either way)."""
     import matplotlib.pyplot as plt
 
     require_matplotlib()
+    inputs = [Source("qrels", Path(report.qrels)), Source("baseline run", Path(report.baseline))]
+    target = output(path, "plot", "plot").guarding(
+        [*inputs, *(Source("run", Path(run)) for run in report.runs)]
+    )
     recall = recall_curves(report.qrels, [report.baseline, *report.runs])
     figure = _figure(report, recall)
     try:
-        suffix = path.suffix.lower()
+        suffix = target.path.suffix.lower()
         if suffix == ".html":
-            write_text_atomic(path, _html(report, figure))
+            target.write_text(_html(report, figure))
         else:
-            with atomic_path(path) as tmp:
+            with target.publishing() as (tmp,):
                 figure.savefig(tmp, format=suffix.lstrip("."), dpi=130)
     finally:
         plt.close(figure)
-    return path
+    return target.path
 
 
 def _html(report: CompareReport, figure: Any) -> str:

@@ -1,14 +1,18 @@
 """The three commands that write a run file: ``lyre search``, ``lyre rerank`` and ``lyre fuse``.
 
-Each checks its options and where it will write before reading anything else, reads its inputs, does the
-work through the plan, the reranker or the fusion registry, and writes the run with a sidecar that records
-the options, the inputs' hashes and the index. Reranking keeps its finished groups in ``OUT.parts/`` until
-the run is written, so a killed command resumes when rerun.
+Each checks its options and where it will write before reading anything else, holds the output's lock
+from then on (a second command writing the same ``--out`` is refused or waits), reads its inputs, does the
+work through the plan, the reranker or the fusion registry, and publishes the run with a sidecar that
+records the options, the inputs' hashes and the index (:mod:`basics.outputs`). Reranking keeps its finished
+groups in ``OUT.parts/`` until the run is written, so a killed command resumes when rerun.
+
+``out`` is a path, or the :class:`~basics.outputs.Output` the command line declared (checked there against
+every input the command names, a settings file included); either way the function adds the inputs and
+companion files it knows of and checks again.
 """
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -18,10 +22,11 @@ from typing import Any
 from lyre.basics import progress
 from lyre.basics.errors import InputError, LyreError, OptionError, opt
 from lyre.basics.options import check_options
-from lyre.basics.outputs import check_output
+from lyre.basics.outputs import Output, Source, output
 from lyre.formats.records import Query, Run
 from lyre.retrieval.aggregation import AggregationOptions
 from lyre.retrieval.cache import CacheOptions
+from lyre.retrieval.fusion.linear import parse_weights  # where the weights are checked
 from lyre.retrieval.options import (
     FuseOptions,
     RerankOptions,
@@ -35,11 +40,13 @@ MISSING_SHOWN = 5
 """Query ids a missing-queries error names before '...'."""
 
 
-def _check_out(out: Path, inputs: Sequence[tuple[str, Path]], reranking: bool) -> None:
+def _run_output(out: Path | Output, inputs: Sequence[Source], reranking: bool) -> Output:
+    """The run output checked against ``inputs``, with the sidecar and (reranking) the work folder."""
     from lyre.formats.runs import meta_path
 
-    companions = [meta_path(out), *([parts_folder(out)] if reranking else [])]
-    check_output(out, inputs, companions)
+    target = output(out, what="run")
+    companions = [meta_path(target.path), *([parts_folder(target.path)] if reranking else [])]
+    return target.guarding(inputs, companions)
 
 
 def _load_queries(queries_path: Path, qrels: Path | None, topic_field: str) -> list[Query]:
@@ -60,18 +67,19 @@ def _query_file(path: Path, count: int) -> dict[str, Any]:
     return {**source_record(path, "queries"), "count": count}  # an irds: id records its id and version
 
 
-def _write(out: Path, run: Run, tag: str, meta: dict[str, Any], started: float) -> str:
+def _write(out: Output, run: Run, tag: str, meta: dict[str, Any], started: float) -> str:
     from lyre.formats.runs import write_run
 
     write_run(out, run, tag=tag, meta=meta)
     lines = sum(len(docs) for docs in run.values())
-    return f"wrote {out}: {len(run)} queries, {lines} lines, tag {tag}, {time.perf_counter() - started:.1f} s"
+    elapsed = time.perf_counter() - started
+    return f"wrote {out.path}: {len(run)} queries, {lines} lines, tag {tag}, {elapsed:.1f} s"
 
 
 def search_to_run(
     index_dir: Path,
     queries_path: Path,
-    out: Path,
+    out: Path | Output,
     options: SearchOptions,
     rerank_options: RerankOptions,
     *,
@@ -87,8 +95,8 @@ def search_to_run(
     ``cache``: reuse (and keep) earlier work in the index's cache (None: off). ``settings_file``: the
     record of an applied settings file (:func:`retrieval.settings_file.settings_record`) for the sidecar.
     The index's read lock is held from opening to the written run
-    (:func:`~indexes.open_index.open_for_search`); ``wait``: wait for a command writing the index
-    instead of stopping.
+    (:func:`~indexes.open_index.open_for_search`), and the output's lock from the checks to the end;
+    ``wait``: wait for a command writing the index, or the same output, instead of stopping.
     """
     from lyre.indexes.manifest import PASSAGES
     from lyre.indexes.open_index import open_for_search
@@ -101,35 +109,36 @@ def search_to_run(
     if aggregation is not None:
         aggregation.validate()
     reranking = rerank_options.rerank_depth > 0
-    inputs = [("queries file", queries_path), ("index", index_dir), *([("qrels", qrels)] if qrels else [])]
-    _check_out(out, inputs, reranking)
-    queries = _load_queries(queries_path, qrels, topic_field)
-    stages = needed_stages(options.mode)
-    with open_for_search(index_dir, stages, wait=wait, if_built=(PASSAGES,)) as opened:
-        plan = SearchPlan.open(index_dir, options, rerank_options, cache, aggregation, opened=opened)
-        progress.say(f"searching {len(queries)} queries ({plan.tag})")
-        parts = GroupScores(parts_folder(out)) if reranking else None
-        try:
-            run = plan.search(queries, parts)
-        finally:
-            if plan.reranker is not None:
-                plan.reranker.close()  # its worker processes or Ray actors
-        meta = {
-            "settings": asdict(options),
-            "rerank": asdict(rerank_options),
-            "reranker": plan.reranker.settings if plan.reranker is not None else None,
-            "query_file": _query_file(queries_path, len(queries)),
-            "qrels_filter": str(qrels) if qrels else None,
-            "index": plan.index_summary(),
-            "passages": plan.passages.sidecar(options.depth) if plan.passages is not None else None,
-            "settings_file": settings_file,
-            "cache": plan.cache.summary() if plan.cache is not None else None,
-        }
-        if plan.cache is not None:
-            plan.cache.close()
-        summary = _write(out, run, plan.tag, meta, started)
-    if parts is not None:
-        parts.remove()
+    inputs = [Source("queries file", queries_path), Source("index", index_dir, contents=True)]
+    target = _run_output(out, [*inputs, *([Source("qrels", qrels)] if qrels else [])], reranking)
+    with target.claimed():
+        queries = _load_queries(queries_path, qrels, topic_field)
+        stages = needed_stages(options.mode)
+        with open_for_search(index_dir, stages, wait=wait, if_built=(PASSAGES,)) as opened:
+            plan = SearchPlan.open(index_dir, options, rerank_options, cache, aggregation, opened=opened)
+            progress.say(f"searching {len(queries)} queries ({plan.tag})")
+            parts = GroupScores(parts_folder(target.path)) if reranking else None
+            try:
+                run = plan.search(queries, parts)
+            finally:
+                if plan.reranker is not None:
+                    plan.reranker.close()  # its worker processes or Ray actors
+            meta = {
+                "settings": asdict(options),
+                "rerank": asdict(rerank_options),
+                "reranker": plan.reranker.settings if plan.reranker is not None else None,
+                "query_file": _query_file(queries_path, len(queries)),
+                "qrels_filter": str(qrels) if qrels else None,
+                "index": plan.index_summary(),
+                "passages": plan.passages.sidecar(options.depth) if plan.passages is not None else None,
+                "settings_file": settings_file,
+                "cache": plan.cache.summary() if plan.cache is not None else None,
+            }
+            if plan.cache is not None:
+                plan.cache.close()
+            summary = _write(target, run, plan.tag, meta, started)
+        if parts is not None:
+            parts.remove()
     return summary
 
 
@@ -157,7 +166,7 @@ def rerank_run_file(
     index_dir: Path,
     queries_path: Path,
     run_path: Path,
-    out: Path,
+    out: Path | Output,
     rerank_options: RerankOptions,
     options: RerankRunOptions,
     *,
@@ -169,7 +178,8 @@ def rerank_run_file(
 
     ``cache``: reuse (and keep) reranker scores in the index's cache (None: off); they are shared with
     ``lyre search``, whose reranker identity is the same. The index's read lock is held from opening to
-    the written run; ``wait``: wait for a command writing the index instead of stopping."""
+    the written run, and the output's lock from the checks to the end; ``wait``: wait for a command
+    writing the index, or the same output, instead of stopping."""
     from lyre.basics.provenance import sha256_file
     from lyre.formats.runs import read_run
     from lyre.indexes.docstore import DocStore
@@ -187,62 +197,52 @@ def rerank_run_file(
     if rerank_options.rerank_depth < 1:
         raise OptionError("rerank_depth", rerank_options.rerank_depth, "must be at least 1 to rerank a run")
     check_rerank_template(rerank_options)
-    inputs = [("queries file", queries_path), ("input run", run_path), ("index", index_dir)]
-    _check_out(out, inputs, reranking=True)
-    run = read_run(run_path)
-    queries = _load_queries(queries_path, None, topic_field)
-    _missing_queries(run, queries, queries_path, options.skip_missing_queries)
-    with open_for_search(index_dir, (DOCSTORE,), wait=wait, if_built=(PASSAGES,)) as opened:
-        reranker = load_reranker(locate_reranker(rerank_options, optional=False), rerank_options)
-        parts = GroupScores(parts_folder(out))
-        depth = rerank_options.rerank_depth
-        store = DocStore.open(index_dir / DOCSTORE)
-        pair_cache = SearchCache.open(index_dir, cache) if cache is not None else None
-        try:
-            reranked = rerank(
-                run,
-                queries,
-                store,
-                reranker.model,
-                depth,
-                parts=parts,
-                identity=reranker.identity,
-                pair_cache=pair_cache,
-            )
-        finally:
-            reranker.close()  # its worker processes or Ray actors
-            if pair_cache is not None:
-                pair_cache.close()
-        tag = options.tag or f"{run_path.stem}.rerank{depth}"
-        meta = {
-            "reranked_run": {"path": str(run_path), "sha256": sha256_file(run_path)},
-            "settings": {**asdict(rerank_options), **asdict(options)},
-            "reranker": reranker.settings,
-            "query_file": _query_file(queries_path, len(queries)),
-            "index": {"path": str(index_dir.resolve()), "stages": opened.records},
-            "cache": pair_cache.summary() if pair_cache is not None else None,
-        }
-        summary = _write(out, reranked, tag, meta, started)
-    parts.remove()
+    inputs = [
+        Source("queries file", queries_path),
+        Source("input run", run_path),
+        Source("index", index_dir, contents=True),
+    ]
+    target = _run_output(out, inputs, reranking=True)
+    with target.claimed():
+        run = read_run(run_path)
+        queries = _load_queries(queries_path, None, topic_field)
+        _missing_queries(run, queries, queries_path, options.skip_missing_queries)
+        with open_for_search(index_dir, (DOCSTORE,), wait=wait, if_built=(PASSAGES,)) as opened:
+            reranker = load_reranker(locate_reranker(rerank_options, optional=False), rerank_options)
+            parts = GroupScores(parts_folder(target.path))
+            depth = rerank_options.rerank_depth
+            store = DocStore.open(index_dir / DOCSTORE)
+            pair_cache = SearchCache.open(index_dir, cache) if cache is not None else None
+            try:
+                reranked = rerank(
+                    run,
+                    queries,
+                    store,
+                    reranker.model,
+                    depth,
+                    parts=parts,
+                    identity=reranker.identity,
+                    pair_cache=pair_cache,
+                )
+            finally:
+                reranker.close()  # its worker processes or Ray actors
+                if pair_cache is not None:
+                    pair_cache.close()
+            tag = options.tag or f"{run_path.stem}.rerank{depth}"
+            meta = {
+                "reranked_run": {"path": str(run_path), "sha256": sha256_file(run_path)},
+                "settings": {**asdict(rerank_options), **asdict(options)},
+                "reranker": reranker.settings,
+                "query_file": _query_file(queries_path, len(queries)),
+                "index": {"path": str(index_dir.resolve()), "stages": opened.records},
+                "cache": pair_cache.summary() if pair_cache is not None else None,
+            }
+            summary = _write(target, reranked, tag, meta, started)
+        parts.remove()
     return summary
 
 
-def parse_weights(text: str | None, runs: int) -> list[float] | None:
-    """``--weights 0.3,0.7``: one non-negative number per run (None: equal weights)."""
-    if text is None:
-        return None
-    try:
-        weights = [float(value) for value in text.split(",")]
-    except ValueError:
-        raise OptionError("weights", text, "must be comma-separated numbers, e.g. 0.3,0.7") from None
-    if len(weights) != runs:
-        raise OptionError("weights", text, f"has {len(weights)} values for {runs} runs; give one per run")
-    if any(not (math.isfinite(weight) and weight >= 0) for weight in weights):
-        raise OptionError("weights", text, "must not be negative (each a finite number >= 0)")
-    return weights
-
-
-def fuse_run_files(run_paths: Sequence[Path], out: Path, options: FuseOptions) -> str:
+def fuse_run_files(run_paths: Sequence[Path], out: Path | Output, options: FuseOptions) -> str:
     """``lyre fuse``: fuse existing runs with the same registry the search plan uses."""
     from lyre.basics.provenance import sha256_file
     from lyre.formats.runs import read_run
@@ -259,11 +259,12 @@ def fuse_run_files(run_paths: Sequence[Path], out: Path, options: FuseOptions) -
         raise OptionError("weights", options.weights, f"apply to linear fusion only (not {method.name})")
     arguments = method.arguments(options, **({"weights": weights} if weights is not None else {}))
     method.check(arguments)
-    _check_out(out, [("input run", path) for path in run_paths], reranking=False)
-    fused = cut(method.fuse([read_run(path) for path in run_paths], arguments), options.k)
-    tag = options.tag or f"lyre.fuse-{method.label(arguments)}"
-    meta = {
-        "inputs": [{"path": str(path), "sha256": sha256_file(path)} for path in run_paths],
-        "settings": {**asdict(options), "parsed_weights": weights},
-    }
-    return _write(out, fused, tag, meta, started)
+    target = _run_output(out, [Source("input run", path) for path in run_paths], reranking=False)
+    with target.claimed():
+        fused = cut(method.fuse([read_run(path) for path in run_paths], arguments), options.k)
+        tag = options.tag or f"lyre.fuse-{method.label(arguments)}"
+        meta = {
+            "inputs": [{"path": str(path), "sha256": sha256_file(path)} for path in run_paths],
+            "settings": {**asdict(options), "parsed_weights": weights},
+        }
+        return _write(target, fused, tag, meta, started)

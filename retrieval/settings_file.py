@@ -7,22 +7,24 @@ type, checked with the same declarations as the flags.
 
 Precedence: a flag typed on the command line wins over the file, the file wins over the declared
 default; the run's sidecar records the file (path, SHA-256), its settings, and which of them the command
-line overrode, so a run says exactly how it was made.
+line overrode, so a run says exactly how it was made. An error about a value the file supplied names the
+file (``depth 0 (from s.json): ...``), never a flag the user did not type (:func:`blamed_on`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import types
 import typing
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from lyre.basics.atomic import write_json_atomic
-from lyre.basics.errors import InputError, LyreError
+from lyre.basics.errors import OPTION_MARK, InputError, LyreError, OptionError, opt
+from lyre.basics.outputs import output
 from lyre.retrieval.options import RerankOptions, SearchOptions
 
 SETTINGS_FORMAT = 1
@@ -91,8 +93,11 @@ def apply(
 
 
 def write_settings(path: Path, settings: dict[str, Any], how: dict[str, Any]) -> None:
-    """Write a settings file: the ``settings`` a search applies and ``how`` they were chosen."""
-    write_json_atomic(path, {"lyre_settings": SETTINGS_FORMAT, "settings": settings, **how})
+    """Write a settings file (through the guarded writer): the ``settings`` a search applies and ``how``
+    they were chosen."""
+    output(path, what="settings file").write_json(
+        {"lyre_settings": SETTINGS_FORMAT, "settings": settings, **how}
+    )
 
 
 def read_settings(path: Path) -> dict[str, Any]:
@@ -132,3 +137,25 @@ def settings_record(path: Path, settings: dict[str, Any], overridden: Iterable[s
         "settings": settings,
         "overridden_by_flags": sorted(set(overridden) & set(settings)),
     }
+
+
+@contextlib.contextmanager
+def blamed_on(path: Path, supplied: Iterable[str]) -> Iterator[None]:
+    """Inside the block, an :class:`OptionError` about a setting the file at ``path`` supplied (the
+    names in ``supplied``) is reported as the file's, with the way out: correct the file, or type the
+    flag. Its other option names stay as they are, except those the file also supplied, which are named
+    as settings rather than flags."""
+    from_file = set(supplied)
+    try:
+        yield
+    except OptionError as error:
+        if error.option not in from_file:
+            raise
+        message = Exception.__str__(error).removeprefix(f"{opt(error.option)} {error.value}: ")
+        problem = OPTION_MARK.sub(
+            lambda match: match.group(1) if match.group(1) in from_file else match.group(0), message
+        )
+        raise LyreError(
+            f"{error.option} {error.value} (from {path}): {problem}; correct it in {path}, "
+            f"or override it with {opt(error.option)}"
+        ) from None

@@ -61,7 +61,10 @@ def test_disk_full_during_an_atomic_write_is_one_line_and_changes_nothing(tmp_pa
     target = tmp_path / "out" / "run.txt"
     target.parent.mkdir()
     target.write_text("the earlier run\n")
-    body = "    from basics.atomic import write_text_atomic\n    write_text_atomic(sys.argv[1], 'x' * 10**6)"
+    body = (
+        "    from lyre.basics.atomic import write_text_atomic\n"
+        "    write_text_atomic(sys.argv[1], 'x' * 10**6)"
+    )
     result = _run_limited(body, target)
     assert result.returncode == 2, result.stderr
     message = result.stderr.strip()
@@ -76,7 +79,7 @@ def test_disk_full_while_writing_a_run_keeps_the_earlier_run(tmp_path):
     run = tmp_path / "bm25.run"
     run.write_text("q1 Q0 d1 1 1.0 earlier\n")
     body = (
-        "    from formats.runs import write_run\n"
+        "    from lyre.formats.runs import write_run\n"
         "    run = {f'q{i}': {f'doc{j}': float(j) for j in range(100)} for i in range(100)}\n"
         "    write_run(sys.argv[1], run, 'bm25', {})"
     )
@@ -177,7 +180,7 @@ def test_a_folder_without_write_permission_is_one_line(tmp_path):
     read_only = tmp_path / "results"
     read_only.mkdir()
     read_only.chmod(0o555)
-    body = "    from basics.atomic import write_text_atomic\n    write_text_atomic(sys.argv[1], 'run')"
+    body = "    from lyre.basics.atomic import write_text_atomic\n    write_text_atomic(sys.argv[1], 'run')"
     prefix = WITHOUT_OVERRIDE if os.geteuid() == 0 else []
     result = _run_limited(body, read_only / "bm25.run", prefix=prefix)
     assert result.returncode == 2, result.stderr

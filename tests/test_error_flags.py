@@ -22,7 +22,7 @@ from lyre.cli.app import app, render_error
 from lyre.cli.options import flag_of
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-LIBRARY = ("basics", "formats", "models", "indexes", "retrieval")
+LIBRARY = ("basics", "formats", "models", "indexes", "retrieval", "serve")
 FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 OTHER_PROGRAM = re.compile(r"`(?!lyre\b)[^`]*`")
 LYRE_COMMAND = re.compile(r"`lyre (?P<command>[a-z]+)(?P<rest>[^`]*)`")

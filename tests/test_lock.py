@@ -1,5 +1,6 @@
 """The index folder locks with real concurrent processes: refusal naming the holder, waiting, killed and
-exited holders, concurrent job-array slices, serialised manifest updates, and the temp sweep."""
+exited holders, concurrent job-array slices, serialised manifest updates, and the temp sweep; and the
+lock of one output file (a run, a plot): reentrant, gone when released, never left blocking by a kill."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from lyre.basics.errors import LyreError
-from lyre.basics.lock import HOLDERS_DIR, LockedError, index_lock
+from lyre.basics.lock import HOLDERS_DIR, LockedError, index_lock, output_lock, output_lock_path
 from lyre.basics.resources import ResourceError
 
 REPOSITORY = Path(__file__).resolve().parents[1]
@@ -106,7 +107,7 @@ def test_wait_blocks_until_the_holder_finishes(folder):
         [
             sys.executable,
             "-c",
-            "import sys, time; from basics.lock import index_lock\n"
+            "import sys, time; from lyre.basics.lock import index_lock\n"
             "with index_lock(sys.argv[1], 'write', wait=True): print(time.time())",
             str(folder),
         ],
@@ -275,3 +276,42 @@ def test_index_folder_that_is_a_file_is_one_line(tmp_path):
 def test_reading_a_missing_index_is_one_line(tmp_path):
     with pytest.raises(LyreError, match="no such index folder"), index_lock(tmp_path / "absent", "read"):
         pass
+
+
+HOLD_OUTPUT = """
+import sys
+from lyre.basics.lock import output_lock
+with output_lock(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.readline()
+"""
+
+
+def test_an_output_lock_is_reentrant_refuses_others_and_leaves_no_file(tmp_path):
+    out = tmp_path / "runs" / "x.run"
+    with output_lock(out), output_lock(out):  # the command holds it; its writer takes it again
+        assert output_lock_path(out).exists()
+        refused = subprocess.run(
+            [sys.executable, "-c", HOLD_OUTPUT, str(out)], cwd=REPOSITORY, capture_output=True, text=True,
+            input="\n", timeout=60,
+        )  # fmt: skip
+        assert refused.returncode == 1 and "LockedError" in refused.stderr
+        assert f"out {out}: is being written by pid {os.getpid()} on {socket.gethostname()}" in refused.stderr
+    assert not (tmp_path / "runs").exists()  # nothing was written: the folder it made is gone too
+
+
+def test_a_killed_holder_of_an_output_lock_blocks_nothing(tmp_path):
+    out = tmp_path / "x.run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_OUTPUT, str(out)], cwd=REPOSITORY, stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+    with pytest.raises(LockedError, match=f"is being written by pid {holder.pid}"), output_lock(out):
+        pass
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait(timeout=30)
+    assert output_lock_path(out).exists()  # left behind by the kill, with the dead holder's record
+    with output_lock(out):
+        out.write_text("written\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["x.run"]

@@ -1,3 +1,4 @@
+import hashlib
 import json
 
 import numpy as np
@@ -24,6 +25,7 @@ def test_write_run_lines_ranks_and_sidecar(tmp_path):
     meta = json.loads(meta_path(path).read_text(encoding="utf-8"))
     assert meta["tag"] == "bm25" and meta["queries"] == 2 and meta["lines"] == 4 and meta["index"] == "/idx"
     assert "versions" in meta["provenance"]
+    assert meta["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()  # the sidecar names its run
     assert read_run(path) == run
 
 
