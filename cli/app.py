@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "doctor": ("lyre.cli.eval_commands", "doctor"),
     "compare": ("lyre.cli.experiment_commands", "compare"),
     "tune": ("lyre.cli.experiment_commands", "tune"),
+    "serve": ("lyre.cli.serve_commands", "serve"),
 }
 """Command -> (module, function). ``lyre CMD`` imports only CMD's module and the library under it (the
 option dataclasses of every command import a good part of the library: ~50 ms a command start would

@@ -10,6 +10,7 @@ own ``.pth`` files, is not activated there), so nothing is downloaded.
 
 from __future__ import annotations
 
+import shutil
 import site
 import subprocess
 import sys
@@ -20,15 +21,23 @@ from pathlib import Path
 import pytest
 from helpers import REPOSITORY, SAMPLE
 
-LAYERS = ("basics", "formats", "models", "indexes", "retrieval", "cli")
+LAYERS = ("basics", "formats", "models", "indexes", "retrieval", "serve", "cli")
+PACKAGE_DATA = ("serve/static/index.html", "serve/static/app.css", "serve/static/app.js")
+"""The files besides modules the wheel must hold (the page ``lyre serve`` shows)."""
+
+
+NOT_SOURCE = (".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "runs", ".gpu-bundle", "docs")
+"""What a wheel is never built from: setuptools builds in ``build/`` beside the sources and would put
+modules left there by an earlier build (say, one since renamed) into the wheel."""
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("wheel")
+    source, folder = tmp_path_factory.mktemp("source") / "lyre", tmp_path_factory.mktemp("wheel")
+    shutil.copytree(REPOSITORY, source, ignore=shutil.ignore_patterns(*NOT_SOURCE))
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", folder,
-         REPOSITORY],
+         source],
         check=True, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     return next(folder.glob("lychee_retrieval-*.whl"))
@@ -38,11 +47,12 @@ def test_the_wheel_holds_every_module_under_lyre_and_nothing_else(wheel: Path) -
     with zipfile.ZipFile(wheel) as archive:
         names = [name for name in archive.namelist() if ".dist-info/" not in name]
     assert {name.split("/")[0] for name in names} == {"lyre"}
-    expected = {
+    modules = {
         f"lyre/{path.relative_to(REPOSITORY).as_posix()}"
         for layer in LAYERS
         for path in (REPOSITORY / layer).rglob("*.py")
-    } | {"lyre/__init__.py", "lyre/__main__.py"}
+    }
+    expected = modules | {"lyre/__init__.py", "lyre/__main__.py"} | {f"lyre/{name}" for name in PACKAGE_DATA}
     assert set(names) == expected  # a subpackage missing from pyproject.toml's list would be left out
 
 

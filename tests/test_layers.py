@@ -1,6 +1,6 @@
 """lyre's packages are layers and imports only point down: basics < formats < models < indexes <
-retrieval < cli. A module may import its own package and any lower one, never a higher one, whether the
-import is at the top of the file, inside a function, or under ``TYPE_CHECKING`` (each is an arrow on the
+retrieval < serve < cli. A module may import its own package and any lower one, never a higher one, whether
+the import is at the top of the file, inside a function, or under ``TYPE_CHECKING`` (each is an arrow on the
 drawing of the code). And `lyre --help` stays instant: it loads none of the heavy libraries.
 """
 
@@ -17,8 +17,11 @@ import pytest
 from helpers import modules_imported_by
 
 REPOSITORY = Path(__file__).resolve().parents[1]
-LAYERS = ("basics", "formats", "models", "indexes", "retrieval", "cli")
-HEAVY = ("torch", "transformers", "faiss", "bm25s", "pyarrow", "scipy", "matplotlib", "jax", "ray")
+LAYERS = ("basics", "formats", "models", "indexes", "retrieval", "serve", "cli")
+HEAVY = (
+    "torch", "transformers", "faiss", "bm25s", "pyarrow", "scipy", "matplotlib", "jax", "ray", "starlette",
+    "fastapi", "uvicorn",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -184,10 +187,12 @@ def test_help_of_every_command_imports_no_heavy_library() -> None:
     [
         (["search", "--help"], ["app", "common", "options", "search_commands"]),
         (["--quiet", "eval", "--help"], ["app", "common", "eval_commands", "options"]),
+        # serve's search settings are search's flags (and its --settings file)
+        (["serve", "--help"], ["app", "common", "options", "search_commands", "serve_commands"]),
         (
             ["--help"],
             ["app", "common", "eval_commands", "experiment_commands", "index_commands", "options",
-             "search_commands"],
+             "search_commands", "serve_commands"],
         ),
     ],
 )  # fmt: skip
