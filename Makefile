@@ -11,7 +11,7 @@ EMBED_MODEL ?= sentence-transformers/all-MiniLM-L6-v2
 # A local folder (or hub id) of vec-ai/lychee-rerank enables the rerank step of the demo.
 RERANK_MODEL ?=
 
-.PHONY: demo test lint clean
+.PHONY: demo test test-fast lint clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ demo: $(BIN)/.installed
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+# The edit loop's tier: every test not marked slow (under 2 minutes on 2 cores).
+test-fast: $(BIN)/.installed
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: $(BIN)/.installed
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
