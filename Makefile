@@ -28,17 +28,23 @@ demo: $(BIN)/.installed
 	$(if $(RERANK_MODEL),$(BIN)/lyre rerank --index $(SAMPLE_INDEX) --queries data/sample/queries.tsv --run runs/sample.hybrid.run --rerank-model $(RERANK_MODEL) --out runs/sample.reranked.run,@echo "(rerank step skipped: pass RERANK_MODEL=/path/to/lychee-rerank to run it)")
 	$(BIN)/lyre eval data/sample/qrels.tsv runs/sample.*.run
 
+# mypy checks the library packages under their import names (.ci/typecheck.py says how), settings in
+# pyproject.toml's [tool.mypy]; its cache in build/ makes a second run take seconds.
+TYPECHECK := $(BIN)/python .ci/typecheck.py
+
 test: $(BIN)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(TYPECHECK)
+	$(BIN)/python -m pytest -q -n auto
 
 # The edit loop's tier: every test not marked slow (under 2 minutes on 2 cores).
 test-fast: $(BIN)/.installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(TYPECHECK)
+	$(BIN)/python -m pytest -q -n auto -m "not slow"
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(TYPECHECK)
 
 clean:
 	rm -rf runs $(VENV)

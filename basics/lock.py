@@ -12,8 +12,8 @@ mode     flock     taken by
 write    exclusive ``lyre ingest``, ``lyre index`` (every stage it builds, ``--overwrite``,
                    ``--verify``), ``lyre encode`` without a job-array slice: anything that
                    replaces, deletes or renames files other commands may be reading
-slice    shared    one slice of a job array (``lyre encode``/``lyre index --shard-id I
-                   --num-shards N``): slices write disjoint chunk files, so they run together;
+slice    shared    one slice of a job array (``lyre encode``/``lyre index --slice-id I
+                   --slices N``): slices write disjoint chunk files, so they run together;
                    a slice that goes on to a later stage calls :meth:`IndexLock.promote` first
 read     shared    ``lyre search``, ``lyre rerank``: they read a consistent state, because no
                    writer can start while they hold it (a folder they cannot write is read
@@ -31,10 +31,12 @@ with one line naming the holder, or waits with ``--wait``. The holder records it
 removes the file when done.
 
 Each holder of the long lock records itself in ``INDEX/.lyre.holders/HOST.PID.json`` (pid, host, command,
-start time), so a refused command names who holds the folder. Records of processes that are gone are
-stale: the next holder removes them and says that it takes over. A writer holding the exclusive lock also
-sweeps the temporaries a killed run left (:func:`basics.resources.sweep_stale_temps`): no one else can
-own them then.
+start time, and which lock file it holds), so a refused command names who holds the folder. Records of
+processes that are gone are stale: the next holder removes them and says that it takes over. Records that
+came with a copy of the folder (``cp -r idx/a idx/b`` copies them) name a lock file that is not this
+folder's: they never held it, so they are removed without a word and never named. A writer holding the
+exclusive lock also sweeps the temporaries a killed run left (:func:`basics.resources.sweep_stale_temps`):
+no one else can own them then.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ from pathlib import Path
 from typing import Literal
 
 from lyre.basics import progress
+from lyre.basics.atomic import write_json_atomic
 from lyre.basics.errors import LyreError, opt
+from lyre.basics.numbers import count
 from lyre.basics.provenance import command_line
 from lyre.basics.resources import sweep_stale_temps, write_error
 
@@ -82,12 +86,14 @@ class Holder:
     started: float
     """The same moment as ``time.time()``, for comparisons."""
     mode: str
+    lock_file: int
+    """The inode of the lock file held (0: none): whether the record is this folder's or a copy's."""
 
     @classmethod
-    def of_this_process(cls, mode: LockMode) -> Holder:
+    def of_this_process(cls, mode: LockMode, lock_file: int = 0) -> Holder:
         now = time.time()
         since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(now))
-        return cls(os.getpid(), socket.gethostname(), command_line(), since, now, mode)
+        return cls(os.getpid(), socket.gethostname(), command_line(), since, now, mode, lock_file)
 
     @classmethod
     def read(cls, path: Path) -> Holder | None:
@@ -119,11 +125,26 @@ def _record_path(folder: Path, holder: Holder) -> Path:
     return folder / HOLDERS_DIR / f"{holder.host}.{holder.pid}.json"
 
 
+def _lock_file_identity(folder: Path) -> int:
+    """The inode of ``folder``'s lock file (0 when it has none): a copy of the folder has another."""
+    try:
+        return os.stat(folder / LOCK_NAME).st_ino
+    except OSError:
+        return 0
+
+
 def _recorded(folder: Path) -> list[tuple[Path, Holder | None]]:
+    """Every holder record in ``folder``, None for one that is garbled or came with a copy of the folder
+    (it names another lock file: its process never held this one)."""
     holders_dir = folder / HOLDERS_DIR
     if not holders_dir.is_dir():
         return []
-    return [(path, Holder.read(path)) for path in sorted(holders_dir.glob("*.json"))]
+    identity = _lock_file_identity(folder)
+    found: list[tuple[Path, Holder | None]] = []
+    for path in sorted(holders_dir.glob("*.json")):
+        holder = Holder.read(path)
+        found.append((path, holder if holder is not None and holder.lock_file == identity else None))
+    return found
 
 
 def _busy_message(folder: Path) -> str:
@@ -135,7 +156,7 @@ def _busy_message(folder: Path) -> str:
     )
     if live:
         first = live[0]
-        others = f" (and {len(live) - 1} other process(es))" if len(live) > 1 else ""
+        others = f" (and {count(len(live) - 1)} other process(es))" if len(live) > 1 else ""
         return f"{folder} is being {_VERB.get(first.mode, 'used')} by {first.describe()}{others}"
     if holders:
         first = min(holders, key=lambda h: h.started)
@@ -153,8 +174,12 @@ class IndexLock:
         self.folder = folder
         self.mode: LockMode = mode
         self._fd = fd
-        self.holder = Holder.of_this_process(mode)
+        self.holder = Holder.of_this_process(mode, self._identity())
         self._depth = 1
+
+    def _identity(self) -> int:
+        """The inode of the lock file this lock holds (0: a folder no one can write, held without one)."""
+        return os.fstat(self._fd).st_ino if self._fd is not None else 0
 
     def _take(self, wait: bool) -> None:
         """flock in this lock's mode: at once, or (``wait``) after one status line naming the holder."""
@@ -176,7 +201,7 @@ class IndexLock:
                 f"{self.folder}: this file system does not support locks; "
                 "make sure no other lyre command writes this index at the same time"
             )
-        self.holder = Holder.of_this_process(self.mode)
+        self.holder = Holder.of_this_process(self.mode, self._identity())
         self._after_taking()
 
     def _after_taking(self) -> None:
@@ -202,8 +227,6 @@ class IndexLock:
         self._write_record()
 
     def _write_record(self) -> None:
-        from lyre.basics.atomic import write_json_atomic
-
         try:
             write_json_atomic(_record_path(self.folder, self.holder), asdict(self.holder))
         except LyreError:

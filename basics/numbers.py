@@ -13,12 +13,13 @@ SIZE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
 def count(value: int, what: str | None = None) -> str:
     """``10,365`` or, with ``what``, ``10,365 passages`` (``what`` is given in the plural; a count of
-    exactly one drops a final ``s``)."""
+    exactly one drops a final ``s``, or turns a final ``ies`` into ``y``: ``1 query``)."""
     text = f"{value:,}"
     if what is None:
         return text
-    noun = what[:-1] if value == 1 and what.endswith("s") else what
-    return f"{text} {noun}"
+    if value == 1:
+        what = what[:-3] + "y" if what.endswith("ies") else what.removesuffix("s")
+    return f"{text} {what}"
 
 
 def seconds(value: float) -> str:

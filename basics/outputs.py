@@ -18,8 +18,8 @@ written beside it such as ``RUN.meta.json`` and ``RUN.parts/``), and writes thro
 
 Commands declare their paths in annotations: :class:`Reads` or :class:`Writes` on each path parameter
 (``cli/common.py``) or path field of an options group. The command line collects them into one
-:class:`Outputs` (:func:`cli.options.expand`), checks it before the command runs, and hands it to the
-library, which adds what only it knows (the companions) with :meth:`Output.guarding`.
+:class:`Outputs` (:func:`cli.flags.flags_from_options`), checks it before the command runs, and hands it
+to the library, which adds what only it knows (the companions) with :meth:`Output.guarding`.
 """
 
 from __future__ import annotations
@@ -32,8 +32,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lyre.basics.atomic import atomic_paths, json_text
+from lyre.basics.declared import option
 from lyre.basics.errors import OptionError, opt
-from lyre.basics.options import option
+from lyre.basics.lock import output_lock
 
 IRDS_PREFIX = "irds:"
 
@@ -159,8 +161,6 @@ class Output:
     @contextlib.contextmanager
     def claimed(self) -> Iterator[None]:
         """Hold this output's lock for the block: from the checks, through the work, to the publishing."""
-        from lyre.basics.lock import output_lock
-
         with output_lock(self.path, wait=self.wait, option=self.option):
             yield
 
@@ -168,8 +168,6 @@ class Output:
     def publishing(self, *finals: Path) -> Iterator[list[Path]]:
         """One temporary path for each of ``finals`` (the output and the files written with it; default:
         the output alone), renamed onto them together under the output's lock once the block succeeds."""
-        from lyre.basics.atomic import atomic_paths
-
         with self.claimed(), atomic_paths(finals or (self.path,), self.option) as temps:
             yield temps
 
@@ -178,8 +176,6 @@ class Output:
             tmp.write_text(text, encoding="utf-8")
 
     def write_json(self, record: Any) -> None:
-        from lyre.basics.atomic import json_text
-
         self.write_text(json_text(record))
 
 

@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Any, Protocol
 
+from lyre.basics.numbers import count, rate
+
 _quiet = False
 
 
@@ -115,10 +117,8 @@ class TokenProgress:
     def advance(self, items: int, tokens: int) -> None:
         self.done_items += items
         self.done_tokens += tokens
-        self.bar.set_postfix_str(
-            f"{self.done_tokens:,} tokens, {self.tokens_per_second:,.0f} tokens/s, ETA {self.eta()}",
-            refresh=False,
-        )
+        done, speed = count(self.done_tokens, "tokens"), rate(self.tokens_per_second, "tokens")
+        self.bar.set_postfix_str(f"{done}, {speed}, ETA {self.eta()}", refresh=False)
         self.bar.update(items)
 
     @property

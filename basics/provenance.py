@@ -9,7 +9,7 @@ import hashlib
 import platform
 import shlex
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -48,7 +48,7 @@ def provenance(*libraries: str, **params: Any) -> dict[str, Any]:
     """A record of the current command: what was run, when, with which versions and parameters."""
     return {
         "command": command_line(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": library_versions(*libraries),
         "params": params,
     }

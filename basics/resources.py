@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lyre.basics.errors import LyreError, opt
+from lyre.basics.numbers import count, size
 
 DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
 """Out of space: the device, the user's quota, or the process's file-size limit (``ulimit -f``)."""
@@ -39,17 +40,6 @@ BLOCK_BYTES = 4096
 
 class ResourceError(LyreError):
     """A write failed because of the environment (space, permissions), not because of the input."""
-
-
-def human_bytes(size: float) -> str:
-    """``1536`` -> ``1.5 KiB``: sizes in messages, in binary units as ``df -h`` shows them."""
-    if abs(size) < 1024:
-        return f"{size:.0f} B"
-    for unit in ("KiB", "MiB", "GiB"):
-        size /= 1024
-        if abs(size) < 1024:
-            return f"{size:.1f} {unit}"
-    return f"{size / 1024:.1f} TiB"
 
 
 def _existing_ancestor(path: Path) -> Path:
@@ -83,7 +73,7 @@ def write_error(path: str | Path, error: OSError, option: str = "out") -> Resour
     if error.errno in DISK_FULL:
         where = _existing_ancestor(path.parent)
         return ResourceError(
-            f"{path}: no space left to write it ({reason}; {human_bytes(free_bytes(where))} free in "
+            f"{path}: no space left to write it ({reason}; {size(free_bytes(where))} free in "
             f"{where}); free space there, or choose another {opt(option)}"
         )
     if error.errno in NOT_WRITABLE:
@@ -103,7 +93,7 @@ def write_error(path: str | Path, error: OSError, option: str = "out") -> Resour
 
 def on_disk(*sizes: int) -> int:
     """What files of these sizes take on disk: each rounded up to whole :data:`BLOCK_BYTES` blocks."""
-    return sum(-(-size // BLOCK_BYTES) * BLOCK_BYTES for size in sizes)
+    return sum(-(-part // BLOCK_BYTES) * BLOCK_BYTES for part in sizes)
 
 
 def ensure_free_space(path: str | Path, bytes_needed: int) -> None:
@@ -114,7 +104,7 @@ def ensure_free_space(path: str | Path, bytes_needed: int) -> None:
     if free < bytes_needed + SPACE_MARGIN:
         where = _existing_ancestor(Path(path))
         raise ResourceError(
-            f"{path}: needs {human_bytes(bytes_needed + SPACE_MARGIN)} but only {human_bytes(free)} is free "
+            f"{path}: needs {size(bytes_needed + SPACE_MARGIN)} but only {size(free)} is free "
             f"in {where}; free space there, or choose another {opt('out')}"
         )
 
@@ -125,13 +115,13 @@ def reserve(path: str | Path) -> None:
     :class:`ResourceError` here instead. Falls back to :func:`ensure_free_space` on file systems that
     cannot preallocate."""
     path = Path(path)
-    size = path.stat().st_size
+    length = path.stat().st_size
     fd = os.open(path, os.O_RDWR)
     try:
-        os.posix_fallocate(fd, 0, size)
+        os.posix_fallocate(fd, 0, length)
     except OSError as error:
         if error.errno in (errno.EOPNOTSUPP, errno.EINVAL):
-            ensure_free_space(path, size)
+            ensure_free_space(path, length)
             return
         raise write_error(path, error) from None
     finally:
@@ -153,8 +143,8 @@ class Swept:
 
     def summary(self, folder: Path) -> str:
         return (
-            f"{folder}: removed {len(self.paths)} temporary file(s) and folder(s) "
-            f"({human_bytes(self.bytes)}) left by an earlier run that stopped"
+            f"{folder}: removed {count(len(self.paths))} temporary file(s) and folder(s) "
+            f"({size(self.bytes)}) left by an earlier run that stopped"
         )
 
 
@@ -179,13 +169,13 @@ def sweep_stale_temps(folder: str | Path, older_than: float) -> Swept:
             path = base / name
             if not is_temp_name(name) or path.lstat().st_mtime >= older_than:
                 continue
-            size = _size_of(path)
+            taken = _size_of(path)
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
             if not path.exists():
                 removed.append(path)
-                total += size
+                total += taken
         dirs[:] = [d for d in dirs if (base / d).exists()]
     return Swept(sorted(removed), total)

@@ -94,7 +94,7 @@ def peak_rss_mb() -> float:
 
 def build(work: Path, docs: int) -> dict:
     from lyre.basics.progress import set_quiet
-    from lyre.indexes.bm25 import build_bm25
+    from lyre.indexes.bm25_build import build_bm25
 
     set_quiet(True)
     store = GeneratedStore(docs)
@@ -116,7 +116,7 @@ def build(work: Path, docs: int) -> dict:
 
 def search(work: Path, n: int) -> dict:
     from lyre.basics.progress import set_quiet
-    from lyre.indexes.bm25 import BM25Index
+    from lyre.indexes.bm25_search import BM25Index
 
     set_quiet(True)
     start = time.perf_counter()

@@ -66,7 +66,8 @@ def timed(fn, *args, **kwargs):
 
 
 def run_lyre(docs, texts, threads):
-    from lyre.indexes.bm25 import BM25Index, build_bm25
+    from lyre.indexes.bm25_build import build_bm25
+    from lyre.indexes.bm25_search import BM25Index
 
     results = {}
     with tempfile.TemporaryDirectory(prefix="lyre-bm25-") as folder:

@@ -24,7 +24,7 @@
 #   torch_search_*      torch flat search on the GPU vs Faiss CPU: SciFact's vectors, then 1M x 1024
 #   rerank_benchmark    benchmarks/rerank_throughput.py: tokens/s and % of peak
 #   lyre_search_rerank  `lyre search --mode hybrid --rerank-depth 100` on 100 SciFact queries: pairs/s
-#   tests_on_gpu        tests/test_torch_search.py and tests/test_dense.py (CUDA cases), where pytest is there
+#   tests_on_gpu        tests/test_torch_search.py and tests/test_dense_*.py (CUDA cases), where pytest is there
 # Outputs: $OUT/<step>.log, $OUT/*.json (watch.py), $OUT/*.md (benchmarks), $OUT/summary.md.
 set -uo pipefail
 
@@ -40,7 +40,7 @@ mkdir -p "$OUT"
 # (pyproject.toml maps them the same way), first on PYTHONPATH.
 IMPORTS=$(mktemp -d "${TMPDIR:-/tmp}/lyre-imports-XXXXXX")
 mkdir "$IMPORTS/lyre"
-for part in lyre/__init__.py lyre/__main__.py basics formats models indexes retrieval cli; do
+for part in lyre/__init__.py lyre/__main__.py basics formats models indexes retrieval serve cli; do
   ln -s "$ROOT/$part" "$IMPORTS/lyre/$(basename "$part")"
 done
 : > "$OUT/steps.txt"
@@ -143,7 +143,7 @@ step lyre_search_rerank 180 "${WATCH[@]}" --json "$OUT/lyre_search_rerank.json" 
 # The torch search and dense tests run on the GPU too where torch sees one; pytest is not on the GPU machine
 # unless its wheels are added to .gpu-bundle/whl (pip download pytest pluggy iniconfig -d .gpu-bundle/whl).
 step tests_on_gpu 90 bash -c "\"$PY\" -c 'import pytest' 2>/dev/null || { echo 'pytest not installed: tests not run'; exit 0; }
-  \"$PY\" -m pytest -q -p no:cacheprovider tests/test_torch_search.py tests/test_dense.py"
+  \"$PY\" -m pytest -q -p no:cacheprovider tests/test_torch_search.py tests/test_dense_search.py tests/test_dense_placement.py"
 
 "$PY" - "$OUT" "$(($(date +%s) - START))" "$SMALL" <<'PY'
 import json, re, sys, time

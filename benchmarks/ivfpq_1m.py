@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 from lyre.indexes import faiss_params
-from lyre.indexes.dense import DenseIndex, DenseOptions, build_dense, overlap_at
+from lyre.indexes.dense_search import DenseIndex
+from lyre.indexes.dense_stage import DenseOptions, build_dense
+from lyre.indexes.dense_tuning import overlap_at
 from lyre.indexes.embeddings import EmbeddingStore, StoreSpec
 from lyre.indexes.manifest import record_stage
 from lyre.indexes.stages import StageRecord

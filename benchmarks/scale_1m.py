@@ -121,7 +121,7 @@ def run_stage(stage: str, options: argparse.Namespace) -> dict[str, Any]:
 
         return {"documents": ingest(options.corpus, index, overwrite=True).documents}
     if stage == "bm25":
-        from lyre.indexes.bm25 import bm25_stage
+        from lyre.indexes.bm25_stage import bm25_stage
 
         record = bm25_stage(index)
         return {"vocabulary": record["vocabulary"], "postings": record["postings"]}
@@ -135,13 +135,13 @@ def run_stage(stage: str, options: argparse.Namespace) -> dict[str, Any]:
         report = {**encoded.work, "dim": EmbeddingStore.open(index / "embeddings").spec.dim}
         return {key: report[key] for key in ("documents", "tokens", "tokens_per_second", "dim")}
     if stage == "dense":
-        from lyre.indexes.dense import build_dense
+        from lyre.indexes.dense_stage import build_dense
 
         record = build_dense(index, index_type="ivfpq")
         return {key: record[key] for key in ("factory", "nprobe", "refine", "recall")}
     if stage == "search":
         from lyre.retrieval.options import RerankOptions, SearchOptions
-        from lyre.retrieval.run_files import search_to_run
+        from lyre.retrieval.search_run import search_to_run
 
         settings, rerank = SearchOptions(mode="hybrid", k=100, depth=100), RerankOptions(rerank_depth=0)
         started = time.perf_counter()

@@ -94,7 +94,7 @@ def main() -> None:
     import faiss
     import torch
     from lyre.basics.atomic import write_text_atomic
-    from lyre.indexes.dense import top_k
+    from lyre.indexes.dense_search import top_k
     from lyre.indexes.torch_search import TorchFlatSearch
 
     faiss.omp_set_num_threads(args.threads)

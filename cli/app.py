@@ -10,11 +10,13 @@ import importlib
 import sys
 from collections.abc import Iterable
 from functools import cache
+from typing import Any
 
 import typer
 from lyre.basics.errors import LyreError
 from lyre.cli.common import Quiet
-from lyre.cli.options import flag_of
+from lyre.cli.flags import flag_of, flags_from_options
+from typer._click.exceptions import ClickException, NoArgsIsHelpError  # the range pyproject pins
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "ingest": ("lyre.cli.index_commands", "ingest"),
@@ -34,8 +36,28 @@ option dataclasses of every command import a good part of the library: ~50 ms a 
 otherwise pay); ``lyre --help`` imports them all."""
 
 
+@flags_from_options
 def _global(quiet: Quiet = False) -> None:
     """Only the global ``--quiet``; its callback does the work."""
+
+
+class _HelpFlag:
+    """``--help`` shown as a flag: Typer 0.29 prints its type (``<bool>``) unless it has a metavar, and
+    ``--help`` is the one flag :func:`cli.flags.flags_from_options` does not make."""
+
+    def get_help_option(self, ctx: Any) -> Any:
+        option = super().get_help_option(ctx)  # type: ignore[misc]  # a mixin: the Typer class after it has it
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class LyreCommand(_HelpFlag, typer.core.TyperCommand):
+    """A ``lyre`` command."""
+
+
+class LyreGroup(_HelpFlag, typer.core.TyperGroup):
+    """The ``lyre`` app."""
 
 
 @cache
@@ -46,11 +68,12 @@ def build_app(names: tuple[str, ...] = tuple(COMMANDS)) -> typer.Typer:
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_enable=False,
+        cls=LyreGroup,
     )
     built.callback()(_global)  # with a callback the app stays a group, even with one command
     for name in names:
         module, function = COMMANDS[name]
-        built.command(name)(getattr(importlib.import_module(module), function))
+        built.command(name, cls=LyreCommand)(getattr(importlib.import_module(module), function))
     return built
 
 
@@ -79,7 +102,8 @@ def render_error(error: LyreError, argv: list[str]) -> str:
     does not exist."""
     group = typer.main.get_command(app_for(argv))
     word = command_word(argv)
-    command = group.commands.get(word) if word else None  # type: ignore[attr-defined]
+    commands = group.commands if isinstance(group, typer.core.TyperGroup) else {}
+    command = commands.get(word) if word else None
     flags = {flag for param in command.params for flag in param.opts} if command else set()
 
     def name(option: str) -> str:
@@ -89,16 +113,32 @@ def render_error(error: LyreError, argv: list[str]) -> str:
     return error.render(name)
 
 
+def usage_line(error: ClickException) -> str:
+    """A command line the parser refuses (an unknown flag, a bad value, a missing argument), as one line
+    that names the command and where its flags are listed, instead of Typer's framed box."""
+    context = getattr(error, "ctx", None)
+    command = context.command_path if context is not None else "lyre"
+    return f"{command}: {error.format_message().rstrip('.')} (see '{command} --help')"
+
+
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    argv = sys.argv[1:]
     try:
-        app_for(sys.argv[1:])()
-    except LyreError as error:
-        print(f"error: {render_error(error, sys.argv[1:])}", file=sys.stderr)
+        status = app_for(argv)(args=argv, prog_name="lyre", standalone_mode=False)
+    except NoArgsIsHelpError as error:
+        error.show()  # `lyre` or `lyre CMD` alone: the help, as Click prints it
         sys.exit(error.exit_code)
-    except KeyboardInterrupt:
+    except ClickException as error:
+        print(f"error: {usage_line(error)}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except LyreError as error:
+        print(f"error: {render_error(error, argv)}", file=sys.stderr)
+        sys.exit(error.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
         print("error: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)
         sys.exit(130)
+    sys.exit(status if isinstance(status, int) else 0)  # Click hands back a typer.Exit's code
 
 
 if __name__ == "__main__":

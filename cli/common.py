@@ -2,20 +2,21 @@
 
 Every path parameter is declared as read (:class:`~basics.outputs.Reads`) or written
 (:class:`~basics.outputs.Writes`) in its annotation (a path field of an options group too).
-:func:`cli.options.expand` collects them into one :class:`basics.outputs.Outputs`, checks it before the
-command does anything (no output may replace an input, lie inside the index, or be another output), and
-hands it to a command that asks for it (a parameter annotated ``Outputs``); the command writes only
-through it. A test walks every command's declarations (the ``declared_paths`` each command carries).
+:func:`cli.flags.flags_from_options` collects them into one :class:`basics.outputs.Outputs`, checks it before
+the command does anything (no output may replace an input, lie inside the index, or be another output), and
+hands it to a command that asks for it (a parameter annotated ``Outputs``); the command writes only through
+it. A test walks every command's declarations (the ``declared_paths`` each command carries).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, overload
 
 import typer
 from lyre.basics import progress
 from lyre.basics.outputs import Reads, Writes
+from lyre.cli.flags import PATHS_PANEL
 
 
 def _exists_unless_irds(value: Path | None) -> Path | None:
@@ -63,9 +64,15 @@ QrelsOption = Annotated[
     typer.Option("--qrels", callback=_exists_unless_irds, help="Keep only judged queries (or irds: id)."),
     Reads("qrels"),
 ]
-TopicField = Annotated[str, typer.Option(help="TREC topics: title, desc or title+desc.")]
+TopicField = Annotated[
+    str, typer.Option(help="TREC topics: title, desc or title+desc.", rich_help_panel=PATHS_PANEL)
+]
 
 
+@overload
+def unescape(template: str) -> str: ...
+@overload
+def unescape(template: None) -> None: ...
 def unescape(template: str | None) -> str | None:
     """Templates typed in a shell carry a literal backslash-n; the models need the newline itself."""
     return template.replace("\\n", "\n") if template else template

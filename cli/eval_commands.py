@@ -10,10 +10,13 @@ from typing import Annotated
 import typer
 from lyre.basics.outputs import Reads
 from lyre.cli.common import Qrels, Quiet
-from lyre.cli.options import expand
+from lyre.cli.flags import flags_from_options
+from lyre.retrieval.doctor import doctor as run_doctor
+from lyre.retrieval.evaluation import evaluate as run_eval
+from lyre.retrieval.evaluation import format_table
 
 
-@expand
+@flags_from_options
 def evaluate(
     qrels: Qrels,
     runs: Annotated[list[Path], typer.Argument(exists=True, help="One or more run files."), Reads("run")],
@@ -23,14 +26,11 @@ def evaluate(
     quiet: Quiet = False,
 ) -> None:
     """Evaluate runs against qrels (trec_eval-compatible, through ir-measures), side by side."""
-    from lyre.retrieval.evaluation import evaluate as run_eval
-    from lyre.retrieval.evaluation import format_table
-
     table = run_eval(qrels, runs, measures=measures.split(",") if measures else None, per_query=per_query)
     typer.echo(json.dumps(table.to_dict(), indent=2) if as_json else format_table(table))
 
 
-@expand
+@flags_from_options
 def doctor(
     embed_model: Annotated[
         str | None, typer.Option(help="Check this embedding model's recipe end to end.")
@@ -39,8 +39,6 @@ def doctor(
     quiet: Quiet = False,
 ) -> None:
     """Report the environment (versions, devices, faiss GPU support) and self-check an embedding model."""
-    from lyre.retrieval.doctor import doctor as run_doctor
-
     report = run_doctor(embed_model, max_length=max_length)
     typer.echo(report.render())
     if not report.ok:

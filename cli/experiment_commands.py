@@ -1,11 +1,11 @@
 """``lyre compare`` (runs against a baseline with paired tests, corrected p-values, tables and plots) and
 ``lyre tune`` (search settings chosen on dev queries with cross-validation).
 
-The settings are declared once in :class:`retrieval.compare.CompareOptions`; :func:`cli.options.expand`
-turns them into flags. Every option is checked, and ``--plot`` checked for its suffix, matplotlib, and
-against every input (it may not replace a run, the qrels or the queries), before any run is read; the
-plot and the settings file are written through the declared outputs (:mod:`basics.outputs`), under their
-lock from the checks on.
+The settings are declared once in :class:`retrieval.compare.CompareOptions`;
+:func:`cli.flags.flags_from_options` turns them into flags. Every option is checked, and ``--plot`` checked
+for its suffix, matplotlib, and against every input (it may not replace a run, the qrels or the queries),
+before any run is read; the plot and the settings file are written through the declared outputs
+(:mod:`basics.outputs`), under their lock from the checks on.
 """
 
 from __future__ import annotations
@@ -15,16 +15,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from lyre.basics import progress
 from lyre.basics.outputs import OutputOptions, Outputs, Reads, Writes
 from lyre.cli.common import IndexOption, QueriesOption, Quiet, TopicField, _exists_unless_irds
-from lyre.cli.options import expand
+from lyre.cli.flags import flags_from_options
 from lyre.retrieval.cache import CacheOptions
-from lyre.retrieval.compare import CompareOptions
+from lyre.retrieval.compare import CompareOptions, check_compare
+from lyre.retrieval.compare import compare as run_compare
+from lyre.retrieval.compare_tables import render as render_comparison
 from lyre.retrieval.options import RerankOptions, SearchOptions
-from lyre.retrieval.tune import TuneOptions
+from lyre.retrieval.plots import check_plot_path, write_plot
+from lyre.retrieval.tune import TuneOptions, check_tune, write_report
+from lyre.retrieval.tune import render as render_tuning
+from lyre.retrieval.tune import tune as run_tune
 
 
-@expand
+@flags_from_options
 def compare(
     qrels: Annotated[
         Path, typer.Argument(help="Qrels file (BEIR TSV or TREC), or an irds: id."), Reads("qrels")
@@ -55,23 +61,17 @@ def compare(
     quiet: Quiet = False,
 ) -> None:
     """Compare runs with a baseline: mean, difference with CI, paired test, corrected p, wins/ties/losses."""
-    from lyre.basics import progress
-    from lyre.retrieval.compare import check_compare, check_plot_path, render
-    from lyre.retrieval.compare import compare as run_compare
-
     check_compare(baseline, runs, options)
     check_plot_path(plot)
     target = outputs.get("plot")
     with target.claimed() if target is not None else contextlib.nullcontext():
         report = run_compare(qrels, baseline, runs, options, queries=queries)
         if target is not None:
-            from lyre.retrieval.plots import write_plot
-
             progress.say(f"wrote {write_plot(report, target)}")
-    typer.echo(render(report, options.format))
+    typer.echo(render_comparison(report, options.format))
 
 
-@expand
+@flags_from_options
 def tune(
     index: IndexOption,
     queries: QueriesOption,
@@ -105,9 +105,6 @@ def tune(
     quiet: Quiet = False,
 ) -> None:
     """Choose search settings on dev queries (grid, k-fold cross-validation) and write them for --settings."""
-    from lyre.retrieval.tune import check_tune, render, write_report
-    from lyre.retrieval.tune import tune as run_tune
-
     check_tune(grid, options, rerank, tune_options, cache)
     with outputs.file("out").claimed():
         report = run_tune(
@@ -115,5 +112,5 @@ def tune(
         )
         inputs = {"queries": queries, "qrels": qrels, "index": index}
         write_report(out, report, tune_options, options, rerank, inputs)
-    typer.echo(render(report, tune_options.folds))
+    typer.echo(render_tuning(report, tune_options.folds))
     typer.echo(f"wrote {out}")

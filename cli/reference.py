@@ -59,10 +59,11 @@ def command_section(name: str, command: Any) -> str:
     usage = " ".join(command.collect_usage_pieces(context))
     lines = [f"## lyre {name}", "", f"`lyre {name} {usage}`", "", _cell(command.help or ""), ""]
     rows = [param for param in command.params if not getattr(param, "hidden", False)]
-    panels: dict[str, list[Any]] = {}
+    panels: dict[str, list[Any]] = {"Arguments": [], "Options": []}  # first, as in --help
     for param in rows:
-        panels.setdefault(getattr(param, "rich_help_panel", None) or "Options", []).append(param)
-    for panel, params in panels.items():
+        default = "Arguments" if param.param_type_name == "argument" else "Options"
+        panels.setdefault(getattr(param, "rich_help_panel", None) or default, []).append(param)
+    for panel, params in ((panel, params) for panel, params in panels.items() if params):
         lines += [f"**{panel}**", "", "| name | value | default | what it does |", "|---|---|---|---|"]
         for param in params:
             help_text = _cell(getattr(param, "help", None) or "")

@@ -1,7 +1,7 @@
 """``lyre search``, ``lyre rerank`` and ``lyre fuse``: flags made from the declared options, one library call.
 
-The options dataclasses of :mod:`retrieval.options` are the only place a default, range or help text of
-these commands is written; :func:`cli.options.expand` turns each into flags. Each command's paths are
+The options dataclasses of :mod:`retrieval.options` are the only place a default, range or help text of these
+commands is written; :func:`cli.flags.flags_from_options` turns each into flags. Each command's paths are
 declared on its parameters and checked before it runs; the run is written through the declared output
 (:mod:`basics.outputs`), which a second command writing the same ``--out`` cannot mix with.
 """
@@ -24,10 +24,14 @@ from lyre.cli.common import (
     TopicField,
     unescape,
 )
-from lyre.cli.options import expand
+from lyre.cli.flags import flags_from_options
 from lyre.retrieval.aggregation import AggregationOptions
 from lyre.retrieval.cache import CacheOptions
+from lyre.retrieval.fuse_runs import fuse_run_files
 from lyre.retrieval.options import FuseOptions, RerankOptions, RerankRunOptions, SearchOptions
+from lyre.retrieval.rerank_run import rerank_run_file
+from lyre.retrieval.search_run import search_to_run
+from lyre.retrieval.settings_file import apply, blamed_on, read_settings, settings_record
 
 SettingsOption = Annotated[
     Path | None,
@@ -52,7 +56,7 @@ def typed_on_command_line(context: typer.Context) -> set[str]:
     return {name for name, source in sources.items() if source is not None and source.name == "COMMANDLINE"}
 
 
-@expand
+@flags_from_options
 def search(
     context: typer.Context,
     index: IndexOption,
@@ -70,12 +74,9 @@ def search(
     quiet: Quiet = False,
 ) -> None:
     """Search a query file in batch and write a TREC run (hybrid BM25 + dense, fused, then reranked)."""
-    from lyre.retrieval.run_files import search_to_run
-
-    record, blame = None, contextlib.nullcontext()
+    record = None
+    blame: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
     if settings is not None:
-        from lyre.retrieval.settings_file import apply, blamed_on, read_settings, settings_record
-
         chosen, typed = read_settings(settings), typed_on_command_line(context)
         options, rerank = apply(chosen, options, rerank, keep=typed)
         record = settings_record(settings, chosen, typed)
@@ -97,7 +98,7 @@ def search(
     typer.echo(summary)
 
 
-@expand
+@flags_from_options
 def rerank(
     index: IndexOption,
     queries: QueriesOption,
@@ -116,8 +117,6 @@ def rerank(
     quiet: Quiet = False,
 ) -> None:
     """Rerank the top K of any existing run with the index's texts (resumable; reuses cached scores)."""
-    from lyre.retrieval.run_files import rerank_run_file
-
     summary = rerank_run_file(
         index,
         queries,
@@ -132,7 +131,7 @@ def rerank(
     typer.echo(summary)
 
 
-@expand
+@flags_from_options
 def fuse(
     runs: Annotated[
         list[Path],
@@ -146,6 +145,4 @@ def fuse(
     quiet: Quiet = False,
 ) -> None:
     """Fuse existing run files (RRF or normalised linear combination) into one run."""
-    from lyre.retrieval.run_files import fuse_run_files
-
     typer.echo(fuse_run_files(runs, outputs.file("out"), options))

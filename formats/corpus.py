@@ -27,6 +27,8 @@ from lyre.formats.records import Document
 ID_FIELDS = ("_id", "id", "docid", "doc_id", "docno", "pid")
 TEXT_FIELDS = ("text", "contents", "body", "content", "passage", "abstract")
 TITLE_FIELDS = ("title",)
+Where = tuple[str | Path, int | None]
+"""Where field names were read, for an :class:`InputError`: the file and its line (None: the file)."""
 _WHITESPACE = re.compile(r"\s")
 _SKIP_HINT = f"or pass {opt('on_error')} skip to skip such records"
 _MAP_COLUMNS = (
@@ -133,7 +135,7 @@ def detect_format(path: str | Path) -> str:
 
 
 def _pick(
-    names: Sequence[str], override: str | None, candidates: Sequence[str], what: str, where: tuple
+    names: Sequence[str], override: str | None, candidates: Sequence[str], what: str, where: Where
 ) -> str:
     if override is not None:
         if override not in names:
@@ -159,7 +161,7 @@ def guess_mapping(
     id_field: str | None = None,
     title_field: str | None = None,
     text_field: str | None = None,
-    where: tuple = ("<corpus>", None),
+    where: Where = ("<corpus>", None),
 ) -> FieldMapping:
     """Map field names to id/title/text: overrides first, then the usual names (BEIR, Pyserini, MS MARCO)."""
     id_name = _pick(names, id_field, ID_FIELDS, "id", where)
@@ -280,7 +282,7 @@ class CorpusReader:
             self._raw = raw
             if self.format.endswith(".gz"):
                 gz = _GzipChunks(gzip.GzipFile(fileobj=raw))
-                handle: BinaryIO = io.BufferedReader(gz, buffer_size=1 << 20)  # type: ignore[assignment]
+                handle: BinaryIO = io.BufferedReader(gz, buffer_size=1 << 20)
             else:
                 handle = raw
             parse = self._json_record if self.format.startswith("jsonl") else self._tsv_record
@@ -545,9 +547,9 @@ class UniqueIds:
                 candidates.extend((int(i), int(row)) for row in level_rows[lo[i] : hi[i]])
         if candidates:
             found = self._docids_of_rows(np.array([row for _, row in candidates], dtype=np.int64))
-            for (i, row), docid in zip(candidates, found, strict=True):
-                if docid == ids[i]:
-                    earlier[i] = row
+            for (position, row), docid in zip(candidates, found, strict=True):
+                if docid == ids[position]:
+                    earlier[position] = row
         return earlier
 
     def check(self, ids: Sequence[str], first_row: int) -> np.ndarray:

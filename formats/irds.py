@@ -20,13 +20,14 @@ import contextlib
 import hashlib
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from lyre.basics import progress
 from lyre.basics.atomic import atomic_path
 from lyre.basics.errors import LyreError
+from lyre.basics.provenance import sha256_file
 from lyre.formats.records import Qrel, Query
 
 IRDS_PREFIX = "irds:"
@@ -158,8 +159,6 @@ def read_irds_qrels(source: str | Path) -> list[Qrel]:
 
 def irds_corpus_file(source: str | Path) -> Path:
     """The JSONL export of an ``irds:`` id's documents, written on first use (see the module docstring)."""
-    from lyre.basics.provenance import sha256_file
-
     dataset_id = _dataset_id(source)
     ir_datasets = _ir_datasets()
     dataset = _dataset(dataset_id, "docs")
@@ -192,15 +191,16 @@ def irds_corpus_file(source: str | Path) -> Path:
 def source_record(source: str | Path, kind: str) -> dict[str, Any]:
     """Provenance of an input: ``{"path", "sha256"}`` for a file; for an ``irds:`` id its id, the
     ir_datasets version and the sha256 and count of the records read (``kind``: docs, queries, qrels)."""
-    from lyre.basics.provenance import sha256_file
-
     if kind not in _KINDS:
         raise ValueError(f"kind must be one of {_KINDS}, not {kind!r}")
     dataset_id = irds_id(source)
     if dataset_id is None:
         return {"path": str(source), "sha256": sha256_file(source)}
     if (dataset_id, kind) not in _digests:
-        {"docs": irds_corpus_file, "queries": read_irds_queries, "qrels": read_irds_qrels}[kind](source)
+        readers: dict[str, Callable[[str | Path], object]] = {
+            "docs": irds_corpus_file, "queries": read_irds_queries, "qrels": read_irds_qrels
+        }  # fmt: skip
+        readers[kind](source)  # reading the records is what records their digest
     digest, count = _digests[dataset_id, kind]
     return {
         "irds": dataset_id,

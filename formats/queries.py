@@ -15,7 +15,7 @@ from __future__ import annotations
 import gzip
 import html
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +207,7 @@ def _trec_xml(path: Path, topic_field: str) -> Iterator[tuple[int, Query]]:
 
 
 def _topic_query(
-    path: Path, line: int, fields: dict[str, str], topic_field: str, elements: dict[str, tuple[str, ...]]
+    path: Path, line: int, fields: dict[str, str], topic_field: str, elements: Mapping[str, tuple[str, ...]]
 ) -> Query:
     qid = fields.get("num", "")
     parts = ["title", "desc"] if topic_field == "title+desc" else [topic_field]

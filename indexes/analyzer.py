@@ -29,6 +29,8 @@ from functools import cached_property
 from typing import Any
 
 from lyre.basics.errors import LyreError
+from lyre.basics.provenance import library_versions
+from lyre.indexes.bm25s_compat import stopwords as bm25s_stopwords
 
 LUCENE_TOKEN_PATTERN = r"\w+(?:(?:(?<=[^\W\d])['’.](?=[^\W\d])|(?<=\d)[.,'’](?=\d))\w+)*"
 """UAX#29-like words: letters+digits joined; "don't", "u.s", "3.14", "1,000" kept whole; hyphens split."""
@@ -44,6 +46,8 @@ _CJK_RUN = re.compile(
     "[\u1100-\u11ff\u3040-\u30ff\u3130-\u318f\u31f0-\u31ff\u3400-\u4dbf\u4e00-\u9fff\ua960-\ua97f"
     "\uac00-\ud7af\uf900-\ufaff\uff66-\uff9f]+"
 )
+WORDS_KEPT = 1 << 18
+"""Words whose terms an analyzer remembers (a few tens of MB at most); past it, it starts again."""
 KINDS = ("standard", "cjk-bigram")
 PRESETS: dict[str, dict[str, Any]] = {
     "english": {},
@@ -63,9 +67,7 @@ def stopword_list(name_or_words: str | Iterable[str]) -> frozenset[str]:
     if name_or_words == "none":
         return frozenset()
     if name_or_words.startswith("bm25s-"):
-        from lyre.indexes.bm25s_compat import stopwords
-
-        words = stopwords(name_or_words[len("bm25s-") :])
+        words = bm25s_stopwords(name_or_words[len("bm25s-") :])
         if words is not None:
             return frozenset(words)
     raise LyreError(
@@ -176,16 +178,26 @@ class Analyzer:
         words.extend(self._pattern.findall(text[start:]))
         return words
 
+    @cached_property
+    def _terms(self) -> dict[str, str | None]:
+        """The terms of the words seen so far: a collection's words recur (feedback analyses thousands of
+        documents per search), so each is stopped and stemmed once, up to :data:`WORDS_KEPT` words."""
+        return {}
+
     def term(self, word: str) -> str | None:
         """The index term of one surface word, or None for a stopword (stopping precedes stemming)."""
-        if word in self._stopset or not word:
-            return None
-        return self._stem(word) if self._stem is not None else word
+        known = self._terms
+        if word in known:
+            return known[word]
+        if len(known) >= WORDS_KEPT:
+            known.clear()
+        found = None if word in self._stopset or not word else self._stem(word) if self._stem else word
+        known[word] = found
+        return found
 
     def analyze(self, text: str) -> list[str]:
         """The terms of ``text`` in order (duplicates kept: a repeated query term counts twice)."""
-        terms = (self.term(word) for word in self.words(text))
-        return [term for term in terms if term is not None]
+        return [term for term in map(self.term, self.words(text)) if term is not None]
 
     def preset_name(self) -> str | None:
         """The name of the preset this analyzer is (versions aside), or None for a custom one."""
@@ -223,7 +235,5 @@ def _strip_possessive(word: str) -> str:
 
 
 def current_versions() -> dict[str, str]:
-    from lyre.basics.provenance import library_versions
-
     versions = library_versions("PyStemmer", "bm25s")
     return {name: versions[name] for name in ("PyStemmer", "bm25s")}

@@ -12,10 +12,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lyre.basics.options import check_options
-from lyre.indexes.bm25 import Bm25Options, Bm25Stage
-from lyre.indexes.dense import DenseOptions, DenseStage
-from lyre.indexes.encode import EncodeOptions, EncodeStage, slice_of_job
+from lyre.basics.declared import check_options
+from lyre.indexes.bm25_build import Bm25Options
+from lyre.indexes.bm25_stage import Bm25Stage
+from lyre.indexes.dense_stage import DenseOptions, DenseStage
+from lyre.indexes.encode import EncodeOptions, EncodeStage, is_slice
 from lyre.indexes.ingest import IngestOptions, IngestStage
 from lyre.indexes.manifest import DENSE, DOCSTORE, PASSAGES
 from lyre.indexes.passage_stage import PassageStage
@@ -54,7 +55,7 @@ def build_index(
     encode_stage = EncodeStage(store=store)
     plan.append((encode_stage, encode))
     dense = dense or DenseOptions()
-    sliced = slice_of_job(encode.shard_id, encode.num_shards)[1] > 1
+    sliced = is_slice(encode)
     if sliced:
         check_options(dense)  # not built in a slice, but a typo should not wait for the finalize run
     else:

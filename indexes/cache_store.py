@@ -30,7 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from lyre.basics import progress
-from lyre.basics.options import option
+from lyre.basics.declared import option
+from lyre.basics.errors import LyreError
+from lyre.basics.numbers import count
+from lyre.indexes.integrity import repair_command, repair_hint
+from lyre.indexes.manifest import load_manifest
 
 CACHE_DIR = "cache"
 DATABASE = "cache.sqlite"
@@ -301,9 +305,12 @@ def verify_cache(index_dir: Path) -> None:
             damaged.unlink(missing_ok=True)
         progress.say(f"verify: cache {path} was damaged ({problem}); removed, searches fill it again")
     elif bad:
-        progress.say(f"verify: {bad} of {total} cache entries in {path} failed their checksum; dropped")
+        progress.say(
+            f"verify: {count(bad)} of {count(total, 'cache entries')} in {path} failed their checksum; "
+            "dropped"
+        )
     else:
-        progress.say(f"verify: all {total} cache entries in {path} intact (checksums)")
+        progress.say(f"verify: all {count(total, 'cache entries')} in {path} intact (checksums)")
 
 
 def _sqlite_problem(connection: sqlite3.Connection) -> str | None:
@@ -373,10 +380,6 @@ def warn(message: str) -> None:
 
 def _repair_command(index_dir: Path) -> str:
     """``lyre index ... --verify`` with the index's recorded corpus (and model) where the manifest says."""
-    from lyre.basics.errors import LyreError
-    from lyre.indexes.integrity import repair_command, repair_hint
-    from lyre.indexes.manifest import load_manifest
-
     try:
         return repair_command(index_dir, repair_hint(load_manifest(index_dir).stages))
     except (LyreError, OSError):

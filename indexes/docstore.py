@@ -25,7 +25,9 @@ from typing import Any
 import numpy as np
 from lyre.basics.atomic import write_json_atomic
 from lyre.basics.errors import LyreError
+from lyre.basics.numbers import count
 from lyre.basics.resources import write_error
+from lyre.formats.corpus import id_hashes
 from lyre.formats.records import Document
 from lyre.indexes.manifest import DOCSTORE, HOW_TO_BUILD, Manifest, StageFolder
 
@@ -75,7 +77,8 @@ class DocstoreMeta:
             raise ValueError(f"columns must be {list(COLUMNS)}")
         full = [part.rows == self.rows_per_part for part in self.parts[:-1]]
         if not all(full) or sum(part.rows for part in self.parts) != self.rows or self.rows < 0:
-            raise ValueError(f"its parts hold {sum(p.rows for p in self.parts):,} rows, not {self.rows:,}")
+            held = sum(part.rows for part in self.parts)
+            raise ValueError(f"its parts hold {count(held, 'rows')}, not {count(self.rows)}")
         if len({part.file for part in self.parts}) != len(self.parts) or any(
             Path(part.file).name != part.file for part in self.parts
         ):
@@ -272,15 +275,13 @@ class DocStore:
 
     def rows_of(self, docids: Sequence[str]) -> np.ndarray:
         """Row of each docid, -1 for unknown ids (hash lookup in ids.hash.npy, confirmed on the real ids)."""
-        from lyre.formats.corpus import id_hashes
-
         hashes = np.load(self.folder / "ids.hash.npy", mmap_mode="r")
         stored_rows = np.load(self.folder / "ids.row.npy", mmap_mode="r")
         wanted = id_hashes(list(docids))
         lo = np.searchsorted(hashes, wanted, side="left")
         hi = np.searchsorted(hashes, wanted, side="right")
         result = np.full(len(wanted), -1, dtype=np.int64)
-        pairs = [(i, int(row)) for i in np.flatnonzero(hi > lo) for row in stored_rows[lo[i] : hi[i]]]
+        pairs = [(int(i), int(row)) for i in np.flatnonzero(hi > lo) for row in stored_rows[lo[i] : hi[i]]]
         if pairs:
             found = self.docids_of([row for _, row in pairs])
             for (i, row), docid in zip(pairs, found, strict=True):
@@ -295,7 +296,8 @@ class DocStore:
         rows = self._check_rows(rows)
         parts, local = np.divmod(rows, self.rows_per_part)
         groups, offsets = np.divmod(local, self.row_group_rows)
-        out: list[Document | None] = [None] * len(rows)
+        placed: list[int] = []  # the position in the answer of each document found, part by part
+        found: list[Document] = []
         for part in np.unique(parts).tolist():
             mask = parts == part
             wanted = np.unique(groups[mask])
@@ -304,10 +306,10 @@ class DocStore:
             )
             positions = np.searchsorted(wanted, groups[mask]) * self.row_group_rows + offsets[mask]
             picked = table.take(pa.array(positions))
-            docs = zip(*(picked.column(name).to_pylist() for name in COLUMNS), strict=True)
-            for index, doc in zip(np.flatnonzero(mask).tolist(), docs, strict=True):
-                out[index] = Document(*doc)
-        return out  # type: ignore[return-value]
+            columns = (picked.column(name).to_pylist() for name in COLUMNS)
+            found.extend(Document(*doc) for doc in zip(*columns, strict=True))
+            placed.extend(np.flatnonzero(mask).tolist())
+        return [found[i] for i in np.argsort(placed, kind="stable").tolist()]
 
     def iter_batches(
         self, batch_size: int, start: int = 0, stop: int | None = None

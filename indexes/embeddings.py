@@ -9,8 +9,8 @@ Layout of ``INDEX/embeddings/``::
     chunk-000000.done.json      completion record, written last (a chunk without it does not exist)
 
 Chunk ``i`` always covers rows ``[i * chunk_rows, min((i + 1) * chunk_rows, num_rows))``; slice ``s`` of
-``n`` (``--shard-id/--num-shards``) owns the chunks with ``i % n == s``, which spreads long and short
-documents evenly over the slices.
+``n`` (``--slice-id/--slices``, one slice per task of a job array) owns the chunks with ``i % n == s``,
+which spreads long and short documents evenly over the slices.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 from lyre.basics.atomic import atomic_path, write_json_atomic
 from lyre.basics.errors import LyreError, opt
+from lyre.basics.numbers import count
 from lyre.indexes.manifest import Manifest, StageFolder
 
 STORE_FILE = "store.json"
@@ -50,13 +51,12 @@ class StoreSpec:
         start = chunk * self.chunk_rows
         return start, min(start + self.chunk_rows, self.num_rows)
 
-    def chunks_of_slice(self, shard_id: int, num_shards: int) -> list[int]:
-        if not 0 <= shard_id < num_shards:
+    def chunks_of_slice(self, slice_id: int, slices: int) -> list[int]:
+        if not 0 <= slice_id < slices:
             raise LyreError(
-                f"{opt('shard_id')} {shard_id} is outside 0..{num_shards - 1}; "
-                f"pick one below {opt('num_shards')}"
+                f"{opt('slice_id')} {slice_id} is outside 0..{slices - 1}; pick one below {opt('slices')}"
             )
-        return list(range(shard_id, self.num_chunks, num_shards))
+        return list(range(slice_id, self.num_chunks, slices))
 
 
 class EmbeddingStore:
@@ -141,8 +141,8 @@ class EmbeddingStore:
         missing = self.missing_chunks()
         if missing:
             raise LyreError(
-                f"{self.directory}: {len(missing)} of {self.spec.num_chunks} embedding chunks are missing "
-                f"(first: {missing[0]}); finish every {opt('shard_id')} slice, then index again"
+                f"{self.directory}: {count(len(missing))} of {count(self.spec.num_chunks, 'chunks')}"
+                f" are missing (first: {missing[0]}); finish every {opt('slice_id')} slice, then index again"
             )
         for chunk in range(self.spec.num_chunks):
             yield self.chunk(chunk)

@@ -10,29 +10,36 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
 from lyre.basics import progress
+from lyre.basics.declared import option
 from lyre.basics.errors import LyreError, OptionError, opt
-from lyre.basics.options import option
+from lyre.basics.numbers import count, rate
 from lyre.basics.progress import TokenProgress
+from lyre.basics.provenance import provenance
+from lyre.indexes.docstore import DocStore
 from lyre.indexes.embeddings import STORE_FILE, EmbeddingStore, StoreSpec
-from lyre.indexes.engines import ENGINES, EncodeJob, runner_for
+from lyre.indexes.encode_job import EncodeJob
+from lyre.indexes.encode_runners import runner_for
 from lyre.indexes.manifest import DOCSTORE, EMBEDDINGS
+from lyre.indexes.metadata import StageRecord
 from lyre.indexes.query_encoder import model_identity
+from lyre.indexes.source_store import store_params, store_rows
 from lyre.indexes.stages import (
-    Forget,
-    StageRecord,
+    Invalidate,
     StageResult,
     Upstream,
-    need,
     overwrite_option,
+    required_upstream,
     run_stage,
     stage_files,
 )
-from lyre.models.embedder import DEFAULT_MODEL
+from lyre.models.embedder import DEFAULT_MODEL, resolve_embedder
+from lyre.models.engines import ENGINES
+from lyre.models.loading import FINGERPRINT_SCHEME, model_fingerprint
 from lyre.models.recipes import DTYPES, POOLINGS, EmbedRecipe
 
 DEFAULT_CHUNK_ROWS = 8192
@@ -54,10 +61,16 @@ class EncodeOptions:
     dtype: str | None = option(
         None, "Override the recipe's dtype (auto: bf16 on CUDA, float32 on CPU).", choices=DTYPES
     )
-    shard_id: int | None = option(
-        None, "Encode only this slice (default: SLURM_ARRAY_TASK_ID minus SLURM_ARRAY_TASK_MIN).", minimum=0
+    slice_id: int | None = option(
+        None,
+        "Encode only this slice of the chunks (default: SLURM_ARRAY_TASK_ID minus SLURM_ARRAY_TASK_MIN).",
+        minimum=0,
     )
-    num_shards: int | None = option(None, "Number of slices (default: SLURM_ARRAY_TASK_COUNT).", minimum=1)
+    slices: int | None = option(
+        None,
+        "Slices the chunks are split into, one per job-array task (default: SLURM_ARRAY_TASK_COUNT).",
+        minimum=1,
+    )
     chunk_rows: int = option(
         DEFAULT_CHUNK_ROWS,
         "Documents per embedding chunk, the unit of resume (a started store keeps its own).",
@@ -87,32 +100,31 @@ class EncodeOptions:
         }
 
 
-def slice_of_job(shard_id: int | None, num_shards: int | None) -> tuple[int, int]:
-    """(shard_id, num_shards): as given, else from a SLURM job array (task id minus the array's first id),
+def slice_of_job(slice_id: int | None, slices: int | None) -> tuple[int, int]:
+    """(slice_id, slices): as given, else from a SLURM job array (task id minus the array's first id),
     else the whole corpus (0, 1)."""
-    if shard_id is None and num_shards is None:
+    if slice_id is None and slices is None:
         env = os.environ
         if "SLURM_ARRAY_TASK_ID" not in env or "SLURM_ARRAY_TASK_COUNT" not in env:
             return 0, 1
         try:
-            task, count = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
+            task, tasks = int(env["SLURM_ARRAY_TASK_ID"]), int(env["SLURM_ARRAY_TASK_COUNT"])
             first = int(env.get("SLURM_ARRAY_TASK_MIN", "0"))
         except ValueError:
             raise LyreError(
-                "SLURM_ARRAY_TASK_* variables are not integers; "
-                f"set {opt('shard_id')} and {opt('num_shards')}"
+                f"SLURM_ARRAY_TASK_* variables are not integers; set {opt('slice_id')} and {opt('slices')}"
             ) from None
-        if count < 1 or not 0 <= task - first < count:
+        if tasks < 1 or not 0 <= task - first < tasks:
             raise LyreError(
-                f"SLURM_ARRAY_TASK_ID {task} (first {first}) is outside an array of {count} tasks; "
-                f"set {opt('shard_id')} and {opt('num_shards')}"
+                f"SLURM_ARRAY_TASK_ID {task} (first {first}) is outside an array of {count(tasks, 'tasks')}; "
+                f"set {opt('slice_id')} and {opt('slices')}"
             )
-        return task - first, count
-    if shard_id is None or num_shards is None:
-        raise LyreError(f"set both {opt('shard_id')} and {opt('num_shards')} (or neither)")
-    if not 0 <= shard_id < num_shards:
-        raise OptionError("shard_id", shard_id, f"must be below {opt('num_shards')} ({num_shards})")
-    return shard_id, num_shards
+        return task - first, tasks
+    if slice_id is None or slices is None:
+        raise LyreError(f"set both {opt('slice_id')} and {opt('slices')} (or neither)")
+    if not 0 <= slice_id < slices:
+        raise OptionError("slice_id", slice_id, f"must be below {opt('slices')} ({slices})")
+    return slice_id, slices
 
 
 @dataclass(frozen=True)
@@ -127,8 +139,6 @@ class _Model:
     def params(self, like: str | None = None) -> dict[str, Any]:
         """The record params: everything that decides the vectors. ``like``: the fingerprint of the record
         kept, whose scheme the model's fingerprint is made by (:func:`models.loading.model_fingerprint`)."""
-        from lyre.models.loading import model_fingerprint
-
         return {
             "model": self.name,
             "model_fingerprint": model_fingerprint(self.folder, like=like),
@@ -140,14 +150,8 @@ class _Model:
 
 def _resolve(options: EncodeOptions) -> _Model:
     """Model folder, effective recipe and output dim, from the model's config files only."""
-    from lyre.models.embedder import resolve_embedder
-
-    folder, recipe, dim = resolve_embedder(
-        options.embed_model,
-        **{key: value for key, value in options.recipe_overrides().items()},
-        dim=options.dim,
-    )
-    return _Model(folder, model_identity(options.embed_model, folder), replace(recipe, dim=dim), dim)
+    folder, recipe, dim = resolve_embedder(options.embed_model, **options.recipe_overrides(), dim=options.dim)
+    return _Model(folder, model_identity(options.embed_model, folder), recipe, dim)
 
 
 @dataclass
@@ -171,12 +175,10 @@ class EncodeStage:
 
     def params(self, options: EncodeOptions) -> dict[str, Any]:
         """The record params: the model's, and the store when it is not the docstore."""
-        from lyre.indexes.passage_stage import store_params
-
         return {**self.model(options).params(like=self._kept_fingerprint), **store_params(self.store)}
 
     def validate(self, index_dir: Path, options: EncodeOptions, upstream: Upstream) -> None:
-        slice_of_job(options.shard_id, options.num_shards)
+        slice_of_job(options.slice_id, options.slices)
         if options.engine == "ray":
             for name in RECIPE_OVERRIDES:
                 if getattr(options, name) is not None:
@@ -190,7 +192,7 @@ class EncodeStage:
                 if getattr(options, name) is not None:
                     raise OptionError(name, getattr(options, name), f"applies only with {opt('engine')} ray")
         model = self.model(options)
-        docstore = need(index_dir, upstream, self.store)
+        docstore = required_upstream(index_dir, upstream, self.store)
         recorded = upstream.get(EMBEDDINGS)
         kept = None if recorded is None or options.overwrite else recorded
         self._kept_fingerprint = kept.params.get("model_fingerprint") if kept is not None else None
@@ -202,8 +204,6 @@ class EncodeStage:
                 _say_if_older_fingerprint(index_dir, recorded.params.get("model_fingerprint"))
         elif (index_dir / EMBEDDINGS / "store.json").exists():
             spec = EmbeddingStore.open(index_dir / EMBEDDINGS).spec
-            from lyre.indexes.passage_stage import store_rows
-
             wanted = StoreSpec(
                 store_rows(docstore), model.dim, spec.chunk_rows, model.name, model.recipe.to_dict()
             )
@@ -233,41 +233,40 @@ class EncodeStage:
             for suffix in (".done.json", ".npy", ".rows.npy"):  # the completion record first
                 (directory / f"{chunk}{suffix}").unlink(missing_ok=True)
 
-    def build(self, index_dir: Path, options: EncodeOptions, forget: Forget) -> StageResult:
-        from lyre.indexes.docstore import DocStore
-
-        shard_id, num_shards = slice_of_job(options.shard_id, options.num_shards)
+    def build(self, index_dir: Path, options: EncodeOptions, invalidate: Invalidate) -> StageResult:
+        slice_id, slices = slice_of_job(options.slice_id, options.slices)
         model = self.model(options)
         docstore = DocStore.open(index_dir / self.store)
         directory = index_dir / EMBEDDINGS
         if options.overwrite and directory.exists():
-            forget()
+            invalidate()
             shutil.rmtree(directory)
         chunk_rows = options.chunk_rows
         if (directory / "store.json").exists():
             chunk_rows = EmbeddingStore.open(directory).spec.chunk_rows
             if chunk_rows != options.chunk_rows:
                 progress.say(
-                    f"embeddings: resuming the store's {chunk_rows}-row chunks "
-                    f"(overwrite to start again with {options.chunk_rows})"
+                    f"embeddings: resuming the store's chunks of {count(chunk_rows, 'rows')} "
+                    f"(overwrite to start again with {count(options.chunk_rows)})"
                 )
         spec = StoreSpec(len(docstore), model.dim, chunk_rows, model.name, model.recipe.to_dict())
         store = EmbeddingStore.create_or_resume(directory, spec)
-        todo = store.missing_chunks(spec.chunks_of_slice(shard_id, num_shards))
+        todo = store.missing_chunks(spec.chunks_of_slice(slice_id, slices))
         tracker = TokenProgress(
             sum(stop - start for start, stop in map(spec.chunk_bounds, todo)),
-            f"encode {shard_id}/{num_shards}",
+            f"encode {slice_id}/{slices}",
+            unit="doc" if self.store == DOCSTORE else "passage",
         )
         if todo:
-            forget()  # new vectors: a dense index over the old ones is stale
+            invalidate()  # new vectors: a dense index over the old ones is stale
             progress.say(
-                f"encoding {len(todo)} chunks with {model.name} "
+                f"encoding {count(len(todo), 'chunks')} with {model.name} "
                 f"(recipe {model.recipe.hash()}: {_describe(model.recipe)})"
             )
             _encode_missing(index_dir, model, todo, options, tracker, self.store)
         tracker.close()
-        work = {
-            "slice": [shard_id, num_shards],
+        work: dict[str, Any] = {
+            "slice": [slice_id, slices],
             "encoded_chunks": len(todo),
             "documents": tracker.done_items,
             "tokens": tracker.done_tokens,
@@ -277,14 +276,13 @@ class EncodeStage:
         missing = store.missing_chunks()
         if missing:
             summary = (
-                f"{EMBEDDINGS}: slice {shard_id}/{num_shards} done ({len(todo)} chunks encoded); "
-                f"{len(missing)} of {spec.num_chunks} chunks of other slices are still missing "
-                f"(first: {missing[0]})"
+                f"{EMBEDDINGS}: slice {slice_id}/{slices} done ({count(len(todo), 'chunks')} encoded); "
+                f"{count(len(missing))} of {count(spec.num_chunks, 'chunks')} of other slices are still "
+                f"missing (first: {missing[0]})"
             )
             return StageResult(summary, None, work)
-        from lyre.basics.provenance import provenance
-
-        described = f"{spec.num_rows} documents x {model.dim} dims with {model.name}"
+        rows = "documents" if self.store == DOCSTORE else self.store
+        described = f"{count(spec.num_rows, rows)} x {count(model.dim, 'dims')} with {model.name}"
         record = StageRecord(
             summary=described,
             params=self.params(options),
@@ -292,16 +290,14 @@ class EncodeStage:
             provenance=provenance("torch", "transformers", model=model.name, recipe_hash=model.recipe.hash()),
             files=stage_files(index_dir, EMBEDDINGS),
         )
-        rate = f"{work['tokens_per_second']:,.0f} tokens/s"
-        summary = f"{EMBEDDINGS}: {described} ({work['documents']} encoded now, {rate})"
+        speed = rate(work["tokens_per_second"], "tokens")
+        summary = f"{EMBEDDINGS}: {described} ({count(tracker.done_items)} encoded now, {speed})"
         return StageResult(summary, record, work)
 
 
 def _say_if_older_fingerprint(index_dir: Path, fingerprint: str | None) -> None:
     """An index recorded before tokenizer and pooling files were fingerprinted is still checked on its
     config and weights; say so, and how to record the rest."""
-    from lyre.models.loading import FINGERPRINT_SCHEME
-
     if fingerprint is not None and not fingerprint.startswith(f"{FINGERPRINT_SCHEME}:"):
         progress.say(
             f"{index_dir / EMBEDDINGS}: recorded with a model fingerprint of config and weights only "
@@ -317,7 +313,7 @@ def _differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
 def _encode_missing(
     index_dir: Path, model: _Model, todo: list[int], options: EncodeOptions, sink: TokenProgress, store: str
 ) -> None:
-    """Who encodes the missing chunks: the engine the options name (see :mod:`indexes.engines`)."""
+    """Who encodes the missing chunks: the engine the options name (see :mod:`indexes.encode_runners`)."""
     runner = runner_for(
         options.engine,
         device=options.device,
@@ -332,7 +328,7 @@ def _encode_missing(
 def _describe(recipe: EmbedRecipe) -> str:
     eos = ", EOS ensured" if recipe.ensure_eos else ""
     sides = f"{recipe.pooling} pooling, {recipe.padding_side} padding{eos}"
-    return f"{recipe.name}, {sides}, max {recipe.max_length} tokens"
+    return f"{recipe.name}, {sides}, max {count(recipe.max_length, 'tokens')}"
 
 
 def encode_stage(
@@ -347,4 +343,4 @@ def encode_stage(
 
 def is_slice(options: EncodeOptions) -> bool:
     """Whether these options encode one slice of several (given, or from a SLURM job array)."""
-    return slice_of_job(options.shard_id, options.num_shards)[1] > 1
+    return slice_of_job(options.slice_id, options.slices)[1] > 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 #: Sub-quantizer counts (bytes per vector at 8 bits) that GPU IVF-PQ implements.
 GPU_PQ_M = (1, 2, 3, 4, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56, 64, 96)
@@ -31,6 +31,8 @@ DIMS_PER_SUBQUANTIZER = 4
 NBITS = 8
 #: Index types one can ask for: ``auto`` picks flat or ivfpq from the number of vectors.
 INDEX_TYPES = ("auto", "flat", "ivfpq")
+#: The index types a dense stage is built as (what ``auto`` resolves to).
+IndexType = Literal["flat", "ivfpq"]
 
 
 @dataclass(frozen=True)
@@ -51,12 +53,14 @@ class IvfPqParams:
         return {**asdict(self), "factory": self.factory}
 
 
-def choose_index_type(num_rows: int, requested: str = "auto") -> str:
+def choose_index_type(num_rows: int, requested: str = "auto") -> IndexType:
     """ "flat" or "ivfpq": ``auto`` is flat below :data:`FLAT_MAX_ROWS` vectors, IVF-PQ from there."""
-    if requested not in INDEX_TYPES:
-        raise ValueError(f"index type must be auto, flat or ivfpq, not {requested!r}")
+    if requested == "flat":
+        return "flat"
+    if requested == "ivfpq":
+        return "ivfpq"
     if requested != "auto":
-        return requested
+        raise ValueError(f"index type must be auto, flat or ivfpq, not {requested!r}")
     return "flat" if num_rows < FLAT_MAX_ROWS else "ivfpq"
 
 

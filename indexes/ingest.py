@@ -3,7 +3,7 @@
 The new docstore is written into a temporary folder inside INDEX and swapped into place only when it
 is complete, so a bad record or a crash never leaves a half-written docstore and never destroys a
 complete one. Replacing a complete docstore built from another corpus (or with other field options)
-needs ``overwrite``; because row numbers are the internal ids, that also forgets the stages built on
+needs ``overwrite``; because row numbers are the internal ids, that also invalidates the stages built on
 the old one. A write that fails (disk full, quota, read-only folder) is one line naming the docstore, and
 the temporary folder is removed.
 """
@@ -20,22 +20,16 @@ from typing import Any, ClassVar
 import numpy as np
 from lyre.basics import progress
 from lyre.basics.atomic import replace_dir, temp_dir_beside
+from lyre.basics.declared import option
 from lyre.basics.errors import InputError, LyreError, opt
-from lyre.basics.options import option
+from lyre.basics.numbers import count, seconds
 from lyre.basics.provenance import provenance, sha256_file
 from lyre.formats.corpus import CorpusReader, UniqueIds, corpus_file, open_corpus
 from lyre.formats.irds import irds_id, source_record
 from lyre.indexes.docstore import DocStoreWriter
 from lyre.indexes.manifest import DOCSTORE
 from lyre.indexes.metadata import StageRecord
-from lyre.indexes.stages import (
-    Forget,
-    StageResult,
-    Upstream,
-    overwrite_option,
-    run_stage,
-    stage_files,
-)
+from lyre.indexes.stages import Invalidate, StageResult, Upstream, overwrite_option, run_stage, stage_files
 
 BATCH_SIZE = 4096
 
@@ -154,7 +148,7 @@ class IngestStage:
         )
         return sum(1 for _ in islice(reader, limit))
 
-    def build(self, index_dir: Path, options: IngestOptions, forget: Forget) -> StageResult:
+    def build(self, index_dir: Path, options: IngestOptions, invalidate: Invalidate) -> StageResult:
         started = time.perf_counter()
         reader = open_corpus(
             self.corpus,
@@ -185,21 +179,21 @@ class IngestStage:
                 "format": reader.format,
                 "mapping": reader.mapping.to_dict(),
             }
-            forget()  # the derived stages' files describe the old rows
+            invalidate()  # the derived stages' files describe the old rows
             replace_dir(temp, index_dir / DOCSTORE)
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
-        seconds = time.perf_counter() - started
+        took = time.perf_counter() - started
         skipped = dict(sorted(reader.skipped.items()))
         counts = {
             "documents": writer.rows,
             "skipped": skipped,
             "empty_text": empty,
-            "seconds": round(seconds, 3),
+            "seconds": round(took, 3),
         }
-        described = _summary(counts, reader.format, reader.mapping.describe(), index_dir / DOCSTORE)
-        progress.say(f"ingested {writer.rows:,} documents in {seconds:.1f}s")
+        described = _summary(counts, reader.format, reader.mapping.describe())
+        progress.say(f"ingested {count(writer.rows, 'documents')} in {seconds(took)}")
         record = StageRecord(
             summary=described,
             params=params,
@@ -207,16 +201,17 @@ class IngestStage:
             provenance=provenance(corpus=str(self.corpus), **options.params()),
             files=stage_files(index_dir, DOCSTORE),
         )
-        return StageResult(f"{DOCSTORE}: {described} in {seconds:.1f}s", record)
+        return StageResult(f"{DOCSTORE}: {described} -> {index_dir / DOCSTORE} in {seconds(took)}", record)
 
 
-def _summary(counts: dict[str, Any], fmt: str, fields: str, docstore: Path) -> str:
-    """Count, format and fields, where it went, skips and empty texts."""
-    skipped = ", ".join(f"{kind}: {count:,}" for kind, count in counts["skipped"].items())
+def _summary(counts: dict[str, Any], fmt: str, fields: str) -> str:
+    """Count, format and fields, skips and empty texts. Not where the docstore went: the record travels
+    with the index when it is copied, and its summary must stay true there."""
+    skipped = ", ".join(f"{kind}: {count(number)}" for kind, number in counts["skipped"].items())
     return (
-        f"{counts['documents']:,} documents ({fmt}; {fields}) -> {docstore}"
+        f"{count(counts['documents'], 'documents')} ({fmt}; {fields})"
         + (f"; skipped {skipped}" if skipped else "")
-        + (f"; {counts['empty_text']:,} with empty text" if counts["empty_text"] else "")
+        + (f"; {count(counts['empty_text'])} with empty text" if counts["empty_text"] else "")
     )
 
 

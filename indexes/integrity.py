@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lyre.basics.errors import LyreError
+from lyre.basics.numbers import count
 from lyre.basics.provenance import sha256_file
 from lyre.indexes.metadata import CHANGED, FileEntry, StageRecord, size_problem
 
@@ -119,7 +120,7 @@ def damage_error(
 ) -> LyreError:
     """One line for the first damaged file of ``stage``: which file, what is wrong, how to repair."""
     first = damage[0]
-    more = f" (and {len(damage) - 1} more file(s))" if len(damage) > 1 else ""
+    more = f" (and {count(len(damage) - 1)} more file(s))" if len(damage) > 1 else ""
     return LyreError(
         f"{Path(index_dir) / first.path}: {first.problem}{more}; the {stage} stage is damaged; "
         f"rebuild it with `{repair_command(index_dir, corpus)}`"

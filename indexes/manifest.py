@@ -66,9 +66,16 @@ HOW_TO_BUILD = {
     EMBEDDINGS: "lyre index CORPUS --out INDEX --embed-model MODEL",
     DENSE: "lyre index CORPUS --out INDEX --embed-model MODEL",
 }
-"""The one command that builds or finishes each stage, named by every 'missing stage' message."""
+"""The one command that builds or finishes each stage, named by every 'missing stage' message (through
+:func:`how_to_build`, with the index's current path)."""
 REENCODE = "lyre index {corpus} --out {index} --embed-model {model} --overwrite"
 """The command that encodes an index again with another (or changed) embedding model or recipe."""
+
+
+def how_to_build(stage: str, index_dir: str | Path) -> str:
+    """The command of :data:`HOW_TO_BUILD` for ``stage`` of the index at ``index_dir``: the path it is at
+    now, never one recorded inside it (a copied index names its own path)."""
+    return HOW_TO_BUILD[stage].replace("--out INDEX", f"--out {index_dir}")
 
 
 # What lyre reads of each stage's params and counts ---------------------------------------------------------
@@ -184,7 +191,8 @@ def parse_manifest(path: Path, data: bytes) -> Manifest:
     repair = manifest_repair(path.parent)
     value = decode_json(path, data, repair)
     if type(value) is not dict:
-        kind = {list: "a list", str: "a string"}.get(type(value), "a " + type(value).__name__)
+        articles: dict[type, str] = {list: "a list", str: "a string"}
+        kind = articles.get(type(value), "a " + type(value).__name__)
         raise MetadataError(path, f"not a lyre manifest ({kind}, not an object)", repair)
     found = value.get("format")
     if found != FORMAT_VERSION:
@@ -286,7 +294,7 @@ def require_record(index_dir: str | Path, stage: str) -> StageRecord:
     """The record of ``stage``; a one-line error naming the folder and the command of :data:`HOW_TO_BUILD`
     that builds it when it is missing."""
     index_dir = Path(index_dir)
-    how = HOW_TO_BUILD[stage]
+    how = how_to_build(stage, index_dir)
     if not (index_dir / MANIFEST_NAME).exists():
         raise LyreError(f"{index_dir}: not a lyre index (no {MANIFEST_NAME}); build one with `{how}`")
     record = load_manifest(index_dir).stages.get(stage)
@@ -332,7 +340,7 @@ class StageFolder:
         command = repair_command(index_dir, repair_hint(stages))
         return cls(folder, stage, record.files, f"the {stage} stage is damaged; rebuild it with `{command}`")
 
-    def read(self, name: str, kind: type[T] | Any) -> T:
+    def read(self, name: str, kind: type[T]) -> T:
         """The metadata file ``name`` of this folder as a ``kind``, checked against its record."""
         entry = self.files.get(f"{self.stage}/{name}")
         return read_metadata(self.folder / name, kind, repair=self.repair, entry=entry)

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from lyre.basics.errors import LyreError
+from lyre.basics.numbers import count
 
 T = TypeVar("T")
 
@@ -99,11 +100,11 @@ class StageRecord:
 
 def size_problem(size: int, recorded: int) -> str:
     """How a file whose size is not the recorded one is described."""
-    what = "empty" if size == 0 else f"{size:,} bytes"
-    return f"{what}, but {recorded:,} bytes were written (truncated or replaced)"
+    what = "empty" if size == 0 else count(size, "bytes")
+    return f"{what}, but {count(recorded, 'bytes')} were written (truncated or replaced)"
 
 
-def read_metadata(path: Path, kind: type[T] | Any, *, repair: str, entry: FileEntry | None = None) -> T:
+def read_metadata(path: Path, kind: type[T], *, repair: str, entry: FileEntry | None = None) -> T:
     """The JSON file ``path`` as a ``kind`` (see the module docstring); ``entry``: what the manifest
     recorded of the file (None: not recorded, e.g. a stage still being built, or an index's manifest)."""
     try:
@@ -133,7 +134,7 @@ def decode_json(path: Path, data: bytes, repair: str) -> Any:
         raise MetadataError(path, f"not valid JSON ({where}: {error.msg})", repair) from None
 
 
-def conform_metadata(path: Path, value: Any, kind: type[T] | Any, repair: str) -> T:
+def conform_metadata(path: Path, value: Any, kind: type[T], repair: str) -> T:
     """:func:`conform`, its :class:`ShapeError` made the one line naming ``path``."""
     try:
         return conform(value, kind)

@@ -21,7 +21,7 @@ from typing import Any
 from lyre.basics.errors import LyreError
 from lyre.basics.lock import index_lock
 from lyre.indexes.integrity import damage_error, damaged_stages, repair_hint
-from lyre.indexes.manifest import DOCSTORE, HOW_TO_BUILD, MANIFEST_NAME, Manifest, load_manifest
+from lyre.indexes.manifest import DOCSTORE, MANIFEST_NAME, Manifest, how_to_build, load_manifest
 from lyre.indexes.metadata import StageRecord
 from lyre.indexes.stages import used_stages
 
@@ -53,15 +53,14 @@ def require_complete(
     complete; otherwise one line saying which is missing and the command that builds it. ``manifest``:
     typed, or in its JSON form (its records are then returned in that form)."""
     if not (index_dir / MANIFEST_NAME).exists():
-        raise LyreError(
-            f"{index_dir}: not a lyre index (no {MANIFEST_NAME}); build one with `{HOW_TO_BUILD[DOCSTORE]}`"
-        )
+        how = how_to_build(DOCSTORE, index_dir)
+        raise LyreError(f"{index_dir}: not a lyre index (no {MANIFEST_NAME}); build one with `{how}`")
     records = manifest.stages if isinstance(manifest, Manifest) else manifest["stages"]
     for stage in used_stages(stages):
         if stage not in records:
             raise LyreError(
                 f"{index_dir}: the {stage} stage is missing or incomplete; "
-                f"run `{HOW_TO_BUILD[stage]}` to build or finish it"
+                f"run `{how_to_build(stage, index_dir)}` to build or finish it"
             )
     return dict(records)
 

@@ -23,15 +23,19 @@ from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 from lyre.basics import progress
 from lyre.basics.atomic import replace_dir, temp_dir_beside
 from lyre.basics.errors import LyreError, opt
+from lyre.basics.numbers import count, seconds
 from lyre.basics.provenance import provenance
 from lyre.basics.resources import write_error
+from lyre.formats.corpus import id_hashes
 from lyre.formats.records import Document
+from lyre.indexes.docstore import DocStore, DocStoreWriter
+from lyre.indexes.encode import EncodeOptions
 from lyre.indexes.manifest import DOCSTORE, PASSAGES, Manifest
 from lyre.indexes.metadata import StageRecord
 from lyre.indexes.passages import (
@@ -42,36 +46,13 @@ from lyre.indexes.passages import (
     WordSplitter,
     split_documents,
 )
-from lyre.indexes.stages import Forget, StageResult, Upstream, need, stage_files
-
-if TYPE_CHECKING:
-    from lyre.indexes.encode import EncodeOptions
+from lyre.indexes.stages import Invalidate, StageResult, Upstream, required_upstream, stage_files
 
 PARENT_NAME = "parent.npy"
 START_NAME = "start.npy"
 END_NAME = "end.npy"
 READ_BATCH = 1024
 """Documents read from the docstore at a time (the splitter batches them again by size)."""
-
-
-def store_rows(record: StageRecord) -> int:
-    """Rows of the store a stage record describes: passages for the passages stage, else documents."""
-    return int(record.counts.get("passages", record.counts["documents"]))
-
-
-def index_store(record: StageRecord | dict[str, Any] | None) -> str:
-    """Which store (``docstore`` or ``passages``) the BM25 or embeddings stage of ``record`` was built
-    over; records without the key predate passages and read the docstore."""
-    if record is None:
-        return DOCSTORE
-    params = record.params if isinstance(record, StageRecord) else record.get("params", {})
-    return str(params.get("store", DOCSTORE))
-
-
-def store_params(store: str) -> dict[str, Any]:
-    """What a BM25 or embeddings record adds to its params for the store it reads: nothing for the
-    docstore (document indexes keep their records as before), the store's name for passages."""
-    return {} if store == DOCSTORE else {"store": store}
 
 
 @dataclass
@@ -102,54 +83,49 @@ class PassageStage:
 
     def validate(self, index_dir: Path, options: PassageOptions, upstream: Upstream) -> None:
         options.validate()
-        need(index_dir, upstream, DOCSTORE)
+        required_upstream(index_dir, upstream, DOCSTORE)
         self.splitter(options)  # a size above the model's max length, a tokenizer without offsets
 
     def is_current(self, index_dir: Path, record: StageRecord, options: PassageOptions) -> bool:
         return record.params == self.params(options)
 
-    def build(self, index_dir: Path, options: PassageOptions, forget: Forget) -> StageResult:
-        from lyre.indexes.docstore import DocStore
-
+    def build(self, index_dir: Path, options: PassageOptions, invalidate: Invalidate) -> StageResult:
         started = time.perf_counter()
         splitter = self.splitter(options)
         docstore = DocStore.open(index_dir / DOCSTORE)
         temp = temp_dir_beside(index_dir / PASSAGES)  # a killed run's is swept under the write lock
         try:
             stats = _write_passages(docstore, splitter, temp, index_dir / PASSAGES)
-            forget()  # BM25 and the embeddings over older passages are stale
+            invalidate()  # BM25 and the embeddings over older passages are stale
             replace_dir(temp, index_dir / PASSAGES)
         except BaseException:
             shutil.rmtree(temp, ignore_errors=True)
             raise
-        seconds = time.perf_counter() - started
+        took = time.perf_counter() - started
         described = stats.describe()
         progress.say(f"{PASSAGES}: {described}")
         settings = splitter.settings()
         window = f"{settings['size']} {settings['unit']}, stride {settings['stride']}"
-        summary = f"{stats.documents:,} documents -> {stats.passages:,} passages ({window})"
+        summary = f"{count(stats.documents, 'documents')} -> {count(stats.passages, 'passages')} ({window})"
         record = StageRecord(
             summary=summary,
             params=self.params(options),
-            counts={**stats.summary(), "seconds": round(seconds, 3)},
+            counts={**stats.summary(), "seconds": round(took, 3)},
             provenance=provenance("tokenizers", "transformers", **settings),
             files=stage_files(index_dir, PASSAGES),
         )
-        return StageResult(f"{PASSAGES}: {described} in {seconds:.1f}s", record)
+        return StageResult(f"{PASSAGES}: {described} in {seconds(took)}", record)
 
 
-def _documents(docstore: Any) -> Iterator[Document]:
+def _documents(docstore: DocStore) -> Iterator[Document]:
     for _, documents in docstore.iter_batches(READ_BATCH):
         yield from documents
 
 
-def _write_passages(docstore: Any, splitter: Splitter, folder: Path, final: Path) -> SplitStats:
+def _write_passages(docstore: DocStore, splitter: Splitter, folder: Path, final: Path) -> SplitStats:
     """Split every document of ``docstore`` into a passage docstore at ``folder`` with its side arrays;
     the statistics of the split. Passages come in document order, each document's from number 0, so a
     passage numbered 0 starts the next parent row."""
-    from lyre.formats.corpus import id_hashes
-    from lyre.indexes.docstore import DocStoreWriter
-
     stats = SplitStats(splitter.unit, splitter.limit)
     writer = DocStoreWriter(folder, final=final)
     parents, starts, ends = array("q"), array("q"), array("q")
@@ -181,8 +157,8 @@ def _write_passages(docstore: Any, splitter: Splitter, folder: Path, final: Path
         raise
     if parent + 1 != len(docstore):
         raise LyreError(
-            f"{final}: split {parent + 1} documents of {len(docstore)}; rebuild the docstore with "
-            f"`lyre index CORPUS --out INDEX {opt('overwrite')}`"
+            f"{final}: split {count(parent + 1)} documents of {count(len(docstore))}; rebuild the docstore "
+            f"with `lyre index CORPUS --out INDEX {opt('overwrite')}`"
         )
     all_hashes = np.concatenate(hashes) if hashes else np.empty(0, dtype=np.uint64)
     order = np.argsort(all_hashes, kind="stable")
@@ -199,8 +175,8 @@ def _write_passages(docstore: Any, splitter: Splitter, folder: Path, final: Path
 class PassageStore:
     """The passages of an index opened for reading: the passage docstore and where each passage lies."""
 
-    store: Any
-    """The passage :class:`indexes.docstore.DocStore` (ids ``DOCID#N``)."""
+    store: DocStore
+    """The passage docstore (ids ``DOCID#N``)."""
     parent: np.ndarray
     start: np.ndarray
     end: np.ndarray
@@ -208,14 +184,12 @@ class PassageStore:
     @classmethod
     def open(cls, index_dir: Path, manifest: Manifest | None = None) -> PassageStore:
         """The passages of ``index_dir`` (``manifest``: the index's, when the caller has read it)."""
-        from lyre.indexes.docstore import DocStore
-
         folder = Path(index_dir) / PASSAGES
         store = DocStore.open(folder, manifest)
         arrays = [np.load(folder / name, mmap_mode="r") for name in (PARENT_NAME, START_NAME, END_NAME)]
         if any(len(values) != len(store) for values in arrays):
             raise LyreError(
-                f"{folder}: side arrays do not match its {len(store):,} passages; rebuild it with "
+                f"{folder}: side arrays do not match its {count(len(store), 'passages')}; rebuild it with "
                 "`lyre index CORPUS --out INDEX --passage-tokens N --overwrite`"
             )
         return cls(store, *arrays)

@@ -41,9 +41,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
+from lyre.basics.declared import check_options, option
 from lyre.basics.errors import LyreError, OptionError, opt
-from lyre.basics.options import check_options, option
+from lyre.basics.numbers import count, share
 from lyre.formats.records import Document, document_text
+from lyre.models.embedder import recipe_eos_id, resolve_embedder
+from lyre.models.loading import load_tokenizer
 from lyre.models.recipes import EmbedRecipe
 
 PASSAGE_MARK = "#"
@@ -195,7 +198,7 @@ class WordSplitter:
         if len(words) <= self.size:
             whole = Passage(document.docid, 0, document.title, document.text, 0, len(document.text))
             return DocumentSplit([whole], len(words), False)
-        passages = []
+        passages: list[Passage] = []
         start = 0
         while True:
             end = min(start + self.size, len(words))
@@ -240,8 +243,6 @@ class TokenSplitter:
         self.overlap = size - stride
         self.limit = recipe.max_length
         self.tokenizer_name = tokenizer_name
-        from lyre.models.embedder import recipe_eos_id
-
         self.eos_id = recipe_eos_id(self.tokenizer, self.recipe)
         self._body_start = recipe.document_template.find("{document}")
         self.title_allowance = stride // 2
@@ -261,9 +262,6 @@ class TokenSplitter:
         cls, name_or_path: str | Path, size: int, stride: int, **recipe_overrides: Any
     ) -> TokenSplitter:
         """The splitter for an embedding model as ``lyre index`` resolves it (recipe overrides included)."""
-        from lyre.models.embedder import resolve_embedder
-        from lyre.models.loading import load_tokenizer
-
         folder, recipe, _ = resolve_embedder(name_or_path, **recipe_overrides)
         tokenizer = load_tokenizer(folder, recipe.padding_side)
         return cls(tokenizer, recipe, size, stride, tokenizer_name=str(name_or_path))
@@ -453,13 +451,15 @@ class SplitStats:
     def describe(self) -> str:
         """One line for the user."""
         s = self.summary()
-        per_document = f"{s['passages_per_document_mean']:.2f} per document, at most {self.most_passages}"
-        lengths = f"mean {s['length_mean']:.0f}, p50 {s['length_p50']:.0f}, p95 {s['length_p95']:.0f}"
+        per_document = (
+            f"{s['passages_per_document_mean']:.2f} per document, at most {count(self.most_passages)}"
+        )
+        lengths = ", ".join(f"{name} {count(round(s[f'length_{name}']))}" for name in ("mean", "p50", "p95"))
         return (
-            f"{self.documents:,} documents -> {self.passages:,} passages ({per_document}); "
-            f"{self.unit} per document before splitting: {lengths}, max {s['length_max']:,}, "
-            f"{s['longer_than_limit']:.1%} longer than {self.limit}"
-            + (f"; {self.titles_cut:,} titles cut to fit" if self.titles_cut else "")
+            f"{count(self.documents, 'documents')} -> {count(self.passages, 'passages')} ({per_document}); "
+            f"{self.unit} per document before splitting: {lengths}, max {count(s['length_max'])}, "
+            f"{share(s['longer_than_limit'], 1)} longer than {count(self.limit)}"
+            + (f"; {count(self.titles_cut, 'titles')} cut to fit" if self.titles_cut else "")
         )
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from lyre.basics.errors import LyreError
 from lyre.indexes.manifest import DOCSTORE, EMBEDDINGS, REENCODE, require_stage, stage_record
+from lyre.models.embedder import Embedder
+from lyre.models.loading import MissingModelError, model_fingerprint, resolve_model
 from lyre.models.recipes import EmbedRecipe
 
 
@@ -27,11 +29,9 @@ def load_index_embedder(
     device: str | None = None,
     embeddings: dict[str, Any] | None = None,
     **overrides: Any,
-) -> Any:
+) -> Embedder:
     """The embedder that encoded ``index_dir``, with the recorded recipe, for encoding its queries
     (found and checked by :func:`checked_model_folder`, whose arguments these are)."""
-    from lyre.models.embedder import Embedder
-
     folder, recipe = checked_model_folder(index_dir, model=model, embeddings=embeddings, **overrides)
     return Embedder.from_pretrained(folder, recipe=recipe, device=device)
 
@@ -56,8 +56,6 @@ def checked_model_folder(
     ``embeddings``: the embeddings stage's record when the caller has read the manifest already.
     ``resolved``: where an earlier call found the model (finding a hub id in the Hugging Face cache
     imports huggingface_hub: 0.16 s, more than a cached search); used while it still holds a model."""
-    from lyre.models.loading import MissingModelError, model_fingerprint, resolve_model
-
     index_dir = Path(index_dir)
     record = (embeddings or require_stage(index_dir, EMBEDDINGS))["params"]
     recorded = EmbedRecipe.from_dict(record["recipe"])

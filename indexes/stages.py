@@ -2,7 +2,7 @@
 
 A stage turns files of the index folder into other files (corpus -> docstore, docstore -> BM25,
 docstore -> embeddings, embeddings -> dense). Each declares its name, its options dataclass
-(``basics/options.py``), ``validate`` (cheap: ranges, choices, combinations, what must already exist;
+(``basics/declared.py``), ``validate`` (cheap: ranges, choices, combinations, what must already exist;
 never writes a file or loads a model), ``is_current`` (does the recorded stage already match these
 options?) and ``build``.
 
@@ -34,17 +34,21 @@ from pathlib import Path
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from lyre.basics import progress
+from lyre.basics.atomic import write_json_atomic
+from lyre.basics.declared import check_options, option
 from lyre.basics.errors import LyreError, opt
-from lyre.basics.options import check_options, option
+from lyre.basics.lock import IndexLock, index_lock
+from lyre.basics.numbers import count
+from lyre.indexes.cache_store import verify_cache
 from lyre.indexes.integrity import Damage, damage_error, damaged_stages, file_entries, repair_hint
 from lyre.indexes.manifest import (
     DERIVED,
     DOCSTORE,
     EMBEDDINGS,
-    HOW_TO_BUILD,
     MANIFEST_NAME,
     STAGES,
     Manifest,
+    how_to_build,
     invalidate,
     load_manifest,
     record_stage,
@@ -53,10 +57,10 @@ from lyre.indexes.metadata import FileEntry, MetadataError, StageRecord
 
 Options = TypeVar("Options", contravariant=True)
 
-Forget = Callable[[], None]
-"""Given to ``build``: call it right before the stage first changes its files. It clears the stage's
-record and removes the stages derived from it (whose files describe the old content). A stage that
-builds into a temporary folder calls it just before swapping that folder in, so a failed rebuild keeps
+Invalidate = Callable[[], None]
+"""Given to ``build`` as ``invalidate``: call it right before the stage first changes its files. It clears
+the stage's record and removes the stages derived from it (whose files describe the old content). A stage
+that builds into a temporary folder calls it just before swapping that folder in, so a failed rebuild keeps
 the previous, complete stage; the runner calls it itself, if the stage did not, before recording."""
 
 
@@ -96,16 +100,15 @@ class Stage(Protocol, Generic[Options]):
 
     def is_current(self, index_dir: Path, record: StageRecord, options: Options) -> bool: ...
 
-    def build(self, index_dir: Path, options: Options, forget: Forget) -> StageResult: ...
+    def build(self, index_dir: Path, options: Options, invalidate: Invalidate) -> StageResult: ...
 
 
-def need(index_dir: Path, upstream: Upstream, stage: str) -> StageRecord | None:
-    """The record of the stage this one reads (None: built earlier in this command); a one-line error
-    with the command that builds it when it will not exist."""
+def required_upstream(index_dir: Path, upstream: Upstream, stage: str) -> StageRecord | None:
+    """The record of ``stage``, which the validating stage reads (None: built earlier in this command); a
+    one-line error with the command that builds it when it will not exist."""
     if stage not in upstream:
-        raise LyreError(
-            f"{index_dir}: the {stage} stage is missing or incomplete; run `{HOW_TO_BUILD[stage]}` first"
-        )
+        how = how_to_build(stage, index_dir)
+        raise LyreError(f"{index_dir}: the {stage} stage is missing or incomplete; run `{how}` first")
     return upstream[stage]
 
 
@@ -178,9 +181,9 @@ def _decide(index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]], verify: boo
     upstream: dict[str, StageRecord | None] = dict(records)
     planned = [stage.name for stage, _ in plan]
     damaged = damaged_stages(index_dir, records, used_stages(planned), verify_all=verify)
-    for stage, damage in damaged.items():
-        if stage not in planned:
-            raise damage_error(index_dir, stage, damage, repair_hint(records))
+    for name, damage in damaged.items():
+        if name not in planned:
+            raise damage_error(index_dir, name, damage, repair_hint(records))
     if sliced and any(getattr(options, "overwrite", False) for _, options in plan):
         raise LyreError(
             f"{index_dir}: {opt('overwrite')} in a job-array slice would delete what the other slices are "
@@ -246,8 +249,6 @@ def run_stages(
     array building the stages they share, and refusing would fail the array's tasks that start meanwhile.
     ``verify``: hash every file of the stages used instead of only checking sizes. An ``overwrite``
     option set in a stage's options rebuilds that stage even when it is current."""
-    from lyre.basics.lock import index_lock
-
     index_dir = Path(index_dir)
     if index_dir.exists() and not index_dir.is_dir():
         raise LyreError(f"{index_dir}: is a file; pass a folder for the index (choose another {opt('out')})")
@@ -264,10 +265,8 @@ def run_stages(
 
 
 def _run_locked(
-    index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]], lock: Any, *, verify: bool, sliced: bool
+    index_dir: Path, plan: Sequence[tuple[Stage[Any], Any]], lock: IndexLock, *, verify: bool, sliced: bool
 ) -> list[StageResult]:
-    from lyre.basics.atomic import write_json_atomic
-
     decision = _decide(index_dir, plan, verify, sliced)
     if lock.mode != "write" and (
         decision.damaged
@@ -279,8 +278,6 @@ def _run_locked(
         lock.promote()
         decision = _decide(index_dir, plan, verify, sliced)
     if verify:
-        from lyre.indexes.cache_store import verify_cache
-
         if decision.set_aside is None:  # else no record is left to verify: the line below says why
             say_verified(index_dir, decision.records, decision.damaged)
         verify_cache(index_dir)  # every entry's checksum; under this write lock no search holds it
@@ -301,19 +298,19 @@ def _run_locked(
             discard = getattr(stage, "discard_damaged", None)
             if discard is not None:
                 discard(index_dir, [d.path for d in damage])
-        forgotten = False
+        invalidated = False
 
-        def forget(name: str = stage.name) -> None:
-            nonlocal forgotten
-            if not forgotten:
+        def invalidate_once(name: str = stage.name) -> None:
+            nonlocal invalidated
+            if not invalidated:
                 invalidate(index_dir, name)
-                forgotten = True
+                invalidated = True
 
-        result = stage.build(index_dir, options, forget)
+        result = stage.build(index_dir, options, invalidate_once)
         results.append(result)
         if result.record is None:
             break
-        forget()
+        invalidate_once()
         record_stage(index_dir, stage.name, result.record)
     return results
 
@@ -325,9 +322,13 @@ def say_verified(
     files = sum(len(record.files) for record in records.values())
     bad = sum(len(damage) for damage in damaged.values())
     if bad:
-        progress.say(f"verify: {bad} of {files} recorded files damaged in {', '.join(damaged)}")
+        progress.say(
+            f"verify: {count(bad)} of {count(files, 'recorded files')} damaged in {', '.join(damaged)}"
+        )
     else:
-        progress.say(f"verify: all {files} recorded files of {index_dir} intact (sizes and SHA-256)")
+        progress.say(
+            f"verify: all {count(files, 'recorded files')} of {index_dir} intact (sizes and SHA-256)"
+        )
 
 
 def stage_files(index_dir: Path, folder: str) -> dict[str, FileEntry]:

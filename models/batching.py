@@ -44,6 +44,7 @@ from typing import Literal
 
 import numpy as np
 from lyre.basics.errors import LyreError
+from lyre.basics.numbers import count
 from lyre.basics.progress import say
 
 Layout = Literal["padded", "by-length", "by-length-fixed"]
@@ -206,8 +207,8 @@ def run_batches(
                     raise too_long(longest) from None
                 token_budget = max(token_budget // 2, 1)
                 say(
-                    f"out of memory on a batch of {len(batch.rows)} inputs of up to {longest} tokens; "
-                    f"token budget halved to {token_budget}"
+                    f"out of memory on a batch of {count(len(batch.rows), 'inputs')} of up to "
+                    f"{count(longest, 'tokens')}; token budget halved to {count(token_budget)}"
                 )
                 queue.extendleft(reversed(batch.inputs))
     return token_budget

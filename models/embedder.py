@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from lyre.basics.errors import LyreError, OptionError, opt
+from lyre.basics.numbers import count
 from lyre.basics.progress import ProgressSink
 from lyre.models.batching import Batch, invariant_layout, pad_batch, run_batches, truncate_with_eos
 from lyre.models.loading import (
@@ -61,7 +63,7 @@ def model_width(config: dict[str, Any]) -> int:
 
 def check_dim(dim: int | None, width: int) -> int:
     """The output size: the model's width, or a Matryoshka prefix of it (multiples of 32)."""
-    if dim is None:
+    if dim is None or dim == width:
         return width
     if dim % 32 or not 32 <= dim <= width:
         raise OptionError("dim", dim, f"use a multiple of 32 between 32 and the model's {width}")
@@ -71,11 +73,16 @@ def check_dim(dim: int | None, width: int) -> int:
 def resolve_embedder(
     name_or_path: str | Path, recipe: str | EmbedRecipe | None = None, **overrides: Any
 ) -> tuple[Path, EmbedRecipe, int]:
-    """(model folder, effective recipe, output dim) without loading weights, to plan an encoding job."""
+    """(model folder, effective recipe, output dim) without loading weights, to plan an encoding job.
+
+    The effective recipe carries the output dim (the model's width unless a Matryoshka prefix is asked
+    for), so a recipe and its hash are the same wherever the model is resolved: in the index's record, in
+    `lyre doctor`'s report, and for the queries of a search."""
     folder = resolve_model(name_or_path)
     config = model_config(folder)
     effective = resolve_recipe(str(name_or_path), folder, config, recipe, **overrides)
-    return folder, effective, check_dim(effective.dim, model_width(config))
+    dim = check_dim(effective.dim, model_width(config))
+    return folder, replace(effective, dim=dim), dim
 
 
 def pool(hidden: torch.Tensor, mask: torch.Tensor, pooling: str) -> torch.Tensor:
@@ -244,7 +251,9 @@ class Embedder:
 
     @staticmethod
     def _too_long(length: int) -> LyreError:
-        return LyreError(f"out of memory on a single text of {length} tokens; lower {opt('max_length')}")
+        return LyreError(
+            f"out of memory on a single text of {count(length, 'tokens')}; lower {opt('max_length')}"
+        )
 
     def _finish(self, pooled: torch.Tensor) -> np.ndarray:
         """The output vectors: the Matryoshka prefix, normalised when the recipe says so, on the host."""

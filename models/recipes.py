@@ -54,10 +54,7 @@ class EmbedRecipe:
                 "{document}" in self.document_template,
                 f"document template {self.document_template!r}; it needs {{document}}",
             ),
-            (
-                self.dim is None or (self.dim > 0 and self.dim % 32 == 0),
-                f"--dim {self.dim}; use a multiple of 32",
-            ),
+            (self.dim is None or self.dim > 0, f"dim {self.dim}; use a positive size"),
         )
         for ok, problem in checks:
             if not ok:
@@ -183,8 +180,9 @@ def sentence_transformers_fields(folder: Path) -> dict[str, Any]:
                 "pooling_mode_cls_token": "cls",
             }
             chosen = [recipe_mode for key, recipe_mode in modes.items() if pooling.get(key)]
-            if pooling.get("pooling_mode") in ("lasttoken", "mean", "cls"):
-                chosen = [{"lasttoken": "last-token"}.get(pooling["pooling_mode"], pooling["pooling_mode"])]
+            mode = pooling.get("pooling_mode")
+            if mode in ("lasttoken", "mean", "cls"):
+                chosen = ["last-token" if mode == "lasttoken" else mode]
             if len(chosen) == 1:
                 found["pooling"] = chosen[0]
     st_config = _read_json(folder / "config_sentence_transformers.json")

@@ -26,8 +26,10 @@ from typing import Any
 
 import numpy as np
 from lyre.basics.errors import LyreError, opt
+from lyre.basics.numbers import count
 from lyre.basics.progress import ProgressSink, TokenProgress
 from lyre.models.batching import Batch, invariant_layout, pad_batch, run_batches
+from lyre.models.loading import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
 from lyre.models.rerank_templates import DEFAULT_INSTRUCTION, DEFAULT_RERANKER, RerankTemplate, get_template
 from lyre.models.token_prefix import token_prefixes
 
@@ -149,8 +151,6 @@ class Reranker:
         device: str | None = None,
     ) -> Reranker:
         """Load a reranker from a hub id or a local folder (one-line error when the weights are missing)."""
-        from lyre.models.loading import load_model, load_tokenizer, pick_device, pick_dtype, resolve_model
-
         if kind not in KINDS:
             raise LyreError(f"unknown reranker kind {kind!r}; use {', '.join(KINDS)}")
         folder = resolve_model(name_or_path, option=opt("rerank_model"))
@@ -226,12 +226,12 @@ class Reranker:
         """Token ids of each pair's prompt, the document cut so the whole fits in ``max_length``."""
         queries = sorted({query for query, _ in pairs})
         counts = self._token_counts([self.prompt(query, "") for query in queries], self.max_length)
-        overhead = {query: count for query, (count, _) in zip(queries, counts, strict=True)}
-        for count, more in counts:
-            if count >= self.max_length:
+        overhead = {query: tokens for query, (tokens, _) in zip(queries, counts, strict=True)}
+        for tokens, more in counts:
+            if tokens >= self.max_length:
                 raise LyreError(
-                    f"a query's rerank prompt alone takes {count}{more} tokens, max_length is "
-                    f"{self.max_length}; shorten the query or raise the reranker's max_length"
+                    f"a query's rerank prompt alone takes {count(tokens)}{more} tokens, max_length is "
+                    f"{count(self.max_length)}; shorten the query or raise the reranker's max_length"
                 )
         budgets = [min(self.doc_max_tokens, self.max_length - overhead[query]) for query, _ in pairs]
         documents = self.truncate_documents([document for _, document in pairs], budgets)
@@ -250,11 +250,12 @@ class Reranker:
     def encode_cross(self, pairs: Sequence[tuple[str, str]]) -> list[dict[str, list[int]]]:
         """``[CLS] query [SEP] document [SEP]`` per pair, only the document truncated."""
         room = self.max_length - self.tokenizer.num_special_tokens_to_add(pair=True)
-        for count, more in self._token_counts(sorted({query for query, _ in pairs}), room):
-            if count >= room:
+        for tokens, more in self._token_counts(sorted({query for query, _ in pairs}), room):
+            if tokens >= room:
                 raise LyreError(
-                    f"a rerank query takes {count}{more} tokens, which leaves no room for the document in "
-                    f"max_length {self.max_length}; shorten the query or raise the reranker's max_length"
+                    f"a rerank query takes {count(tokens)}{more} tokens, which leaves no room for the "
+                    f"document in max_length {count(self.max_length)}; shorten the query or raise the "
+                    "reranker's max_length"
                 )
         documents = self.truncate_documents(
             [document for _, document in pairs], [self.doc_max_tokens] * len(pairs)
@@ -307,7 +308,8 @@ class Reranker:
     @staticmethod
     def _too_long(length: int) -> LyreError:
         return LyreError(
-            f"one rerank pair of {length} tokens does not fit in memory; lower the reranker's max_length"
+            f"one rerank pair of {count(length, 'tokens')} does not fit in memory; lower the reranker's "
+            "max_length"
         )
 
     def _forward(self, items: list[Any], width: int | None = None) -> np.ndarray:

@@ -16,6 +16,11 @@ that decides the result, so an entry is reused only where recomputing would give
 - ``pair``: one reranker score; key: the reranker's identity (fingerprint of its files, template,
   instruction, lengths, device, dtype), the query text, the document id and a hash of the document text
   it read.
+- ``expansion``: one query's expanded query made by BM25-side pseudo-relevance feedback (its terms and
+  weights, :mod:`retrieval.feedback`); key: the records of the stages the feedback reads (docstore,
+  passages, BM25) and the feedback method with every setting, the query text. A side list made with
+  feedback is a ``side`` entry whose key also holds that side's feedback settings (a search without
+  feedback keeps the keys it always had).
 
 Besides, ``model-folder`` remembers where the query model was found (a hint: the folder found is checked
 against the recorded fingerprint before use).
@@ -41,9 +46,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from importlib import metadata
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
+from lyre.basics.numbers import count
 from lyre.formats.records import Query, Run
 from lyre.indexes.cache_store import CACHE_DIR, DATABASE, MIB, CacheOptions, SearchCache
 from lyre.retrieval.fusion.aligned import Aligned, docid_array
@@ -57,6 +63,7 @@ __all__ = [
     "PairLookup",
     "SearchCache",
     "cached_aligned",
+    "cached_expansions",
     "cached_lists",
     "cached_pair_scores",
     "cached_vectors",
@@ -64,12 +71,14 @@ __all__ = [
     "digest",
     "environment",
     "look_up_pairs",
+    "reuse_line",
     "text_hash",
 ]
 
 VERSIONED_LIBRARIES = ("numpy", "torch", "transformers", "faiss-cpu", "faiss-gpu", "bm25s")
 DECODE_ERRORS = (ValueError, struct.error, UnicodeDecodeError)
 """What decoding a value that is not what its kind encodes raises."""
+T = TypeVar("T")
 
 
 @cache
@@ -154,24 +163,29 @@ def decode_aligned(value: bytes) -> Aligned:
     return Aligned(docid_array(docids), scores, present)
 
 
-class Deferred:
+class Deferred(Generic[T]):
     """Something slow to open (an index, a model), opened on its first use: a search whose work is all
     in the cache never opens it. Attribute access passes through to the opened object."""
 
-    def __init__(self, opener: Callable[[], Any]) -> None:
+    def __init__(self, opener: Callable[[], T]) -> None:
         self._opener = opener
-        self._opened: Any = None
+        self._opened: T | None = None
 
-    def load(self) -> Any:
+    def load(self) -> T:
         if self._opened is None:
             self._opened = self._opener()
         return self._opened
+
+    @property
+    def is_open(self) -> bool:
+        """Whether it was opened (a search answered from the cache opens nothing)."""
+        return self._opened is not None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.load(), name)
 
     @staticmethod
-    def now(part: Deferred | None) -> None:
+    def now(part: Any) -> None:
         """Open ``part`` at once (nothing for None)."""
         if part is not None:
             part.load()
@@ -201,6 +215,35 @@ def cached_aligned(
     if store is None:
         return compute(queries)
     return _per_query(store, "aligned", identity, queries, compute, encode_aligned, decode_aligned)
+
+
+def encode_terms(terms: dict[str, float]) -> bytes:
+    """One expanded query: its (term, weight) pairs in order, as JSON (a float's repr reads back exactly)."""
+    return json.dumps(list(terms.items()), ensure_ascii=False).encode("utf-8")
+
+
+def decode_terms(value: bytes) -> dict[str, float]:
+    """The expanded query :func:`encode_terms` wrote, in the same order with the same weights."""
+    pairs = json.loads(value)
+    if not isinstance(pairs, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], str) and isinstance(pair[1], float)
+        for pair in pairs
+    ):
+        raise ValueError("damaged cached expansion")
+    return {term: weight for term, weight in pairs}
+
+
+def cached_expansions(
+    store: SearchCache | None,
+    identity: Sequence[Any],
+    queries: Sequence[Query],
+    compute: Callable[[Sequence[Query]], dict[str, dict[str, float]]],
+) -> dict[str, dict[str, float]]:
+    """Each query's expanded query (``identity``: the stages feedback reads and its settings), read where
+    ``store`` has it; ``compute`` called once for the queries it lacks, whose expansions are then kept."""
+    if store is None:
+        return compute(queries)
+    return _per_query(store, "expansion", identity, queries, compute, encode_terms, decode_terms)
 
 
 def _read(store: SearchCache, keys: Sequence[str], decode: Callable[[bytes], Any]) -> dict[str, Any]:
@@ -266,7 +309,7 @@ def cached_vectors(
     found = _read(store, keys, decode_vector)
     missing = [i for i, key in enumerate(keys) if key not in found]
     store.count("vector", len(texts) - len(missing), len(missing))
-    rows = [found.get(key) for key in keys]
+    rows: dict[int, np.ndarray] = {i: found[key] for i, key in enumerate(keys) if key in found}
     if missing:
         encoded = compute([texts[i] for i in missing])
         kept = {}
@@ -274,7 +317,7 @@ def cached_vectors(
             rows[i] = np.ascontiguousarray(encoded[row], dtype=np.float32)
             kept[keys[i]] = rows[i].tobytes()
         store.put(kept)
-    return np.stack(rows) if rows else np.zeros((0, 0), dtype=np.float32)
+    return np.stack([rows[i] for i in range(len(keys))]) if rows else np.zeros((0, 0), dtype=np.float32)
 
 
 @dataclass
@@ -341,3 +384,26 @@ def cached_pair_scores(
     if lookup.missing:
         lookup.fill(store, compute(lookup.missing_pairs(pairs)))
     return lookup.scores, lookup.cached
+
+
+KIND_NAMES = {
+    "vector": "query vectors",
+    "side": "first-stage lists",
+    "aligned": "aligned hybrid lists",
+    "pair": "reranker scores",
+    "expansion": "feedback expansions",
+}
+"""What each kind of entry is called in messages (a kind not named here is called by its key word)."""
+
+
+def reuse_line(store: SearchCache) -> str:
+    """What a command read from the cache and computed, one clause per kind of entry:
+    ``cache: 30 aligned hybrid lists read, 0 computed; 30 query vectors read, 0 computed``."""
+    kinds = [kind for kind in KIND_NAMES if kind in store.hits or kind in store.misses]
+    kinds += sorted(kind for kind in {*store.hits, *store.misses} if kind not in KIND_NAMES)
+    clauses = [
+        f"{count(store.hits.get(kind, 0), KIND_NAMES.get(kind, kind))} read, "
+        f"{count(store.misses.get(kind, 0))} computed"
+        for kind in kinds
+    ]
+    return "cache: " + ("; ".join(clauses) if clauses else "nothing looked up")

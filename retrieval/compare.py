@@ -8,27 +8,31 @@ are still compared query by query. Run queries absent from the qrels are ignored
 For each measure and run: the mean, the difference to the baseline with a confidence interval, the
 paired test's p-value, the p-value corrected over the runs compared on that measure (the family), a
 significance marker (corrected p < alpha) and the queries the run wins, ties and loses.
+
+This module computes the report; :mod:`retrieval.compare_tables` lays it out as text and
+:mod:`retrieval.plots` draws it.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from lyre.basics.declared import check_options, option
 from lyre.basics.errors import LyreError, OptionError
-from lyre.basics.options import check_options, option
+from lyre.basics.provenance import sha256_file
+from lyre.formats.irds import source_record
+from lyre.formats.queries import read_queries
 from lyre.retrieval.correction import CORRECTIONS, correction
 from lyre.retrieval.evaluation import DEFAULT_MEASURES, evaluate
 from lyre.retrieval.significance import MAX_SAMPLES, SIGNIFICANCE_TESTS, paired_test, resample_bytes
+from lyre.retrieval.sizes import check_memory
 
 FORMATS = ("table", "markdown", "latex", "json", "csv")
-MARKER = "*"
+"""What ``lyre compare`` prints (:mod:`retrieval.compare_tables` renders each)."""
 
 
 @dataclass(frozen=True)
@@ -149,8 +153,6 @@ def _tally(differences: np.ndarray) -> tuple[int, int, int]:
 
 def check_compare(baseline: Path, runs: Sequence[Path], options: CompareOptions) -> None:
     """Every option and argument problem, before any run is read."""
-    from lyre.retrieval.sizes import check_memory
-
     check_options(options)
     options.measure_list()
     if SIGNIFICANCE_TESTS[options.test].resamples:
@@ -171,9 +173,6 @@ def compare(
     queries: str | Path | None = None,
 ) -> CompareReport:
     """Compare each of ``runs`` with ``baseline`` on every measure (see the module docstring)."""
-    from lyre.basics.provenance import sha256_file
-    from lyre.formats.irds import source_record
-
     check_compare(baseline, runs, options)
     test = paired_test(options.test)
     adjust = correction(options.correction).adjust
@@ -242,8 +241,6 @@ def compare(
 
 
 def _query_texts(queries: str | Path) -> dict[str, str]:
-    from lyre.formats.queries import read_queries
-
     return {query.qid: query.text for query in read_queries(queries)}
 
 
@@ -263,201 +260,3 @@ def largest_changes(
     wins = [change(i) for i in order[:count] if differences[i] > 0]
     losses = [change(i) for i in order[::-1][:count] if differences[i] < 0]
     return {"wins": wins, "losses": losses}
-
-
-def run_labels(paths: Sequence[str]) -> dict[str, str]:
-    """Short names for the runs: file names, or full paths when two files share a name."""
-    names = [Path(p).name for p in paths]
-    unique = len(set(names)) == len(names)
-    return {p: (name if unique else p) for p, name in zip(paths, names, strict=True)}
-
-
-def table_rows(report: CompareReport, digits: int) -> tuple[list[str], list[list[str]]]:
-    """Header and cells shared by every text format and the plot: per measure, the baseline, then each run."""
-    level = f"{report.confidence:.0%}"
-    header = ["measure", "run", "mean", "diff", f"{level} CI", "p", f"p ({report.correction})", "W/T/L"]
-    labels = run_labels([report.baseline, *report.runs])
-    rows = []
-    for measure in report.measures:
-        rows.append(
-            [
-                measure,
-                labels[report.baseline] + " (baseline)",
-                f"{report.means[report.baseline][measure]:.{digits}f}",
-                *[""] * 5,
-            ]
-        )
-        for run in report.runs:
-            c = report.comparison(run, measure)
-            rows.append(
-                [
-                    measure,
-                    labels[run],
-                    f"{c.mean:.{digits}f}",
-                    f"{c.difference:+.{digits}f}{MARKER if c.significant else ''}",
-                    f"[{c.ci_low:+.{digits}f}, {c.ci_high:+.{digits}f}]",
-                    _p(c.p_value),
-                    _p(c.p_corrected),
-                    f"{c.wins}/{c.ties}/{c.losses}",
-                ]
-            )
-    return header, rows
-
-
-def _p(value: float) -> str:
-    return f"{value:.4f}" if value >= 1e-4 else f"{value:.1e}"
-
-
-def describe(report: CompareReport) -> str:
-    """The footer: what was paired, tested and corrected, and what the marker means."""
-    test = SIGNIFICANCE_TESTS[report.test]
-    draws = f", {report.samples} samples, seed {report.seed}" if test.resamples else ""
-    family = len(report.runs)
-    return (
-        f"{report.num_queries} queries of {report.qrels} (unanswered queries score 0); {test.summary}; "
-        f"{report.confidence:.0%} CI: {test.interval_summary}{draws}; p corrected with "
-        f"{CORRECTIONS[report.correction].summary} over {family} comparison{'s' * (family != 1)} per "
-        f"measure; {MARKER} = corrected p < {report.alpha:g}; W/T/L = queries won/tied/lost against "
-        f"the baseline"
-    )
-
-
-def _aligned(header: list[str], rows: list[list[str]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return [
-        "  ".join(
-            cell.ljust(w) if i < 2 else cell.rjust(w)
-            for i, (cell, w) in enumerate(zip(row, widths, strict=True))
-        ).rstrip()
-        for row in [header, *rows]
-    ]
-
-
-def _changes_lines(report: CompareReport, digits: int) -> list[str]:
-    labels = run_labels([report.baseline, *report.runs])
-    lines = []
-    for run, groups in report.largest_changes.items():
-        for kind, changes in groups.items():
-            lines.append(
-                f"\n{labels[run]}: largest {kind} on {report.measures[0]} against {labels[report.baseline]}"
-            )
-            for c in changes:
-                text = f"  {c.text[:70]}" if c.text else ""
-                values = f"{c.baseline:.{digits}f} -> {c.run:.{digits}f}  ({c.difference:+.{digits}f})"
-                lines.append(f"  {c.qid}  {values}{text}")
-            if not changes:
-                lines.append("  (none)")
-    return lines
-
-
-def render(report: CompareReport, fmt: str, digits: int = 4) -> str:
-    """The report as a terminal table, Markdown, LaTeX (booktabs), JSON or CSV."""
-    header, rows = table_rows(report, digits)
-    if fmt == "json":
-        return json.dumps(report.to_dict(), indent=2)
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(
-            [
-                "measure",
-                "run",
-                "baseline",
-                "mean",
-                "diff",
-                "ci_low",
-                "ci_high",
-                "p",
-                "p_corrected",
-                "significant",
-                "wins",
-                "ties",
-                "losses",
-            ]
-        )
-        for measure in report.measures:
-            writer.writerow(
-                [measure, report.baseline, "yes", repr(report.means[report.baseline][measure]), *[""] * 9]
-            )
-            for run in report.runs:
-                c = report.comparison(run, measure)
-                writer.writerow(
-                    [
-                        measure,
-                        run,
-                        "no",
-                        repr(c.mean),
-                        repr(c.difference),
-                        repr(c.ci_low),
-                        repr(c.ci_high),
-                        repr(c.p_value),
-                        repr(c.p_corrected),
-                        c.significant,
-                        c.wins,
-                        c.ties,
-                        c.losses,
-                    ]
-                )
-        return out.getvalue()
-    if fmt == "markdown":
-        lines = [
-            "| " + " | ".join(header) + " |",
-            "|" + "|".join("---" if i < 2 else "---:" for i in range(len(header))) + "|",
-        ]
-        lines += [
-            "| " + " | ".join(cell.replace("|", "\\|").replace("*", "\\*") for cell in row) + " |"
-            for row in rows
-        ]
-        return "\n".join([*lines, "", describe(report), *_changes_lines(report, digits)])
-    if fmt == "latex":
-        return _latex(header, rows, report)
-    if fmt != "table":
-        raise OptionError("format", fmt, f"is not known; use one of {', '.join(FORMATS)}")
-    return "\n".join([*_aligned(header, rows), describe(report), *_changes_lines(report, digits)])
-
-
-def _latex_escape(text: str) -> str:
-    for char, escaped in (
-        ("\\", r"\textbackslash{}"),
-        ("&", r"\&"),
-        ("%", r"\%"),
-        ("_", r"\_"),
-        ("#", r"\#"),
-        ("$", r"\$"),
-        ("{", r"\{"),
-        ("}", r"\}"),
-    ):
-        text = text.replace(char, escaped)
-    return text
-
-
-def _latex(header: list[str], rows: list[list[str]], report: CompareReport) -> str:
-    def cell(text: str) -> str:
-        marked = text.endswith(MARKER)
-        return _latex_escape(text.removesuffix(MARKER)) + ("$^{*}$" if marked else "")
-
-    lines = [
-        r"\begin{tabular}{ll" + "r" * (len(header) - 2) + "}",
-        r"\toprule",
-        " & ".join(map(cell, header)) + r" \\",
-        r"\midrule",
-    ]
-    previous = None
-    for row in rows:
-        if previous is not None and row[0] != previous:
-            lines.append(r"\midrule")
-        previous = row[0]
-        lines.append(" & ".join(map(cell, row)) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}", "% " + describe(report)]
-    return "\n".join(lines)
-
-
-def check_plot_path(plot: Path | None) -> None:
-    """A --plot file must end in .png, .svg or .html, and matplotlib must be installed (checked first)."""
-    if plot is None:
-        return
-    if plot.suffix.lower() not in (".png", ".svg", ".html"):
-        raise OptionError("plot", plot, "must end in .png, .svg or .html")
-    from lyre.retrieval.plots import require_matplotlib
-
-    require_matplotlib()

@@ -12,6 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from lyre.basics.numbers import count
+from lyre.basics.provenance import library_versions
+from lyre.models.embedder import Embedder
 
 SAMPLE_TEXTS = (
     "What is the boiling point of water at sea level?",
@@ -60,8 +63,6 @@ class DoctorReport:
 
 def environment() -> dict[str, str]:
     """Versions and devices: where encoding, Faiss search and reranking will run, and why."""
-    from lyre.basics.provenance import library_versions
-
     found = library_versions(
         "torch", "transformers", "faiss-cpu", "faiss-gpu", "faiss-gpu-cu12", "bm25s", "ray"
     )
@@ -117,10 +118,11 @@ def _eos_check(embedder: Any, texts: list[str]) -> Check:
         if ids[-1] != eos or (len(ids) > 1 and ids[-2] == eos) or len(ids) > embedder.recipe.max_length
     ]
     detail = (
-        f"all {len(sequences)} inputs (one truncated to {len(sequences[-1])} tokens) "
+        f"all {count(len(sequences), 'inputs')} (one truncated to {count(len(sequences[-1]), 'tokens')}) "
         f"end with exactly one EOS ({eos})"
         if not bad
-        else f"{len(bad)} inputs do not end with exactly one EOS ({eos}), first: {formatted[bad[0]][:60]!r}"
+        else f"{count(len(bad), 'inputs')} do not end with exactly one EOS ({eos}), "
+        f"first: {formatted[bad[0]][:60]!r}"
     )
     return Check("EOS", not bad, detail)
 
@@ -154,8 +156,6 @@ def doctor(
     **overrides: Any,
 ) -> DoctorReport:
     """The environment; with ``embed_model``, load it with its effective recipe and run the checks."""
-    from lyre.models.embedder import Embedder
-
     if embed_model is None:
         return DoctorReport(environment=environment())
     embedder = Embedder.from_pretrained(embed_model, recipe=recipe, device=device, **overrides)
@@ -174,7 +174,7 @@ def doctor(
             Check(
                 f"batched = one-by-one ({encode.split('_')[1]})",
                 cosine >= MIN_COSINE,
-                f"min cosine {cosine:.6f} over {len(texts)} texts (need >= {MIN_COSINE})",
+                f"min cosine {cosine:.6f} over {count(len(texts), 'texts')} (need >= {MIN_COSINE})",
             )
         )
     report.checks.append(_eos_check(embedder, texts))

@@ -10,6 +10,9 @@ Conventions, chosen to match ``trec_eval -c`` and stated once here:
   (kept in ``EvalTable.warnings`` for ``--json``), and the table is still printed. A run that answers
   only some of the judged queries gets one warning too, saying how many score 0 for having no results
   in it: the mean is still over every judged query (trec_eval's ``-c``), but never silently.
+- A run of passage ids (``DOCID#N``, from a passage index searched with ``aggregate none``) matches no
+  judged document of document-level qrels and scores 0: when its ids are passages of judged documents,
+  one warning says so and how to get a document run.
 - Each query's documents are ranked in trec_eval's order (score descending, ties by docid descending),
   and that order is handed to ir-measures as strictly decreasing scores, so every ir-measures provider
   (pytrec_eval, msmarco, judged) sees the same ranking whatever its own tie-breaking.
@@ -24,9 +27,11 @@ from pathlib import Path
 from typing import Any
 
 from lyre.basics.errors import LyreError
+from lyre.basics.numbers import count, measure
 from lyre.formats.qrels import qrels_dict, read_qrels
 from lyre.formats.records import Run
 from lyre.formats.runs import rank_order, read_run
+from lyre.indexes.passages import PASSAGE_MARK
 
 DEFAULT_MEASURES = ("nDCG@10", "RR@10", "R@100", "R@1000", "AP", "Judged@10")
 
@@ -81,7 +86,8 @@ def unjudged_warning(
     if not any(qid in qrels for qid in run):
         example = next(iter(run))
         return (
-            f"{run_path}: none of its {len(run)} queries is judged in {qrels_path} (e.g. query {example!r}); "
+            f"{run_path}: none of its {count(len(run), 'queries')} is judged in {qrels_path} "
+            f"(e.g. query {example!r}); "
             "every measure is 0; check that the run and the qrels are for the same queries"
         )
     return None
@@ -93,9 +99,38 @@ def unanswered_warning(run_path: str | Path, run: Run, qrels: dict[str, Any]) ->
     if not missing or len(missing) == len(qrels):
         return None
     return (
-        f"{run_path}: {len(missing)} of the {len(qrels)} judged queries have no results in it "
-        f"(e.g. query {missing[0]!r}); they score 0 in every measure"
+        f"{run_path}: {count(len(missing))} of the {count(len(qrels), 'judged queries')} have no results "
+        f"in it (e.g. query {missing[0]!r}); they score 0 in every measure"
     )
+
+
+def passage_id_warning(
+    run_path: str | Path, run: Run, qrels_path: str | Path, qrels: dict[str, dict[str, int]]
+) -> str | None:
+    """Why ``run`` scores 0 when its ids are passage ids (``DOCID#N``) of documents judged in ``qrels``
+    and none of its ids is judged itself: a passage run evaluated against document qrels."""
+    example = None
+    for qid, doc_scores in run.items():
+        judged = qrels.get(qid)
+        if not judged:
+            continue
+        if any(docid in judged for docid in doc_scores):
+            return None
+        if example is None:
+            example = next((docid for docid in doc_scores if _parent(docid) in judged), None)
+    if example is None:
+        return None
+    return (
+        f"{run_path}: its ids are passage ids of judged documents (e.g. {example!r}) and none is judged "
+        f"in {qrels_path}, so every measure is 0; make a document run (`lyre search --aggregate maxp`) "
+        "or evaluate it against passage qrels"
+    )
+
+
+def _parent(identifier: str) -> str | None:
+    """The document of passage id ``DOCID#N`` (None for an id of another shape)."""
+    docid, mark, number = identifier.rpartition(PASSAGE_MARK)
+    return docid if mark and docid and number.isdigit() else None
 
 
 def evaluate_run(
@@ -128,7 +163,11 @@ def evaluate(
     warnings = []
     for path in run_paths:
         run = read_run(path)
-        warning = unjudged_warning(path, run, qrels_path, qrels) or unanswered_warning(path, run, qrels)
+        warning = (
+            unjudged_warning(path, run, qrels_path, qrels)
+            or passage_id_warning(path, run, qrels_path, qrels)
+            or unanswered_warning(path, run, qrels)
+        )
         if warning is not None:
             print(f"warning: {warning}", file=sys.stderr)
             warnings.append(warning)
@@ -147,17 +186,17 @@ def evaluate(
     )
 
 
-def format_table(table: EvalTable, digits: int = 4) -> str:
+def format_table(table: EvalTable) -> str:
     """A plain-text table: one row per run (and per query of each run when per-query values are present)."""
     header = ["run", *(["query"] if table.per_query else []), *table.measures]
     rows = []
     for run in table.runs:
         if table.per_query:
             for qid, values in table.per_query[run].items():
-                rows.append([run, qid, *(f"{values.get(m, 0.0):.{digits}f}" for m in table.measures)])
-            rows.append([run, "all", *(f"{table.means[run][m]:.{digits}f}" for m in table.measures)])
+                rows.append([run, qid, *(measure(values.get(m, 0.0)) for m in table.measures)])
+            rows.append([run, "all", *(measure(table.means[run][m]) for m in table.measures)])
         else:
-            rows.append([run, *(f"{table.means[run][m]:.{digits}f}" for m in table.measures)])
+            rows.append([run, *(measure(table.means[run][m]) for m in table.measures)])
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     text_columns = 2 if table.per_query else 1
     lines = []
@@ -167,5 +206,5 @@ def format_table(table: EvalTable, digits: int = 4) -> str:
             for i, (cell, width) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
-    lines.append(f"({table.num_queries} queries in {table.qrels}; unanswered queries count as 0)")
+    lines.append(f"({count(table.num_queries, 'queries')} in {table.qrels}; unanswered queries count as 0)")
     return "\n".join(lines)

@@ -1,10 +1,11 @@
 """The settings of ``lyre search``, ``lyre rerank`` and ``lyre fuse``, each declared once.
 
-Fields are :func:`basics.options.option` declarations: the library reads their defaults, the checks read
-their ranges and choices, and ``cli/options.py:expand`` makes one flag per field. Groups shared by several
+Fields are :func:`basics.declared.option` declarations: the library reads their defaults, the checks read
+their ranges and choices, and ``cli/flags.py`` makes one flag per field. Groups shared by several
 commands are base classes, so ``--fusion``/``--rrf-k``/``--normalization`` mean the same in ``lyre search``
 and ``lyre fuse``, and ``lyre search`` and ``lyre rerank`` share every reranker option. Fusion parameters
-are declared by the fusion registry itself (:mod:`retrieval.fusion`).
+are declared by the fusion registry itself (:mod:`retrieval.fusion`), feedback parameters by the feedback
+registry (:mod:`retrieval.feedback`).
 """
 
 from __future__ import annotations
@@ -12,10 +13,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from lyre.basics.declared import check_options, option
 from lyre.basics.errors import OptionError, opt
-from lyre.basics.options import check_options, option
-from lyre.indexes.engines import ENGINES
+from lyre.models.engines import ENGINES
 from lyre.models.rerank_templates import DEFAULT_RERANKER, LYCHEE
+from lyre.retrieval import feedback
+from lyre.retrieval.feedback import TERM_METHODS, VECTOR_METHODS
 from lyre.retrieval.fusion import DEFAULT_METHOD, FUSION_METHODS
 
 MODES = ("bm25", "dense", "hybrid")
@@ -50,7 +53,33 @@ class FusionOptions:
 
 
 @dataclass(frozen=True)
-class SearchOptions(FusionOptions, RunOptions):
+class FeedbackOptions:
+    """Pseudo-relevance feedback on each side of a search (the registry declares each method's parameters;
+    an option several methods share defaults to each method's own published value)."""
+
+    prf: str = option(
+        feedback.NONE,
+        feedback.choices_help("BM25", TERM_METHODS),
+        choices=(feedback.NONE, *TERM_METHODS),
+    )
+    prf_docs: int | None = feedback.shared_field("prf_docs", "BM25 feedback: first-stage documents read")
+    prf_terms: int | None = feedback.shared_field("prf_terms", "BM25 feedback: expansion terms")
+    prf_weight: float | None = feedback.shared_field(
+        "prf_weight", "BM25 feedback: weight of the original query (rm3: its share, at most 1)"
+    )
+    rocchio_beta: float = TERM_METHODS["rocchio"].param("rocchio_beta").field()
+    dense_prf: str = option(
+        feedback.NONE,
+        feedback.choices_help("dense", VECTOR_METHODS),
+        choices=(feedback.NONE, *VECTOR_METHODS),
+    )
+    dense_prf_docs: int = VECTOR_METHODS["rocchio"].param("dense_prf_docs").field()
+    dense_prf_alpha: float = VECTOR_METHODS["rocchio"].param("dense_prf_alpha").field()
+    dense_prf_beta: float = VECTOR_METHODS["rocchio"].param("dense_prf_beta").field()
+
+
+@dataclass(frozen=True)
+class SearchOptions(FeedbackOptions, FusionOptions, RunOptions):
     """Everything that decides a first-stage run; recorded verbatim in the run's sidecar."""
 
     mode: str = option("hybrid", "First stage: BM25, dense, or both fused.", choices=MODES)
@@ -121,8 +150,10 @@ def check_run_options(options: RunTagOptions) -> None:
 
 
 def check_search_options(options: SearchOptions) -> None:
-    """Everything about a search's settings that needs no file: ranges, choices, tag, depth against k."""
+    """Everything about a search's settings that needs no file: ranges, choices, tag, depth against k, and
+    feedback (each method's ranges, each side's feedback against the mode)."""
     check_run_options(options)
+    feedback.check_feedback(options)
     if options.depth < options.k:
         raise OptionError(
             "depth",

@@ -25,8 +25,8 @@ from typing import Any
 from lyre.basics.errors import LyreError, OptionError, opt
 from lyre.formats.records import Query, Run
 from lyre.formats.runs import rank_order
-from lyre.indexes.manifest import BM25, DOCSTORE, EMBEDDINGS, PASSAGES
-from lyre.indexes.passage_stage import index_store
+from lyre.indexes.manifest import BM25, DOCSTORE, EMBEDDINGS, HOW_TO_BUILD, PASSAGES, complete_records
+from lyre.indexes.source_store import index_store
 from lyre.retrieval.aggregation import AggregationOptions, AggregationRule, aggregate, best_passages, rule
 from lyre.retrieval.splice import splice
 
@@ -84,8 +84,6 @@ class PassageSearch:
     ) -> PassageSearch | None:
         """The passage search of an index (its manifest read once by the plan), or None for a document
         index, whose aggregation options are then checked to be unset."""
-        from lyre.indexes.manifest import HOW_TO_BUILD, complete_records
-
         options.validate()
         records = complete_records(dict(manifest))
         if searched_store(records, mode) == DOCSTORE:
@@ -120,6 +118,12 @@ class PassageSearch:
     def documents(self, side: Run, depth: int) -> Run:
         """One side's passage list as its top ``depth`` entries under the rule."""
         return aggregate(side, self.rule.name, depth)
+
+    def describe(self) -> str:
+        """The status line a search of a passage index prints: what its run lists, and by which rule."""
+        if not self.rule.document_level:
+            return "passage index, no aggregation: the run lists passages (ids DOCID#N)"
+        return f"passage index: passages aggregated to documents with {self.rule.name} ({self.rule.summary})"
 
     def sidecar(self, depth: int) -> dict[str, Any]:
         """What a run's sidecar says about the passage search."""

@@ -15,15 +15,19 @@ from __future__ import annotations
 
 import base64
 import html
+import io
 import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from lyre.basics.errors import LyreError, opt
+from lyre.basics.errors import LyreError, OptionError, opt
+from lyre.basics.numbers import count
 from lyre.basics.outputs import Output, Source, output
-from lyre.retrieval.compare import CompareReport, describe, run_labels, table_rows
+from lyre.retrieval.compare import CompareReport
+from lyre.retrieval.compare_tables import describe, p_value, run_labels, signed, table_rows
+from lyre.retrieval.evaluation import evaluate
 
 RECALL_DEPTHS = tuple(int(d) for d in np.unique(np.round(np.logspace(0, 3, 46))))
 """Depths of the recall curve: 1 to 1000, evenly spaced on the log axis it is drawn on."""
@@ -37,10 +41,17 @@ def require_matplotlib() -> None:
         raise LyreError(f"{opt('plot')} needs matplotlib; pip install 'lychee-retrieval[plots]'") from None
 
 
+def check_plot_path(plot: Path | None) -> None:
+    """A plot file must end in .png, .svg or .html, and matplotlib must be installed (checked first)."""
+    if plot is None:
+        return
+    if plot.suffix.lower() not in (".png", ".svg", ".html"):
+        raise OptionError("plot", plot, "must end in .png, .svg or .html")
+    require_matplotlib()
+
+
 def recall_curves(qrels: str | Path, runs: Sequence[str]) -> dict[str, list[float]]:
     """Mean recall of each run at every :data:`RECALL_DEPTHS` depth (lyre eval's averaging rules)."""
-    from lyre.retrieval.evaluation import evaluate
-
     measures = [f"R@{depth}" for depth in RECALL_DEPTHS]
     table = evaluate(qrels, list(runs), measures=measures)
     return {run: [table.means[run][m] for m in table.measures] for run in runs}
@@ -54,7 +65,7 @@ def _figure(report: CompareReport, recall: dict[str, list[float]]) -> Any:
 
     labels = run_labels([report.baseline, *report.runs])
     measure = report.measures[0]
-    header, rows = table_rows(report, 4)
+    header, rows = table_rows(report)
     table_height = 0.25 * (len(rows) + 1) + 0.6
     heights = [2.4] * len(report.runs) + [3.2, table_height]
     figure, axes = plt.subplots(
@@ -71,8 +82,8 @@ def _figure(report: CompareReport, recall: dict[str, list[float]]) -> Any:
         ax.set_ylabel(f"Δ {measure}")
         ax.set_title(
             f"{labels[run]} − {labels[report.baseline]}: {measure} per query, sorted "
-            f"(mean {c.difference:+.4f}, p {report.correction} {c.p_corrected:.3g}, "
-            f"W/T/L {c.wins}/{c.ties}/{c.losses})",
+            f"(mean {signed(c.difference)}, p {report.correction} {p_value(c.p_corrected)}, "
+            f"W/T/L {count(c.wins)}/{count(c.ties)}/{count(c.losses)})",
             fontsize=10,
         )
     curve = axes[len(report.runs)]
@@ -103,7 +114,7 @@ def _title(report: CompareReport) -> str:
     others = ", ".join(labels[r] for r in report.runs)
     return (
         f"{others} against {labels[report.baseline]} on {report.qrels} "
-        f"({report.num_queries} queries; bars: {report.measures[0]})"
+        f"({count(report.num_queries, 'queries')}; bars: {report.measures[0]})"
     )
 
 
@@ -133,12 +144,10 @@ def write_plot(report: CompareReport, path: Path | Output) -> Path:
 
 
 def _html(report: CompareReport, figure: Any) -> str:
-    import io
-
     buffer = io.BytesIO()
     figure.savefig(buffer, format="svg")
     image = base64.b64encode(buffer.getvalue()).decode("ascii")
-    header, rows = table_rows(report, 4)
+    header, rows = table_rows(report)
     head = "".join(f"<th>{html.escape(cell)}</th>" for cell in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>" for row in rows

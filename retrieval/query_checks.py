@@ -16,7 +16,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from lyre.basics.numbers import count
 from lyre.formats.records import Query
+from lyre.indexes.analyzer import Analyzer
+from lyre.indexes.bm25_format import read_vocabulary
 from lyre.indexes.manifest import BM25, complete_records
 from lyre.retrieval.sizes import check_memory, list_bytes
 
@@ -43,15 +46,12 @@ def check_search_memory(plan: Any, queries: Sequence[Query]) -> None:
     side_depth = plan.passages.side_depth(depth) if plan.passages is not None else depth
     sides = (plan.bm25 is not None) + (plan.dense is not None)
     needed = list_bytes(len(queries), side_depth, sides + 1)  # each side, and the fused or cut run
-    what = f"{len(queries):,} queries x {side_depth:,} results x {sides} side(s)"
+    what = f"{count(len(queries), 'queries')} x {count(side_depth, 'results')} x {count(sides, 'sides')}"
     check_memory("depth", depth, needed, what, ", or search the queries in parts")
 
 
 def unknown_term_warning(plan: Any, queries: Sequence[Query]) -> str | None:
     """The warning for the queries with no term the plan's BM25 index knows, or None (none, or no BM25)."""
-    from lyre.indexes.analyzer import Analyzer
-    from lyre.indexes.bm25 import read_vocabulary
-
     if plan.bm25 is None or not queries:
         return None
     record = complete_records(plan.manifest)[BM25]
@@ -62,10 +62,10 @@ def unknown_term_warning(plan: Any, queries: Sequence[Query]) -> str | None:
         return None
     example = unknown[0]
     text = example.text if len(example.text) <= SHOWN_TEXT else example.text[: SHOWN_TEXT - 3] + "..."
-    count = f"{len(unknown)} of {len(queries)} queries" if len(queries) > 1 else "the query"
+    which = f"{count(len(unknown))} of {count(len(queries), 'queries')}" if len(queries) > 1 else "the query"
     verb = "have" if len(queries) > 1 else "has"
     message = (
-        f"{count} {verb} no term known to the BM25 index of {plan.index_dir} (analyzer "
+        f"{which} {verb} no term known to the BM25 index of {plan.index_dir} (analyzer "
         f"{analyzer.describe()}), so BM25 finds nothing for them: e.g. {example.qid} {text!r}"
     )
     better = analyzer.suggest_for(query.text for query in unknown)

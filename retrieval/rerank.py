@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 from lyre.basics import progress
 from lyre.basics.errors import LyreError
+from lyre.basics.numbers import count
 from lyre.formats.records import Query, Run, document_text
 from lyre.formats.runs import rank_order
 from lyre.retrieval.cache import PairLookup, SearchCache, cached_pair_scores, look_up_pairs
@@ -156,8 +157,10 @@ def rerank(
             scores = parts.load(number, key, size)
             if scores is not None:
                 saved[number] = scores
-    if saved:
-        progress.say(f"rerank: {len(saved)} of {len(groups)} groups already scored in {parts.folder}")
+    if parts is not None and saved:
+        progress.say(
+            f"rerank: {count(len(saved))} of {count(len(groups), 'groups')} already scored in {parts.folder}"
+        )
     reranked: Run = {}
     todo = sum(size for number, size in enumerate(sizes) if number not in saved)
     with progress.TokenProgress(todo, "rerank", unit="pair") as sink:

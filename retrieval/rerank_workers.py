@@ -3,7 +3,7 @@
 :func:`retrieval.rerank.rerank` decides *what* is scored: the groups of queries, which of them an earlier,
 killed run already finished, and where each finished group is kept (:mod:`retrieval.rerank_parts`). The
 reranker this module opens decides only *who* scores the missing groups, with the engine names of
-encoding (:mod:`indexes.engines`):
+encoding (:mod:`models.engines`):
 
 - ``local``: the reranker in this process; with several GPUs visible, one worker process per GPU;
 - ``gpus``: one worker process per GPU (with a single GPU, that is this process);
@@ -30,10 +30,15 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import numpy as np
 from lyre.basics import progress
 from lyre.basics.errors import LyreError, OptionError, opt
+from lyre.basics.numbers import count
 from lyre.basics.progress import Counts, ProgressSink
+from lyre.models.engines import visible_gpus
+from lyre.models.engines.device_pool import AHEAD, DevicePool
+from lyre.models.engines.ray_cluster import connect, placed_actor_class, ray_result
+from lyre.models.loading import model_fingerprint, resolve_model
+from lyre.models.reranker import Reranker, RerankerSettings
 
 if TYPE_CHECKING:
-    from lyre.models.reranker import Reranker, RerankerSettings
     from lyre.retrieval.options import RerankOptions
 
 Pairs = Sequence[tuple[str, str]]
@@ -61,8 +66,6 @@ class GroupScorer(Protocol):
 
 def check_engine(options: RerankOptions) -> None:
     """The engine against this machine and the Ray options against the engine, before anything loads."""
-    from lyre.indexes.engines import visible_gpus
-
     if options.engine != "ray":
         for name in ("ray_address", "ray_cpu_actors"):
             value = getattr(options, name)
@@ -75,8 +78,6 @@ def check_engine(options: RerankOptions) -> None:
 def worker_devices(engine: str) -> list[str]:
     """The devices that get a worker process each: every GPU when several are visible (engine ``local``
     or ``gpus``); none when there is one GPU or none, since then this process reranks as before."""
-    from lyre.indexes.engines import visible_gpus
-
     gpus = visible_gpus() if engine in ("local", "gpus") else 0
     return [f"cuda:{rank}" for rank in range(gpus)] if gpus > 1 else []
 
@@ -88,7 +89,6 @@ def open_reranker(folder: Path, options: RerankOptions) -> Reranker | GroupScore
     devices = worker_devices(options.engine)
     if devices:
         return DeviceRerankers.start(devices, folder, options)
-    from lyre.models.reranker import Reranker
 
     return Reranker.from_pretrained(folder, template=options.rerank_template, instruction=options.instruction)
 
@@ -108,8 +108,6 @@ def device_kind(device: str) -> str:
 def common_settings(reports: Sequence[dict[str, Any]], places: Sequence[str]) -> RerankerSettings:
     """The settings every replica loaded with (the device by its kind). Replicas that differ would score
     the groups differently, so they are refused."""
-    from lyre.models.reranker import RerankerSettings
-
     settings = [{**report, "device": device_kind(report["device"])} for report in reports]
     for place, other in zip(places, settings, strict=True):
         changed = sorted(name for name in other if other[name] != settings[0][name])
@@ -144,7 +142,6 @@ class RerankerReplica:
 
     def __call__(self, device: str, threads: int) -> tuple[ScoringWorker, dict[str, Any]]:
         import torch
-        from lyre.models.reranker import Reranker
 
         if device == "cpu":
             torch.set_num_threads(threads)
@@ -165,8 +162,6 @@ class DeviceRerankers:
     @classmethod
     def start(cls, devices: Sequence[str], folder: Path, options: RerankOptions) -> DeviceRerankers:
         """Start and load every worker (in parallel); returns once all are ready."""
-        from lyre.indexes.engines.device_pool import DevicePool
-
         replica = RerankerReplica(folder, options.rerank_template, options.instruction)
         pool = DevicePool(devices, replica, "reranking", RESUME_HINT)
         try:
@@ -174,7 +169,7 @@ class DeviceRerankers:
         except BaseException:
             pool.close()
             raise
-        progress.say(f"rerank: {len(devices)} worker processes on {', '.join(devices)}")
+        progress.say(f"rerank: {count(len(devices), 'workers')} on {', '.join(devices)}")
         return scorers
 
     def score_groups(
@@ -209,11 +204,14 @@ class RerankActor:
 
     def load(self) -> tuple[dict[str, Any], str]:
         """Load once; returns the replica's settings (named by the driver's folder) and its node."""
+        settings = self._loaded().settings.to_dict()
+        return {**settings, "model": self.options[0]}, socket.gethostname()
+
+    def _loaded(self) -> Reranker:
+        """The reranker, loaded on first use."""
         folder, model, fingerprint, template, instruction, device, threads = self.options
         if self.reranker is None:
             import torch
-            from lyre.models.loading import model_fingerprint, resolve_model
-            from lyre.models.reranker import Reranker
 
             progress.set_quiet(True)
             seen = Path(folder).is_dir()
@@ -228,13 +226,12 @@ class RerankActor:
             self.reranker = Reranker.from_pretrained(
                 local, template=template, instruction=instruction, device=device
             )
-        return {**self.reranker.settings.to_dict(), "model": folder}, socket.gethostname()
+        return self.reranker
 
     def score(self, pairs: Pairs) -> tuple[np.ndarray, int]:
         """One group's scores and its tokens (progress per batch stays in the actor)."""
-        self.load()
         counts = Counts()
-        scores = self.reranker.score_pairs(pairs, progress=counts)  # type: ignore[union-attr]
+        scores = self._loaded().score_pairs(pairs, progress=counts)
         return scores, counts.tokenized_tokens
 
 
@@ -250,8 +247,6 @@ class RayRerankers:
     def start(cls, folder: Path, options: RerankOptions) -> RayRerankers:
         """Join the cluster (or start a local Ray), start one actor per GPU and load them all."""
         import ray
-        from lyre.indexes.engines.ray_cluster import connect, placed_actor_class, ray_result
-        from lyre.models.loading import model_fingerprint
 
         fingerprint = model_fingerprint(folder)
         started = connect(options.ray_address)
@@ -278,7 +273,8 @@ class RayRerankers:
         except BaseException:
             _stop_ray(ray, actors, started)
             raise
-        progress.say(f"rerank: ray, {plan.count} {plan.device} actor(s) on {len(set(hosts))} node(s)")
+        actors_on = f"{count(plan.count, plan.device + ' actors')} on {count(len(set(hosts)), 'nodes')}"
+        progress.say(f"rerank: ray, {actors_on}")
         return cls(actors, started, settings)
 
     def score_groups(
@@ -286,8 +282,6 @@ class RayRerankers:
     ) -> Iterator[tuple[int, np.ndarray]]:
         """Each actor holds two groups at a time (one scoring, one queued); a finished actor gets the next."""
         import ray
-        from lyre.indexes.engines.device_pool import AHEAD
-        from lyre.indexes.engines.ray_cluster import ray_result
 
         if not self.actors:
             raise LyreError(f"the Ray reranking actors were stopped by an earlier failure; {RESUME_HINT}")

@@ -25,6 +25,7 @@ from typing import Any
 
 from lyre.basics.errors import OPTION_MARK, InputError, LyreError, OptionError, opt
 from lyre.basics.outputs import output
+from lyre.basics.provenance import sha256_file
 from lyre.retrieval.options import RerankOptions, SearchOptions
 
 SETTINGS_FORMAT = 1
@@ -129,8 +130,6 @@ def read_settings(path: Path) -> dict[str, Any]:
 
 def settings_record(path: Path, settings: dict[str, Any], overridden: Iterable[str]) -> dict[str, Any]:
     """What a run's sidecar says about the settings file it applied."""
-    from lyre.basics.provenance import sha256_file
-
     return {
         "path": str(path.resolve()),
         "sha256": sha256_file(path),

@@ -20,8 +20,9 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lyre.basics import progress
 from lyre.basics.errors import OptionError
-from lyre.basics.resources import human_bytes
+from lyre.basics.numbers import count, size
 from lyre.indexes.manifest import DENSE, DOCSTORE, PASSAGES, complete_records
 from lyre.retrieval.options import SearchOptions
 
@@ -75,7 +76,7 @@ def check_memory(option: str, value: Any, needed: int, what: str, other_fix: str
         raise OptionError(
             option,
             value,
-            f"{what} would need about {human_bytes(needed)} of memory, and {human_bytes(available)} is "
+            f"{what} would need about {size(needed)} of memory, and {size(available)} is "
             f"available; lower it{other_fix}",
         )
 
@@ -120,8 +121,9 @@ class IndexSize:
         are fewer), and one clause per lowered value that was asked for (a default beyond a small corpus
         is lowered silently)."""
         defaults = {field.name: field.default for field in fields(SearchOptions)}
-        changes: dict[str, int] = {}
+        changes: dict[str, Any] = {}  # fields named at run time: typed by SearchOptions, not here
         asked: dict[str, list[str]] = {"rows": [], "vectors": []}
+        bounds: dict[str, int] = {}
         for name, bound, kind in (
             ("depth", self.rows, "rows"),
             ("k", self.rows, "rows"),
@@ -132,20 +134,22 @@ class IndexSize:
             if value is None or bound is None or value <= max(bound, 1):
                 continue
             changes[name] = max(bound, 1)
+            bounds[kind] = bound
             if value != defaults[name]:
                 asked[kind].append(f"{name} {value}")
         clauses = []
         if asked["rows"]:
             verb = "is" if len(asked["rows"]) == 1 else "are"
             clauses.append(
-                f"{' and '.join(asked['rows'])} {verb} more than the {self.rows:,} {self.unit} of "
-                f"{self.index_dir}; searching all {self.rows:,}"
+                f"{' and '.join(asked['rows'])} {verb} more than the {count(bounds['rows'], self.unit)} of "
+                f"{self.index_dir}; searching all {count(bounds['rows'])}"
             )
         if asked["vectors"]:
             verb = "is" if len(asked["vectors"]) == 1 else "are"
             clauses.append(
-                f"{' and '.join(asked['vectors'])} {verb} more than the {self.vectors:,} vectors of "
-                f"{self.index_dir}'s dense index; using {self.vectors:,}"
+                f"{' and '.join(asked['vectors'])} {verb} more than the "
+                f"{count(bounds['vectors'], 'vectors')} of {self.index_dir}'s dense index; "
+                f"using {count(bounds['vectors'])}"
             )
         return replace(options, **changes), clauses
 
@@ -155,8 +159,6 @@ def fit_to_index(
 ) -> SearchOptions:
     """``options`` capped to what the index holds (:meth:`IndexSize.cap`), what was lowered said once.
     ``passages``: how a passage index is searched (its run lists passages without aggregation)."""
-    from lyre.basics import progress
-
     passage_rows = passages is not None and not passages.rule.document_level
     capped, clauses = IndexSize.of(index_dir, manifest, passage_rows, options.mode).cap(options)
     if clauses:

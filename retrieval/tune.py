@@ -4,10 +4,11 @@ settings tuned on it.
 A grid (``--grid fusion=rrf,linear --grid rrf-k=10,30,60 --grid weight=0:1:0.1``) names tunable search
 settings (:func:`retrieval.settings_file.tunable_types`); every value is parsed as its option's type and
 every combination checked with the same declarations as the flags before anything is opened.
-Combinations that differ only in settings their fusion ignores (``weight`` under RRF, ``rrf_k`` under
-linear fusion) are one setting.
+Combinations that differ only in settings their fusion or feedback ignores (``weight`` under RRF, ``rrf_k``
+under linear fusion, ``prf_docs`` without ``prf``, ``rocchio_beta`` under RM3) are one setting.
 
-The plan is opened once. Each distinct first stage (depth, nprobe, refine) is computed once, through the
+The plan is opened once. Each distinct first stage (depth, nprobe, refine and the feedback settings:
+pseudo-relevance feedback makes each side's list, :mod:`retrieval.feedback`) is computed once, through the
 index's cache, so a second tune reads it; then each setting only fuses (and, with reranking, reranks
 through the pair cache) and is scored per query. Each query's value depends only on its own ranking, so
 per-query values computed once serve every fold: for fold ``f`` the setting with the best mean on the
@@ -33,14 +34,23 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from lyre.basics import progress
+from lyre.basics import numbers, progress
+from lyre.basics.declared import check_options, option
 from lyre.basics.errors import LyreError, OptionError, opt
-from lyre.basics.options import check_options, option
+from lyre.basics.provenance import provenance, sha256_file
+from lyre.formats.qrels import qrels_dict, read_qrels
+from lyre.formats.queries import read_queries
 from lyre.formats.records import Query, Run
-from lyre.retrieval import fusion
-from lyre.retrieval.cache import CacheOptions
+from lyre.indexes.manifest import PASSAGES
+from lyre.indexes.open_index import open_for_search
+from lyre.retrieval import feedback, fusion
+from lyre.retrieval.cache import CacheOptions, reuse_line
+from lyre.retrieval.evaluation import evaluate_run
 from lyre.retrieval.options import RerankOptions, SearchOptions
+from lyre.retrieval.plan import SearchPlan, check_plan_options, needed_stages, top_k
+from lyre.retrieval.query_checks import warn_unknown_terms
 from lyre.retrieval.settings_file import apply, check_value_type, nullable, tunable_types, write_settings
+from lyre.retrieval.sizes import IndexSize, check_memory, list_bytes
 
 MAX_GRID_VALUES = 10_000
 """More values than anyone means to search: almost always a step typed wrong."""
@@ -48,7 +58,7 @@ MAX_SETTINGS = 100_000
 """Combinations of a grid: each one fuses and scores every dev query, and keeps a value per query."""
 VALUE_BYTES = 120
 """Memory of one setting's value of one query (a ``{qid: value}`` entry)."""
-SIDE_SETTINGS = ("depth", "nprobe", "refine")
+SIDE_SETTINGS = ("depth", "nprobe", "refine", *feedback.SETTINGS)
 """The settings that change a first stage (the rest only fuse, cut or rerank its lists)."""
 
 
@@ -104,7 +114,10 @@ def _parse_range(name: str, text: str, entry: str) -> list[Any]:
         raise OptionError("grid", entry, "a range needs step > 0 and stop >= start")
     count = math.floor((stop - start) / step + 1e-9) + 1
     if count > MAX_GRID_VALUES:
-        raise OptionError("grid", entry, f"gives {count} values (at most {MAX_GRID_VALUES}); check the step")
+        limit = numbers.count(MAX_GRID_VALUES)
+        raise OptionError(
+            "grid", entry, f"gives {numbers.count(count)} values (at most {limit}); check the step"
+        )
     if kind is int:
         return [start + i * step for i in range(count)]
     return [round(start + i * step, 12) for i in range(count)]
@@ -148,12 +161,11 @@ def ignored_by_fusion(options: SearchOptions) -> set[str]:
 
 def grid_settings(grid: dict[str, list[Any]], options: SearchOptions, rerank: RerankOptions) -> list[Setting]:
     """Every combination, checked like the flags, without settings its fusion ignores, each once."""
-    from lyre.retrieval.plan import check_plan_options
-
     combinations = math.prod(len(values) for values in grid.values())
     if combinations > MAX_SETTINGS:
-        counts = " x ".join(f"{len(values)} {name}" for name, values in grid.items())
-        problem = f"gives {combinations:,} combinations (at most {MAX_SETTINGS:,}); give fewer values"
+        counts = " x ".join(f"{numbers.count(len(values))} {name}" for name, values in grid.items())
+        most = numbers.count(MAX_SETTINGS)
+        problem = f"gives {numbers.count(combinations, 'combinations')} (at most {most}); give fewer values"
         raise OptionError("grid", f"({counts})", problem)
     settings: list[Setting] = []
     seen: set[str] = set()
@@ -164,7 +176,7 @@ def grid_settings(grid: dict[str, list[Any]], options: SearchOptions, rerank: Re
             check_plan_options(applied, applied_rerank)
         except OptionError as error:
             raise OptionError("grid", setting_label(setting), f"gives {error}") from None
-        ignored = ignored_by_fusion(applied)
+        ignored = ignored_by_fusion(applied) | feedback.ignored_settings(applied)
         kept = {name: value for name, value in setting.items() if name not in ignored}
         label = setting_label(kept)
         if label not in seen:
@@ -190,7 +202,7 @@ def parse_measure(text: str) -> tuple[Any, int | None]:
 def fold_ids(qids: Sequence[str], folds: int, seed: int) -> list[list[str]]:
     """The query ids split into ``folds`` groups of near-equal size by a seeded shuffle."""
     if folds > len(qids):
-        raise OptionError("folds", folds, f"is more than the {len(qids)} dev queries")
+        raise OptionError("folds", folds, f"is more than the {numbers.count(len(qids), 'dev queries')}")
     shuffled = sorted(qids)
     random.Random(seed).shuffle(shuffled)
     return [shuffled[fold::folds] for fold in range(folds)]
@@ -254,8 +266,6 @@ def check_tune(
     cache: CacheOptions | None,
 ) -> list[Setting]:
     """Every option and every grid combination checked (nothing read): the settings to evaluate."""
-    from lyre.retrieval.plan import check_plan_options
-
     check_options(tune_options)
     if cache is not None:
         check_options(cache)
@@ -282,14 +292,6 @@ def tune(
     file does not hold are left out of every mean and fold (said once, on stderr), never scored as 0:
     a mean over queries that were never searched would rank settings on a number that is not theirs.
     None judged is an error."""
-    from lyre.formats.qrels import qrels_dict, read_qrels
-    from lyre.formats.queries import read_queries
-    from lyre.indexes.manifest import PASSAGES
-    from lyre.indexes.open_index import open_for_search
-    from lyre.retrieval.evaluation import evaluate_run
-    from lyre.retrieval.plan import SearchPlan, cut, needed_stages
-    from lyre.retrieval.query_checks import warn_unknown_terms
-
     settings = check_tune(grid_entries, options, rerank, tune_options, cache)
     measure, cutoff = parse_measure(tune_options.measure)
     judged = qrels_dict(read_qrels(qrels_path))
@@ -308,22 +310,26 @@ def tune(
         check_tune_memory(plan, applied, len(queries))
         warn_unknown_terms(plan, queries)
         plan.queries_checked = True  # the settings' searches need not check again
-        progress.say(f"tuning {len(settings)} settings on {len(queries)} queries ({len(judged)} judged)")
+        progress.say(
+            f"tuning {numbers.count(len(settings), 'settings')} on {numbers.count(len(queries), 'queries')} "
+            f"({numbers.count(len(judged))} judged)"
+        )
 
         started = time.perf_counter()
         lists = FirstStages(plan, queries)
         for search_options, _ in applied if plan.passages is None else []:
             lists.prepare(search_options)
         first_stage_seconds = time.perf_counter() - started
-        reused = f"; cache: {plan.cache.hits} read, {plan.cache.misses} computed" if plan.cache else ""
-        progress.say(f"first stages: {len(lists.lists)} distinct, {first_stage_seconds:.1f} s{reused}")
+        reused = f"; {reuse_line(plan.cache)}" if plan.cache else ""
+        distinct = numbers.count(len(lists.lists))
+        progress.say(f"first stages: {distinct} distinct, {numbers.seconds(first_stage_seconds)}{reused}")
 
         started = time.perf_counter()
         values: list[dict[str, float]] = []
         with progress.bar(len(settings), "settings", unit="setting") as bar:
             for search_options, rerank_options in applied:
                 run = _setting_run(plan, queries, search_options, rerank_options, lists, cutoff)
-                per_query = evaluate_run(qrels, cut(run, cutoff) if cutoff else run, [measure])
+                per_query = evaluate_run(qrels, top_k(run, cutoff) if cutoff else run, [measure])
                 values.append({qid: found.get(str(measure), 0.0) for qid, found in per_query.items()})
                 bar.update()
         settings_seconds = time.perf_counter() - started
@@ -356,7 +362,8 @@ def dev_qrels(
     missing = [qid for qid in judged if qid not in searched]
     if missing:
         warning = (
-            f"{len(searched)} of {len(judged)} judged queries searched; the {len(missing)} not in "
+            f"{numbers.count(len(searched))} of {numbers.count(len(judged), 'judged queries')} searched; the "
+            f"{numbers.count(len(missing))} not in "
             f"{queries_path} (e.g. {missing[0]}) are left out of the tuning, not counted as 0"
         )
         print(f"warning: {warning}", file=sys.stderr)
@@ -368,8 +375,6 @@ def fitted_settings(
 ) -> list[tuple[SearchOptions, RerankOptions]]:
     """Each setting's options, with depth, k, refine and nprobe capped to what the index holds
     (:mod:`retrieval.sizes`); a capped grid value is said once."""
-    from lyre.retrieval.sizes import IndexSize
-
     passage_rows = plan.passages is not None and not plan.passages.rule.document_level
     size = IndexSize.of(plan.index_dir, plan.manifest, passage_rows, options.mode)
     fitted = []
@@ -387,15 +392,16 @@ def fitted_settings(
 def check_tune_memory(plan: Any, applied: list[tuple[SearchOptions, RerankOptions]], queries: int) -> None:
     """Refuse a grid whose first stages (kept for every setting to fuse) and per-query values would not fit
     in memory, before any is made."""
-    from lyre.retrieval.sizes import check_memory, list_bytes
-
     sides = (plan.bm25 is not None) + (plan.dense is not None)
     depths = {tuple(getattr(o, name) for name in SIDE_SETTINGS): o.depth for o, _ in applied}
     side_depth = plan.passages.side_depth if plan.passages is not None else (lambda depth: depth)
     needed = sum(list_bytes(queries, side_depth(depth), sides) for depth in depths.values())
     needed += len(applied) * queries * VALUE_BYTES
-    what = f"{len(depths)} first stage(s) and {len(applied):,} settings of {queries:,} queries"
-    check_memory("grid", f"({len(applied):,} settings)", needed, what)
+    settings = numbers.count(len(applied), "settings")
+    what = (
+        f"{numbers.count(len(depths), 'first stages')} and {settings} of {numbers.count(queries, 'queries')}"
+    )
+    check_memory("grid", f"({settings})", needed, what)
 
 
 class FirstStages:
@@ -446,24 +452,29 @@ def render(report: TuneReport, folds: int) -> str:
     width = max(len(report.measure), 6)
     lines = [f"{'rank':>4}  {report.measure:>{width}}  setting"]
     for rank, (setting, mean) in enumerate(report.table, start=1):
-        lines.append(f"{rank:>4}  {mean:>{width}.4f}  {setting_label(setting)}")
+        lines.append(f"{rank:>4}  {numbers.measure(mean):>{width}}  {setting_label(setting)}")
     lines.append("")
     lines.append(
-        f"{folds}-fold cross-validated {report.measure}: {report.cross_validated:.4f} "
+        f"{folds}-fold cross-validated {report.measure}: {numbers.measure(report.cross_validated)} "
         f"(each fold scored with the setting chosen on the other folds)"
     )
     lines.append(f"{'fold':>4}  {'queries':>7}  {'train':>6}  {'fold':>6}  chosen on the other folds")
     for fold in report.folds:
+        train, scored = numbers.measure(fold.train_mean), numbers.measure(fold.fold_mean)
         lines.append(
-            f"{fold.number:>4}  {fold.queries:>7}  {fold.train_mean:>6.4f}  {fold.fold_mean:>6.4f}  "
+            f"{fold.number:>4}  {numbers.count(fold.queries):>7}  {train:>6}  {scored:>6}  "
             f"{setting_label(fold.chosen)}"
         )
     best, mean = report.table[0]
     lines.append("")
     left_out = report.judged - report.queries
-    which = f"all {report.queries}" if not left_out else f"the {report.queries} searched"
-    also = f" ({left_out} judged queries not in the queries file left out)" if left_out else ""
-    lines.append(f"chosen on {which} dev queries{also}: {setting_label(best)} ({report.measure} {mean:.4f})")
+    searched = numbers.count(report.queries)
+    which = f"all {searched}" if not left_out else f"the {searched} searched"
+    also = (
+        f" ({numbers.count(left_out, 'judged queries')} not in the queries file left out)" if left_out else ""
+    )
+    chosen = f"{setting_label(best)} ({report.measure} {numbers.measure(mean)})"
+    lines.append(f"chosen on {which} dev queries{also}: {chosen}")
     return "\n".join(lines)
 
 
@@ -476,8 +487,6 @@ def write_report(
     inputs: dict[str, Path],
 ) -> None:
     """The chosen settings for ``lyre search --settings``, with how they were chosen."""
-    from lyre.basics.provenance import provenance, sha256_file
-
     how = {
         "measure": report.measure,
         "mean": report.table[0][1],

@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from lyre.basics.errors import LyreError
+from lyre.basics.numbers import size
 from lyre.serve.searcher import RequestSettings
 from lyre.serve.service import AskedQuery, NotFound, Service
 from pydantic import BaseModel, ConfigDict, Field
@@ -125,9 +126,7 @@ class LimitBody:
 
 
 def _too_large(limit: int) -> JSONResponse:
-    return JSONResponse(
-        {"error": f"request body over {limit // 1024} KiB; send fewer queries"}, status_code=413
-    )
+    return JSONResponse({"error": f"request body over {size(limit)}; send fewer queries"}, status_code=413)
 
 
 def _problem(status: int, message: str) -> JSONResponse:

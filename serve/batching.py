@@ -20,15 +20,18 @@ import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, Protocol, TypeVar
 
 Item = TypeVar("Item")
+Taken = TypeVar("Taken", contravariant=True)
+"""The items a :class:`BatchWorker` takes (contravariant: a worker of any item serves a queue of strings)."""
 
 
-class BatchWorker(Protocol[Item]):
+class BatchWorker(Protocol[Taken]):
     """What the batching thread drives: one call per group of entries with the same key."""
 
-    def run_batch(self, key: Hashable, items: Sequence[Item]) -> list[Any]:
+    def run_batch(self, key: Hashable, items: Sequence[Taken]) -> list[Any]:
         """One result per item, in order."""
 
     def close(self) -> None:
@@ -51,6 +54,10 @@ class Task:
 
     call: Callable[[Any], Any]
     future: Future[Any] = field(default_factory=Future)
+
+    def results(self, worker: Any) -> list[Any]:
+        """The call's result alone in a list, as :func:`_answer` takes a batch's."""
+        return [self.call(worker)]
 
 
 _STOP = object()
@@ -146,17 +153,16 @@ class MicroBatcher:
     def _run(self, worker: BatchWorker[Any], entries: list[Any]) -> None:
         live = [entry for entry in entries if entry.future.set_running_or_notify_cancel()]
         for task in (entry for entry in live if isinstance(entry, Task)):
-            _answer([task.future], lambda task=task: [task.call(worker)])
+            _answer([task.future], partial(task.results, worker))
         pending = [entry for entry in live if isinstance(entry, Pending)]
         for group in unique_groups(pending):
             self.batches += 1
             self.largest = max(self.largest, len(group))
             key, items = group[0].key, [entry.item for entry in group]
             futures = [entry.future for entry in group]
-            whole = lambda key=key, items=items: worker.run_batch(key, items)  # noqa: E731
-            if not _answer(futures, whole) and len(group) > 1:
+            if not _answer(futures, partial(worker.run_batch, key, items)) and len(group) > 1:
                 for entry in group:  # one bad query fails only its own request
-                    _answer([entry.future], lambda entry=entry: worker.run_batch(entry.key, [entry.item]))
+                    _answer([entry.future], partial(worker.run_batch, entry.key, [entry.item]))
 
 
 def _answer(futures: list[Future[Any]], compute: Callable[[], list[Any]]) -> bool:

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-from lyre.basics.options import check_options, option
+from lyre.basics.declared import check_options, option
+from lyre.basics.errors import OptionError, opt
 from lyre.basics.outputs import Reads
 from lyre.retrieval.evaluation import DEFAULT_MEASURES
 
@@ -58,8 +59,6 @@ class RunViewOptions:
 
 def check_server_options(server: ServerOptions, runs: RunViewOptions) -> None:
     """Declared ranges and choices of both groups, then what they need of each other."""
-    from lyre.basics.errors import OptionError, opt
-
     check_options(server)
     check_options(runs)
     if runs.runs and runs.qrels is None:

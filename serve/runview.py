@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from lyre.basics.errors import LyreError
+from lyre.formats.qrels import qrels_dict, read_qrels
+from lyre.formats.queries import read_queries
 from lyre.formats.records import Document, Run
-from lyre.retrieval.evaluation import EvalTable
+from lyre.formats.runs import rank_order, read_run
+from lyre.retrieval.evaluation import EvalTable, evaluate
 from lyre.serve.options import RunViewOptions
 
 
@@ -32,11 +35,6 @@ class RunView:
     @classmethod
     def load(cls, options: RunViewOptions) -> RunView | None:
         """The runs, qrels and queries of ``options`` read and evaluated (None when no runs are given)."""
-        from lyre.formats.qrels import qrels_dict, read_qrels
-        from lyre.formats.queries import read_queries
-        from lyre.formats.runs import read_run
-        from lyre.retrieval.evaluation import evaluate
-
         if not options.runs or options.qrels is None:
             return None
         names = list(dict.fromkeys(str(path) for path in options.runs))
@@ -74,8 +72,6 @@ class RunView:
 
     def ranking(self, run: str, qid: str) -> list[tuple[str, float]]:
         """One query's ranking of ``run`` in evaluated order."""
-        from lyre.formats.runs import rank_order
-
         return rank_order(self.runs[run].get(qid, {}))
 
     def comparison(
@@ -94,6 +90,7 @@ class RunView:
         }
         shown = {name: ranking[: self.depth] for name, ranking in rankings.items()}
         found = documents(list(dict.fromkeys(docid for ranking in shown.values() for docid, _ in ranking)))
+        titles = {docid: document.title for docid, document in found.items() if document is not None}
         grades = self.qrels.get(qid, {})
 
         def side(name: str, other: str) -> dict[str, Any]:
@@ -106,8 +103,8 @@ class RunView:
                         "rank": rank,
                         "docid": docid,
                         "score": score,
-                        "title": found[docid].title if found.get(docid) else None,
-                        "in_index": found.get(docid) is not None,
+                        "title": titles.get(docid),
+                        "in_index": docid in titles,
                         "grade": grades.get(docid),
                         "other_rank": ranks[other].get(docid),
                     }

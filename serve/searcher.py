@@ -20,13 +20,17 @@ from typing import Any, TypeVar
 
 import numpy as np
 from lyre.basics.errors import OptionError, opt
+from lyre.basics.numbers import count
 from lyre.formats.records import Document, Query, Run
 from lyre.formats.runs import ranked_columns
+from lyre.indexes.analyzer import Analyzer
+from lyre.indexes.docstore import DocStore
 from lyre.indexes.manifest import DOCSTORE
 from lyre.retrieval.aggregation import AggregationOptions
 from lyre.retrieval.cache import CacheOptions, Deferred
 from lyre.retrieval.fusion.aligned import Aligned, evaluated_order
 from lyre.retrieval.options import MODES, RerankOptions, SearchOptions
+from lyre.retrieval.passage_search import PassageSearch
 from lyre.retrieval.plan import SearchPlan, check_plan_options
 from lyre.serve.snippets import AnalyzedText, highlight, snippet
 
@@ -70,7 +74,7 @@ class Capabilities:
                 f"restart it with {opt('mode')} hybrid on an index with both stages",
             )
         if not 1 <= settings.k <= self.max_k:
-            raise OptionError("k", settings.k, f"must be between 1 and {self.max_k} (the server's k)")
+            raise OptionError("k", settings.k, f"must be between 1 and {count(self.max_k)} (the server's k)")
         if self.max_rerank_depth == 0 and settings.rerank_depth > 0:
             raise OptionError(
                 "rerank_depth",
@@ -81,7 +85,7 @@ class Capabilities:
             raise OptionError(
                 "rerank_depth",
                 settings.rerank_depth,
-                f"must be between 0 and {self.max_rerank_depth} (the server's rerank depth)",
+                f"must be between 0 and {count(self.max_rerank_depth)} (the server's rerank depth)",
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -185,8 +189,6 @@ class Searcher:
         return cls(plan, aggregation, Capabilities(loaded_modes(options.mode), most, depth, defaults))
 
     def _open_docstore(self) -> Any:
-        from lyre.indexes.docstore import DocStore
-
         return DocStore.open(self.plan.index_dir / DOCSTORE)
 
     def variant(self, settings: RequestSettings) -> SideKeepingPlan:
@@ -195,7 +197,6 @@ class Searcher:
         found = self._variants.get(settings)
         if found is not None:
             return found
-        from lyre.retrieval.passage_search import PassageSearch
 
         plan = self.plan
         options = replace(plan.options, k=settings.k, mode=settings.mode)
@@ -326,6 +327,4 @@ class Recent(OrderedDict[str, Kept]):
 
 def _default_analyzer() -> Any:
     """Where the index has no BM25 stage, snippets mark words with the default English analyzer."""
-    from lyre.indexes.analyzer import Analyzer
-
     return Analyzer.preset("english")

@@ -13,20 +13,23 @@ import contextlib
 import signal
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from importlib.util import find_spec
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lyre.basics import progress
+from lyre.basics.declared import check_options
 from lyre.basics.errors import LyreError, OptionError, opt
-from lyre.basics.options import check_options
+from lyre.indexes.manifest import PASSAGES
+from lyre.indexes.open_index import open_for_search
 from lyre.retrieval.aggregation import AggregationOptions
 from lyre.retrieval.cache import CacheOptions
 from lyre.retrieval.options import RerankOptions, SearchOptions
+from lyre.retrieval.plan import check_plan_options, locate_reranker, needed_stages
 from lyre.serve.options import RunViewOptions, ServerOptions, check_server_options
-
-if TYPE_CHECKING:
-    from lyre.serve.service import Service
+from lyre.serve.runview import RunView
+from lyre.serve.service import Service
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
@@ -68,8 +71,6 @@ def http_server(app: Any, quiet: bool) -> Any:
 
 def require_web_stack() -> None:
     """The web framework is an extra: without it, one line saying how to install it, before any work."""
-    from importlib.util import find_spec
-
     missing = [name for name in ("fastapi", "uvicorn") if find_spec(name) is None]
     if missing:
         needed = " and ".join(missing)
@@ -79,10 +80,6 @@ def require_web_stack() -> None:
 def without_missing_reranker(rerank_options: RerankOptions) -> RerankOptions:
     """The reranker settings, with reranking off (said once) when the default reranker is not here: a
     server started without naming one still serves the first stage."""
-    from dataclasses import replace
-
-    from lyre.retrieval.plan import locate_reranker
-
     if rerank_options.rerank_depth == 0:
         return rerank_options
     try:
@@ -106,8 +103,6 @@ class ServeSettings:
 
     def check(self) -> None:
         """Everything that needs no file, before any work."""
-        from lyre.retrieval.plan import check_plan_options
-
         check_plan_options(self.options, self.rerank)
         if self.cache is not None:
             check_options(self.cache)
@@ -128,12 +123,6 @@ def started(
     """The service, warm, and its listening socket, for the block (the index held under its read lock
     throughout). ``reranker_optional``: the rerank depth was not asked for, so a missing reranker turns
     reranking off instead of stopping."""
-    from lyre.indexes.manifest import PASSAGES
-    from lyre.indexes.open_index import open_for_search
-    from lyre.retrieval.plan import needed_stages
-    from lyre.serve.runview import RunView
-    from lyre.serve.service import Service
-
     settings.check()
     require_web_stack()
     rerank = without_missing_reranker(settings.rerank) if reranker_optional else settings.rerank
@@ -160,7 +149,7 @@ def serve(
     index_dir: Path, settings: ServeSettings, *, wait: bool = False, reranker_optional: bool = False
 ) -> None:
     """``lyre serve``: serve ``index_dir`` until interrupted (:func:`started`)."""
-    from lyre.serve.app import create_app
+    from lyre.serve.app import create_app  # imports FastAPI: kept out of `lyre serve --help` and the checks
 
     with started(index_dir, settings, wait=wait, reranker_optional=reranker_optional) as (service, sock):
         web = http_server(create_app(service), quiet=progress.is_quiet())

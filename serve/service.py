@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from lyre.basics.errors import LyreError
+from lyre.basics.numbers import count
 from lyre.formats.records import Query
 from lyre.retrieval.aggregation import AggregationOptions
 from lyre.retrieval.cache import CacheOptions
@@ -112,14 +113,16 @@ class Service:
             raise BadRequest("queries", 0, "give at least one query")
         if len(queries) > self.limits.max_queries:
             raise BadRequest(
-                "queries", len(queries), f"must be at most {self.limits.max_queries} per request"
+                "queries", len(queries), f"must be at most {count(self.limits.max_queries)} per request"
             )
         for query in queries:
             if not query.text.strip():
                 raise BadRequest("q", repr(query.text), "is empty; give the words to search for")
             if len(query.text) > self.limits.max_query_chars:
                 raise BadRequest(
-                    "q", f"of {len(query.text)} characters", f"is longer than {self.limits.max_query_chars}"
+                    "q",
+                    f"of {count(len(query.text), 'characters')}",
+                    f"is longer than {count(self.limits.max_query_chars)}",
                 )
             if query.qid is not None and (not query.qid or query.qid != query.qid.strip()):
                 raise BadRequest("qid", repr(query.qid), "must be non-empty, without surrounding spaces")
@@ -149,7 +152,9 @@ class Service:
         """A document's title and text, ``query``'s terms marked; :class:`NotFound` for an unknown id."""
         if query is not None and len(query) > self.limits.max_query_chars:
             raise BadRequest(
-                "q", f"of {len(query)} characters", f"is longer than {self.limits.max_query_chars}"
+                "q",
+                f"of {count(len(query), 'characters')}",
+                f"is longer than {count(self.limits.max_query_chars)}",
             )
         found = await asyncio.wrap_future(self.batcher.call(lambda worker: worker.document(docid, query)))
         if found is None:

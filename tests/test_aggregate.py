@@ -4,8 +4,8 @@ hand-made runs with closed-form answers."""
 from __future__ import annotations
 
 import pytest
+from lyre.basics.declared import default_of
 from lyre.basics.errors import LyreError, OptionError
-from lyre.basics.options import default_of
 from lyre.retrieval.aggregation import (
     AGGREGATION_RULES,
     DEFAULT_RULE,

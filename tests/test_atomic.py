@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 from lyre.basics.atomic import atomic_path, replace_dir, temp_dir_beside, write_text_atomic
+from lyre.basics.numbers import size
 from lyre.basics.resources import (
     SPACE_MARGIN,
     ResourceError,
     ensure_free_space,
     free_bytes,
-    human_bytes,
     reserve,
     sweep_stale_temps,
 )
@@ -154,20 +154,9 @@ def test_ensure_free_space_names_the_need_and_what_is_free(tmp_path):
     with pytest.raises(ResourceError) as error:
         ensure_free_space(tmp_path / "bm25", free)
     message = str(error.value)
-    assert message.startswith(f"{tmp_path / 'bm25'}: needs {human_bytes(free + SPACE_MARGIN)} but only ")
+    assert message.startswith(f"{tmp_path / 'bm25'}: needs {size(free + SPACE_MARGIN)} but only ")
     assert message.endswith(f" is free in {tmp_path}; free space there, or choose another out")
     assert error.value.options() == ["out"]
-
-
-def test_human_bytes():
-    assert [human_bytes(n) for n in (0, 1023, 1536, 5 << 20, 3 << 30, 2 << 40)] == [
-        "0 B",
-        "1023 B",
-        "1.5 KiB",
-        "5.0 MiB",
-        "3.0 GiB",
-        "2.0 TiB",
-    ]
 
 
 WITHOUT_OVERRIDE = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--inh-caps=-all"]

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from lyre.basics.errors import LyreError
 from lyre.indexes import bm25s_compat
-from lyre.indexes.bm25 import METHODS
+from lyre.indexes.bm25_build import METHODS
 
 if TYPE_CHECKING:
     from helpers import LyreCli
@@ -134,7 +134,8 @@ from pathlib import Path
 from lyre.formats.queries import read_queries
 from lyre.formats.records import Document
 from lyre.indexes.analyzer import Analyzer
-from lyre.indexes.bm25 import BM25Index, build_bm25
+from lyre.indexes.bm25_build import build_bm25
+from lyre.indexes.bm25_search import BM25Index
 
 sample, out = Path(sys.argv[1]), Path(sys.argv[2])
 with open(sample / "corpus.jsonl", encoding="utf-8") as lines:
@@ -168,6 +169,7 @@ def test_bm25_build_and_search_through_the_library_never_touch_jax(
     assert not marker.exists(), marker.read_text()
 
 
+@pytest.mark.slow
 def test_bm25_index_and_search_never_touch_jax(
     jax_stub: tuple[dict[str, str], Path], lyre: LyreCli, sample: Path, tmp_path: Path
 ) -> None:

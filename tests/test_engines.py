@@ -11,11 +11,10 @@ from lyre.basics.errors import LyreError, OptionError
 from lyre.basics.progress import Counts
 from lyre.indexes.embeddings import EmbeddingStore
 from lyre.indexes.encode import EncodeOptions, encode_stage
-from lyre.indexes.engines import EncodeJob, runner_for, visible_gpus
-from lyre.indexes.engines.in_process import InProcessRunner
-from lyre.indexes.engines.per_device import DeviceProcessRunner
-from lyre.indexes.engines.ray_cluster import RayRunner
+from lyre.indexes.encode_job import EncodeJob
+from lyre.indexes.encode_runners import DeviceProcessRunner, InProcessRunner, RayRunner, runner_for
 from lyre.indexes.ingest import ingest
+from lyre.models.engines import visible_gpus
 from lyre.models.recipes import EmbedRecipe
 
 CHUNK_ROWS = 16  # 70 documents -> 5 chunks, the last one short
@@ -45,6 +44,7 @@ def job_for_a_fresh_index(tmp_path: Path, corpus: Path, reference: Path, model: 
     return EncodeJob(index, model, EmbedRecipe.from_dict(spec.recipe), tuple(range(spec.num_chunks)))
 
 
+@pytest.mark.slow
 def test_two_cpu_worker_processes_write_the_in_process_chunks_byte_for_byte(
     in_process_index: Path, corpus: Path, tiny_bert: Path, tmp_path: Path
 ) -> None:
@@ -61,6 +61,7 @@ def test_two_cpu_worker_processes_write_the_in_process_chunks_byte_for_byte(
     assert relayed.done_tokens == relayed.tokenized_tokens > 0
 
 
+@pytest.mark.slow
 def test_a_worker_error_comes_back_as_its_one_line(
     in_process_index: Path, corpus: Path, tiny_bert: Path, tmp_path: Path
 ) -> None:
@@ -74,6 +75,7 @@ def test_a_worker_error_comes_back_as_its_one_line(
     assert EmbeddingStore.open(job.index_dir / "embeddings").missing_chunks() == list(job.chunks)
 
 
+@pytest.mark.slow
 def test_a_dying_worker_is_one_line_that_says_how_to_resume(
     in_process_index: Path, corpus: Path, tiny_bert: Path, tmp_path: Path
 ) -> None:

@@ -19,7 +19,7 @@ import pytest
 import typer
 from lyre.basics.errors import OPTION_MARK, LyreError, opt
 from lyre.cli.app import app, render_error
-from lyre.cli.options import flag_of
+from lyre.cli.flags import flag_of
 
 REPOSITORY = Path(__file__).resolve().parents[1]
 LIBRARY = ("basics", "formats", "models", "indexes", "retrieval", "serve")
@@ -157,6 +157,7 @@ def test_the_scanner_finds_flags_in_every_kind_of_error_text() -> None:
     ]
 
 
+@pytest.mark.slow
 def test_library_error_messages_name_options_never_flags() -> None:
     trees = library_trees()
     errors = error_classes(trees)
@@ -165,6 +166,7 @@ def test_library_error_messages_name_options_never_flags() -> None:
     assert not found, "error messages that spell a flag (name the option with opt(...)):\n" + "\n".join(found)
 
 
+@pytest.mark.slow
 def test_every_option_named_in_the_library_is_a_flag_of_some_command() -> None:
     every_flag = set().union(*command_flags().values())
     named = [(f"{path}:{line}", name) for path, tree in library_trees() for line, name in named_options(tree)]

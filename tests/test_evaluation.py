@@ -94,6 +94,7 @@ def test_equals_pytrec_eval_on_scifact(tmp_path: Path, scifact: Path) -> None:
     assert table.num_queries == 300
 
 
+@pytest.mark.slow
 def test_eval_warns_when_no_run_query_is_judged_and_still_prints(tmp_path, lyre):
     qrels = _qrels(tmp_path)
     run = tmp_path / "other.run"
@@ -107,6 +108,7 @@ def test_eval_warns_when_no_run_query_is_judged_and_still_prints(tmp_path, lyre)
     assert result.stdout.splitlines()[1].split() == [str(run), "0.0000"]
 
 
+@pytest.mark.slow
 def test_eval_warns_on_an_empty_run_and_records_the_warning(tmp_path, lyre):
     qrels = _qrels(tmp_path)
     empty, good = tmp_path / "empty.run", tmp_path / "good.run"
@@ -116,3 +118,25 @@ def test_eval_warns_on_an_empty_run_and_records_the_warning(tmp_path, lyre):
     assert result.returncode == 0
     assert result.stderr == f"warning: {empty}: the run is empty; every measure is 0\n"  # good.run: no word
     assert json.loads(result.stdout)["warnings"] == [f"{empty}: the run is empty; every measure is 0"]
+
+
+def test_a_run_of_passage_ids_against_document_qrels_is_warned_once(tmp_path, capsys):
+    """``aggregate none`` runs list ``DOCID#N``: against document qrels nothing matches and every measure
+    is 0, which one warning explains (once per run, however many queries)."""
+    qrels = _qrels(tmp_path)
+    passages, documents, unrelated = tmp_path / "passages.run", tmp_path / "documents.run", tmp_path / "u.run"
+    write_run(passages, {"q1": {"a#0": 2.0, "a#3": 1.5, "b#1": 1.0}, "q2": {"x#2": 1.0}}, "t", {})
+    write_run(documents, {"q1": {"a#0": 2.0, "a": 1.0}, "q2": {"x#2": 1.0}}, "t", {})
+    write_run(unrelated, {"q1": {"c#0": 2.0}, "q2": {"y#1": 1.0}}, "t", {})
+    table = evaluate(qrels, [passages, documents, unrelated], measures=["RR@10"])
+    expected = (
+        f"{passages}: its ids are passage ids of judged documents (e.g. 'a#0') and none is judged in "
+        f"{qrels}, "
+        "so every measure is 0; make a document run (`lyre search --aggregate maxp`) or evaluate it against "
+        "passage qrels"
+    )
+    assert table.warnings == [
+        expected
+    ]  # documents.run has a judged id; u.run's passages are of no judged one
+    assert capsys.readouterr().err == f"warning: {expected}\n"
+    assert table.means[str(passages)]["RR@10"] == 0.0 and table.means[str(documents)]["RR@10"] == 0.5 / 2

@@ -92,6 +92,7 @@ def entries(database: Path) -> int:
         connection.close()
 
 
+@pytest.mark.slow
 def test_a_damaged_entry_is_dropped_said_once_and_the_run_is_the_uncached_one(
     index: Path, expected: bytes, lyre: LyreCli, tmp_path: Path
 ) -> None:
@@ -111,6 +112,7 @@ def test_a_damaged_entry_is_dropped_said_once_and_the_run_is_the_uncached_one(
     assert run == expected and stderr == [] and cache["hits"] == {"side": 30} and cache["damaged"] == 0
 
 
+@pytest.mark.slow
 def test_verify_drops_the_damaged_entries_and_says_how_many(
     index: Path, expected: bytes, lyre: LyreCli, tmp_path: Path
 ) -> None:
@@ -127,6 +129,7 @@ def test_verify_drops_the_damaged_entries_and_says_how_many(
     assert f"verify: all 30 cache entries in {database} intact (checksums)" in verified.stderr
 
 
+@pytest.mark.slow
 def test_a_database_sqlite_finds_damaged_is_searched_around_and_verify_starts_it_again(
     index: Path, expected: bytes, lyre: LyreCli, tmp_path: Path
 ) -> None:

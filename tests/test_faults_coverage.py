@@ -55,6 +55,7 @@ def partial_tune(sample_index: dict[str, Path], lyre: LyreCli) -> subprocess.Com
     return result
 
 
+@pytest.mark.slow
 def test_tune_leaves_out_judged_queries_it_did_not_search_and_says_so(sample_index, partial_tune) -> None:
     warnings = [line for line in partial_tune.stderr.splitlines() if line.startswith("warning:")]
     assert warnings == [
@@ -70,6 +71,7 @@ def test_tune_leaves_out_judged_queries_it_did_not_search_and_says_so(sample_ind
     assert sum(int(fold.split()[1]) for fold in lines[header + 1 : header + 6]) == SEARCHED
 
 
+@pytest.mark.slow
 def test_tune_means_are_the_eval_means_of_the_searched_queries(sample_index, partial_tune, lyre) -> None:
     """Each setting's mean is what ``lyre eval`` gives its run on the 10 searched queries' judgments:
     the 20 unsearched queries are in no denominator. The k=5 run is the k=10 run's first 5 lines of each
@@ -88,6 +90,7 @@ def test_tune_means_are_the_eval_means_of_the_searched_queries(sample_index, par
         assert evaluated.means[str(run)]["nDCG@10"] == pytest.approx(table[setting], abs=5e-5)
 
 
+@pytest.mark.slow
 def test_tune_refuses_a_queries_file_with_no_judged_query(sample_index, lyre, tmp_path) -> None:
     unjudged = tmp_path / "unjudged.tsv"
     unjudged.write_text("X1\tbread that sank\n", encoding="utf-8")
@@ -104,6 +107,7 @@ def partial_run(sample_index: dict[str, Path], answered: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_eval_says_once_per_run_how_many_judged_queries_it_does_not_answer(sample_index, lyre) -> None:
     twenty, full = partial_run(sample_index, 20), sample_index["run"]
     result = lyre("eval", QRELS, twenty, full, "--measures", "nDCG@10", "--json", check=False)
@@ -116,6 +120,7 @@ def test_eval_says_once_per_run_how_many_judged_queries_it_does_not_answer(sampl
     assert json.loads(result.stdout)["warnings"] == [warning]
 
 
+@pytest.mark.slow
 def test_compare_says_it_too(sample_index, lyre) -> None:
     twenty = partial_run(sample_index, 20)
     result = lyre("compare", QRELS, sample_index["run"], twenty, "--measures", "nDCG@10", check=False)

@@ -78,6 +78,7 @@ def search_args(index: Path, out: Path) -> list[str | Path]:
     ]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("changed", CHANGES)
 def test_a_changed_tokenizer_or_pooling_file_is_refused_by_index_and_search(
     encoded: tuple[Path, Path], changed: str, lyre: LyreCli, tmp_path: Path

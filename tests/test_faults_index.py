@@ -122,6 +122,7 @@ def ingested(tmp_path_factory: pytest.TempPathFactory, lyre: LyreCli) -> Path:
 # One writer per index folder -------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_second_index_on_one_out_is_refused_naming_the_holder_and_waits_with_wait(
     tmp_path: Path, model: Path, lyre: LyreCli
 ) -> None:
@@ -150,6 +151,7 @@ def test_a_second_index_on_one_out_is_refused_naming_the_holder_and_waits_with_w
     assert len(lines) == 4 and all(": up to date (" in line for line in lines)  # nothing built twice
 
 
+@pytest.mark.slow
 def test_overwrite_while_another_writer_holds_the_index_changes_nothing(
     index: Path, built: Path, model: Path, lyre: LyreCli
 ) -> None:
@@ -163,6 +165,34 @@ def test_overwrite_while_another_writer_holds_the_index_changes_nothing(
     assert recorded(index) == recorded(built) and temporaries(index) == []
 
 
+@pytest.mark.slow
+def test_a_copied_index_names_its_own_path_never_the_one_it_was_copied_from(
+    index: Path, model: Path, lyre: LyreCli, tmp_path: Path
+) -> None:
+    """``cp -r idx/a idx/b`` while a command holds ``idx/a`` copies its holder record and its records:
+    every message about ``idx/b`` names ``idx/b``. The copied holder never held ``idx/b``: it is neither
+    taken over nor named; the up-to-date lines, a missing stage and a damaged file name the copy."""
+    with holding_write_lock(index):
+        copy = Path(shutil.copytree(index, tmp_path / "copy"))
+        assert any((copy / ".lyre.holders").glob("*.json"))  # the original's holder came along
+        rerun = lyre(*index_args(copy, model))  # runs while the original is still held
+        shutil.rmtree(copy / "dense")
+        clear_stage(copy, "dense")
+        missing = lyre("-q", "search", "--index", copy, "--queries", SAMPLE / "queries.tsv",
+                       "--mode", "dense", "--rerank-depth", "0", "--out", tmp_path / "dense.run",
+                       check=False)  # fmt: skip
+    assert str(index) not in rerun.stdout + rerun.stderr and "taking over" not in rerun.stderr
+    assert [line.split(": ")[1].startswith("up to date") for line in rerun.stdout.splitlines()] == [True] * 4
+    one_line_error(missing, f"error: {copy}: the dense stage is missing or incomplete; run `lyre index "
+                   f"CORPUS --out {copy} --embed-model MODEL` to build or finish it")  # fmt: skip
+    _truncate(copy / "bm25" / "bm25.json")
+    damaged = lyre("-q", "search", "--index", copy, "--queries", SAMPLE / "queries.tsv", "--mode", "bm25",
+                   "--out", tmp_path / "bm25.run", check=False)  # fmt: skip
+    line = one_line_error(damaged, f"error: {copy / 'bm25' / 'bm25.json'}: ", f"--out {copy} --verify`")
+    assert str(index) not in line
+
+
+@pytest.mark.slow
 def test_a_search_and_a_writer_exclude_each_other(index: Path, model: Path, lyre: LyreCli) -> None:
     before = snapshot(index)
     with open_for_search(index, ["bm25", "dense"]) as opened:
@@ -188,6 +218,7 @@ def _run_together(commands: list[list[str]]) -> list[subprocess.CompletedProcess
     return results
 
 
+@pytest.mark.slow
 def test_encode_slices_run_at_once_and_equal_a_serial_build(
     tmp_path: Path, built: Path, model: Path, lyre: LyreCli
 ) -> None:
@@ -195,7 +226,7 @@ def test_encode_slices_run_at_once_and_equal_a_serial_build(
     lyre("-q", "index", CORPUS, "--out", out, "--bm25-only")
     slices = _run_together([
         lyre.argv("-q", "encode", "--index", out, "--embed-model", model, "--chunk-rows", str(CHUNK_ROWS),
-                  "--shard-id", str(shard), "--num-shards", "3")
+                  "--slice-id", str(shard), "--slices", "3")
         for shard in range(3)
     ])  # fmt: skip
     for result in slices:
@@ -206,15 +237,13 @@ def test_encode_slices_run_at_once_and_equal_a_serial_build(
     assert recorded(out) == recorded(built)
 
 
+@pytest.mark.slow
 def test_index_slices_on_a_new_folder_build_the_shared_stages_once_and_equal_a_serial_build(
     tmp_path: Path, built: Path, model: Path, lyre: LyreCli
 ) -> None:
     out = tmp_path / "sliced"
     slices = _run_together(
-        [
-            lyre.argv("-q", *index_args(out, model, "--shard-id", str(s), "--num-shards", "2"))
-            for s in range(2)
-        ]
+        [lyre.argv("-q", *index_args(out, model, "--slice-id", str(s), "--slices", "2")) for s in range(2)]
     )
     for result in slices:
         assert result.returncode == 0, result.stderr
@@ -228,9 +257,10 @@ def test_index_slices_on_a_new_folder_build_the_shared_stages_once_and_equal_a_s
     assert recorded(out) == recorded(built)
 
 
+@pytest.mark.slow
 def test_overwrite_in_a_slice_is_refused(index: Path, model: Path, lyre: LyreCli) -> None:
     before = snapshot(index)
-    args = ["encode", "--index", index, "--embed-model", model, "--shard-id", "0", "--num-shards", "2"]
+    args = ["encode", "--index", index, "--embed-model", model, "--slice-id", "0", "--slices", "2"]
     refused = lyre("-q", *args, "--overwrite", check=False)
     one_line_error(refused, f"{index}: --overwrite in a job-array slice would delete what the other slices")
     assert snapshot(index) == before
@@ -251,6 +281,7 @@ cp -a "$disk/index" "$work/after-roomy"
 """
 
 
+@pytest.mark.slow
 def test_bm25_on_a_full_disk_is_one_line_and_succeeds_once_there_is_room(
     tmp_path: Path, ingested: Path, lyre: LyreCli
 ) -> None:
@@ -279,6 +310,7 @@ def test_bm25_on_a_full_disk_is_one_line_and_succeeds_once_there_is_room(
     assert temporaries(tmp_path / "after-roomy") == []
 
 
+@pytest.mark.slow
 def test_bm25_past_the_file_size_limit_is_one_line_and_leaves_no_temporary(
     tmp_path: Path, ingested: Path, lyre: LyreCli
 ) -> None:
@@ -291,6 +323,7 @@ def test_bm25_past_the_file_size_limit_is_one_line_and_leaves_no_temporary(
     assert "bm25: 120 documents" in lyre("-q", "index", CORPUS, "--out", index, "--bm25-only").stdout
 
 
+@pytest.mark.slow
 def test_a_bm25_build_killed_mid_write_leaves_a_temporary_that_the_next_run_sweeps(
     tmp_path: Path, ingested: Path, lyre: LyreCli
 ) -> None:
@@ -304,6 +337,7 @@ def test_a_bm25_build_killed_mid_write_leaves_a_temporary_that_the_next_run_swee
     assert "bm25: 120 documents" in rerun.stdout and temporaries(index) == []
 
 
+@pytest.mark.slow
 def test_ingest_past_the_file_size_limit_keeps_the_previous_index(
     index: Path, model: Path, lyre: LyreCli
 ) -> None:
@@ -316,6 +350,7 @@ def test_ingest_past_the_file_size_limit_keeps_the_previous_index(
     assert "docstore: 120 documents" in lyre("-q", *index_args(index, model, "--overwrite")).stdout
 
 
+@pytest.mark.slow
 def test_a_first_ingest_that_fails_leaves_no_index_folder(tmp_path: Path, lyre: LyreCli) -> None:
     out = tmp_path / "new" / "index"
     failed = under_file_limit("-q", "ingest", CORPUS, "--out", out)
@@ -324,6 +359,7 @@ def test_a_first_ingest_that_fails_leaves_no_index_folder(tmp_path: Path, lyre: 
     assert "docstore: 120 documents" in lyre("-q", "ingest", CORPUS, "--out", out).stdout
 
 
+@pytest.mark.slow
 def test_a_faiss_shard_past_the_file_size_limit_is_one_line(index: Path, model: Path, lyre: LyreCli) -> None:
     clear_stage(index, "dense")
     shutil.rmtree(index / "dense")
@@ -338,6 +374,7 @@ def test_a_faiss_shard_past_the_file_size_limit_is_one_line(index: Path, model: 
     assert "dense: exact flat index" in lyre("-q", *index_args(index, model)).stdout
 
 
+@pytest.mark.slow
 def test_index_out_that_is_a_file_is_one_line(tmp_path: Path, model: Path, lyre: LyreCli) -> None:
     out = tmp_path / "index"
     out.write_text("not an index\n")
@@ -346,6 +383,7 @@ def test_index_out_that_is_a_file_is_one_line(tmp_path: Path, model: Path, lyre:
     assert out.read_text() == "not an index\n"
 
 
+@pytest.mark.slow
 def test_a_truncated_gz_corpus_is_one_line_and_leaves_no_index_folder(tmp_path: Path, lyre: LyreCli) -> None:
     packed = gzip.compress(CORPUS.read_bytes())
     corpus = tmp_path / "corpus.jsonl.gz"
@@ -364,6 +402,7 @@ def test_a_truncated_gz_corpus_is_one_line_and_leaves_no_index_folder(tmp_path: 
 # A damaged manifest, damaged index files -------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("content", "problem", "repair"),
     [
@@ -433,6 +472,7 @@ def test_search_refuses_every_damaged_file_naming_it_and_the_repair(
     assert f"`lyre index {CORPUS} --embed-model {model} --out {index} --verify`" in message
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("relative", "kind"),
     [(relative, list(DAMAGE)[number % 3]) for number, relative in enumerate(FILES)],
@@ -489,6 +529,7 @@ def _flip_a_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("relative", "corrupt"),
     [
@@ -516,6 +557,7 @@ def test_verify_finds_same_size_damage_and_rebuilds_that_stage(
     assert "recorded files of" in again.stderr and "intact (sizes and SHA-256)" in again.stderr
 
 
+@pytest.mark.slow
 def test_same_size_damage_to_a_metadata_file_is_seen_on_open_and_rebuilt(
     index: Path, built: Path, model: Path, lyre: LyreCli
 ) -> None:
@@ -548,6 +590,7 @@ def _negate_weights(folder: Path) -> None:
     assert path.stat().st_size == size
 
 
+@pytest.mark.slow
 def test_replaced_weights_are_refused_by_index_and_by_the_query_encoder(
     tmp_path: Path, model: Path, lyre: LyreCli
 ) -> None:

@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 from helpers import REPOSITORY, SAMPLE, LyreCli, one_line_error
 from lyre.basics.errors import LyreError
-from lyre.indexes.bm25 import BM25Index, read_vocabulary
-from lyre.indexes.dense import DenseIndex
+from lyre.indexes.bm25_format import read_vocabulary
+from lyre.indexes.bm25_search import BM25Index
+from lyre.indexes.dense_search import DenseIndex
 from lyre.indexes.docstore import DocStore
 from lyre.indexes.embeddings import EmbeddingStore
 from lyre.indexes.integrity import file_entries
@@ -185,6 +186,7 @@ DENSE_LOADERS: dict[str, Callable[[Path], object] | None] = {
 # Every file, every damage: refused on open in one line --------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", DAMAGE)
 @pytest.mark.parametrize("relative", BM25_FILES)
 def test_every_damage_to_a_bm25_index_file_is_refused_naming_it_and_verify(
@@ -198,6 +200,7 @@ def test_every_damage_to_a_bm25_index_file_is_refused_naming_it_and_verify(
     assert f"`lyre index {CORPUS} --out {bm25_index} --verify`" in message  # the recorded corpus
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", DAMAGE)
 @pytest.mark.parametrize("relative", DENSE_FILES)
 def test_every_damage_to_a_dense_index_file_is_refused_naming_it_and_verify(
@@ -233,6 +236,7 @@ PROBLEMS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("relative", "how"), PROBLEMS)
 def test_a_recorded_file_of_the_wrong_shape_is_refused_by_its_reader_naming_what(
     bm25_index: Path, relative: str, how: str
@@ -264,6 +268,7 @@ def test_files_that_disagree_with_each_other_are_refused(bm25_index: Path) -> No
         DocStore.open(bm25_index / "docstore")
 
 
+@pytest.mark.slow
 def test_a_recorded_store_spec_of_the_wrong_shape_is_refused(dense_index: Path) -> None:
     damage(dense_index / "embeddings" / "store.json", "wrong-type", "chunk_rows")
     _rerecord(dense_index, "embeddings/store.json")

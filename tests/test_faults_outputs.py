@@ -143,9 +143,11 @@ def commands() -> dict[str, Any]:
 
 
 def declared(command: Any) -> dict[str, Reads | Writes]:
-    """The paths ``command`` declares; every command goes through :func:`cli.options.expand`, which
+    """The paths ``command`` declares; every command goes through :func:`cli.flags.flags_from_options`, which
     checks them before it runs."""
-    assert hasattr(command.callback, "declared_paths"), f"lyre {command.name}: decorate it with expand"
+    assert hasattr(command.callback, "declared_paths"), (
+        f"lyre {command.name}: decorate it with flags_from_options"
+    )
     return command.callback.declared_paths
 
 
@@ -195,6 +197,7 @@ def cases(command: Any) -> Iterator[tuple[str, str]]:
             yield from ((written, read) for read, other in roles.items() if isinstance(other, Reads))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_each_input_as_each_output_is_refused_directly_and_through_a_link(
     name: str, world: World, tmp_path: Path, run_lyre: Callable[..., Result]

@@ -135,6 +135,7 @@ def check_resumed(
 # Killed mid-rerank ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_killed_rerank_resumes_with_only_the_missing_groups_and_writes_the_same_run(
     index: Path, first_stage: Path, qwen_reranker_folder: Path, tmp_path: Path
 ) -> None:
@@ -155,6 +156,7 @@ def test_a_killed_rerank_resumes_with_only_the_missing_groups_and_writes_the_sam
     assert not parts_folder(out).exists()
 
 
+@pytest.mark.slow
 def test_a_killed_search_keeps_the_previous_run_and_resumes_to_the_same_run(
     index: Path, qwen_reranker_folder: Path, tmp_path: Path, lyre: LyreCli
 ) -> None:
@@ -210,6 +212,7 @@ def test_a_damaged_index_is_refused_naming_the_file_and_the_repair(
 # A writer holding the index ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["search", "rerank"])
 def test_a_writer_holding_the_index_is_named_and_waited_for_with_wait(
     index: Path,

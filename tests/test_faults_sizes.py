@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 from helpers import REPOSITORY, SAMPLE, LyreCli, bm25_index_and_run, one_line_error
-from lyre.basics.options import option_spec
-from lyre.cli.options import flag_of
+from lyre.basics.declared import option_spec
+from lyre.cli.flags import flag_of
 from lyre.formats.runs import read_run
 from lyre.retrieval.aggregation import AggregationOptions
 from lyre.retrieval.cache import CacheOptions
@@ -204,6 +204,7 @@ def results(inputs: dict[str, Path]) -> dict[str, subprocess.CompletedProcess[st
     return run_limited(cases)
 
 
+@pytest.mark.slow
 def test_depth_and_k_beyond_the_corpus_search_all_of_it_with_one_notice(results, inputs) -> None:
     capped = results["capped"]
     assert capped.returncode == 0, capped.stderr
@@ -281,6 +282,7 @@ main()
 """``lyre`` with 40 MiB of address space left after its imports, as a job under a tight ``ulimit -v``."""
 
 
+@pytest.mark.slow
 def test_resamples_that_would_not_fit_are_refused_before_they_are_drawn(inputs) -> None:
     """The resampled means and one block of draws take more than 40 MiB: one line names the samples, the
     memory they need and the memory available, before any run is read."""

@@ -68,6 +68,7 @@ def whole_text_ids(embedder: Embedder, text: str) -> list[int]:
     return [*ids[: LIMIT - 1], ENDOFTEXT]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(TEXTS))
 @pytest.mark.parametrize("model", ["bert", "qwen"])
 def test_the_embedder_reads_the_tokens_of_the_whole_text(
@@ -82,6 +83,7 @@ def test_the_embedder_reads_the_tokens_of_the_whole_text(
     ]
 
 
+@pytest.mark.slow
 def test_a_long_first_word_no_longer_hides_the_rest_of_the_document(bert: Embedder) -> None:
     """The issue's case: the vector is the model's own embedding of the text, not of ``[UNK]`` alone."""
     text = TEXTS["one 10,000-character word"]
@@ -139,6 +141,7 @@ QUERIES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("query", QUERIES, ids=["plain", "long word", "CJK", "too long"])
 @pytest.mark.parametrize("kind", ["yes_no", "cross"])
 def test_the_rerankers_read_the_tokens_of_the_whole_query_and_documents(
@@ -151,6 +154,7 @@ def test_the_rerankers_read_the_tokens_of_the_whole_query_and_documents(
     assert cut == whole
 
 
+@pytest.mark.slow
 def test_a_document_cut_to_its_budget_ends_where_the_whole_text_puts_its_token(
     yes_no: Reranker, monkeypatch: pytest.MonkeyPatch
 ) -> None:

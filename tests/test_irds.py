@@ -126,6 +126,7 @@ def test_unknown_ids_and_data_not_here_are_one_line_errors(irds_home: Path) -> N
     assert str(irds_home) in message
 
 
+@pytest.mark.slow
 def test_an_irds_corpus_is_recorded_by_its_id_and_quiet_silences_ir_datasets(
     irds_home: Path, lyre: LyreCli, tmp_path: Path
 ) -> None:

@@ -162,6 +162,7 @@ print("HEAVY=" + json.dumps(heavy))
 """
 
 
+@pytest.mark.slow
 def test_help_of_every_command_imports_no_heavy_library() -> None:
     import typer
     from lyre.cli.app import app
@@ -185,13 +186,13 @@ def test_help_of_every_command_imports_no_heavy_library() -> None:
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["search", "--help"], ["app", "common", "options", "search_commands"]),
-        (["--quiet", "eval", "--help"], ["app", "common", "eval_commands", "options"]),
+        (["search", "--help"], ["app", "common", "flags", "search_commands"]),
+        (["--quiet", "eval", "--help"], ["app", "common", "eval_commands", "flags"]),
         # serve's search settings are search's flags (and its --settings file)
-        (["serve", "--help"], ["app", "common", "options", "search_commands", "serve_commands"]),
+        (["serve", "--help"], ["app", "common", "flags", "search_commands", "serve_commands"]),
         (
             ["--help"],
-            ["app", "common", "eval_commands", "experiment_commands", "index_commands", "options",
+            ["app", "common", "eval_commands", "experiment_commands", "flags", "index_commands",
              "search_commands", "serve_commands"],
         ),
     ],

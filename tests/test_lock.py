@@ -101,6 +101,7 @@ def test_readers_and_writers_exclude_each_other(folder):
         writer.stop()
 
 
+@pytest.mark.slow
 def test_wait_blocks_until_the_holder_finishes(folder):
     holder = Holder(folder, "write", "a")
     waiter = subprocess.Popen(
@@ -199,6 +200,7 @@ def test_job_array_slices_run_together_and_keep_writers_out(folder):
         second.stop()
 
 
+@pytest.mark.slow
 def test_promote_waits_for_the_other_slices(folder):
     other = Holder(folder, "slice", "s1")
     with index_lock(folder, "slice") as lock:

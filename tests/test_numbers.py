@@ -9,6 +9,7 @@ from lyre.basics import numbers
 @pytest.mark.parametrize(
     ("value", "what", "expected"),
     [(10365, "passages", "10,365 passages"), (1, "documents", "1 document"), (0, "queries", "0 queries"),
+     (1, "queries", "1 query"),
      (1234567, None, "1,234,567")],
 )  # fmt: skip
 def test_counts_have_thousands_separators_and_a_singular(value: int, what: str | None, expected: str) -> None:

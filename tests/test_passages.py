@@ -87,6 +87,7 @@ def content_tokens(embedder: Embedder, text: str) -> list[tuple[int, int]]:
     return spans
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("size", "stride"), [(64, 48), (40, 40), (48, 20)])
 def test_every_passage_fits_and_every_token_is_in_one(embedder: Embedder, size: int, stride: int) -> None:
     splitter = splitter_for(embedder, size, stride)

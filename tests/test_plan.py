@@ -17,7 +17,7 @@ from lyre.indexes.manifest import FORMAT_VERSION
 from lyre.models.reranker import Reranker
 from lyre.retrieval.fusion import linear, rrf
 from lyre.retrieval.options import RerankOptions, SearchOptions
-from lyre.retrieval.plan import SearchPlan, cut
+from lyre.retrieval.plan import SearchPlan, top_k
 
 OFF = RerankOptions(rerank_depth=0)
 
@@ -46,16 +46,18 @@ def search(index: Path, queries: list[Query], options: SearchOptions, rerank: Re
     return SearchPlan.open(index, options, rerank).search(queries)
 
 
+@pytest.mark.slow
 def test_hybrid_is_the_registry_fusion_of_bm25_and_dense(index: Path, queries: list[Query]) -> None:
     bm25 = search(index, queries, SearchOptions(mode="bm25", k=50, depth=50))
     dense = search(index, queries, SearchOptions(mode="dense", k=50, depth=50))
     hybrid = search(index, queries, SearchOptions(mode="hybrid", k=50, depth=50))
-    assert hybrid == cut(rrf([bm25, dense], k=60), 50)
+    assert hybrid == top_k(rrf([bm25, dense], k=60), 50)
     assert list(hybrid) == [query.qid for query in queries]  # every query, in file order
     weighted = search(index, queries, SearchOptions(fusion="linear", weight=0.75, k=50, depth=50))
-    assert weighted == cut(linear([bm25, dense], weights=[0.25, 0.75], normalization="min_max"), 50)
+    assert weighted == top_k(linear([bm25, dense], weights=[0.25, 0.75], normalization="min_max"), 50)
 
 
+@pytest.mark.slow
 def test_rerank_reorders_the_head_and_splices_the_tail(
     index: Path, queries: list[Query], qwen_reranker_folder: Path
 ) -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 from lyre.basics.errors import LyreError
-from lyre.retrieval.compare import CompareOptions, check_plot_path, compare
+from lyre.retrieval.compare import CompareOptions, compare
 from lyre.retrieval.evaluation import evaluate
-from lyre.retrieval.plots import RECALL_DEPTHS, recall_curves, write_plot
+from lyre.retrieval.plots import RECALL_DEPTHS, check_plot_path, recall_curves, write_plot
 
 REPO = Path(__file__).resolve().parents[1]
 QRELS = REPO / "data" / "sample" / "qrels.tsv"
@@ -49,6 +49,7 @@ def test_recall_curves_match_lyre_eval_and_never_decrease(runs: list[Path]) -> N
     assert curves[str(runs[1])][RECALL_DEPTHS.index(10)] == 0.0 and curves[str(runs[0])][-1] == 1.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("suffix", [".png", ".svg", ".html"])
 def test_plot_files_render_and_name_runs_qrels_and_measure(
     runs: list[Path], tmp_path: Path, suffix: str

@@ -39,6 +39,7 @@ def search(lyre: LyreCli, index: Path, queries: Path, out: Path) -> subprocess.C
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_queries_without_a_known_term_are_warned_about_once_with_the_analyzer_to_use(corpus, lyre) -> None:
     index = corpus["folder"] / "english"
     lyre("-q", "index", corpus["corpus"], "--out", index, "--bm25-only")
@@ -54,6 +55,7 @@ def test_queries_without_a_known_term_are_warned_about_once_with_the_analyzer_to
     assert set(read_run(corpus["folder"] / "first.run")) == {"q1"}  # q2 and q3: no BM25 hit at all
 
 
+@pytest.mark.slow
 def test_the_suggested_analyzer_answers_the_query_without_a_warning(corpus, lyre) -> None:
     index = corpus["folder"] / "cjk"
     lyre("-q", "index", corpus["corpus"], "--out", index, "--bm25-only", "--analyzer", "cjk-bigram")
@@ -84,6 +86,7 @@ except OptionError as error:
 """
 
 
+@pytest.mark.slow
 def test_a_search_whose_lists_would_not_fit_is_refused_before_any_is_made(corpus, lyre) -> None:
     """A million queries x 3 documents (the default depth 1000, capped to the index) need about 0.9 GiB of
     lists; with 128 MiB of address space left the search is refused in one line naming depth."""
@@ -94,6 +97,6 @@ def test_a_search_whose_lists_would_not_fit_is_refused_before_any_is_made(corpus
     )
     assert child.returncode == 0, child.stderr
     assert child.stdout.startswith(
-        "depth 3: 1,000,000 queries x 3 results x 1 side(s) would need about 915.5 MiB of memory, and "
+        "depth 3: 1,000,000 queries x 3 results x 1 side would need about 915.5 MiB of memory, and "
     )
     assert child.stdout.strip().endswith("is available; lower it, or search the queries in parts")

@@ -7,10 +7,11 @@ import pytest
 from lyre.basics.errors import LyreError
 from lyre.indexes.embeddings import EmbeddingStore
 from lyre.indexes.encode import EncodeOptions, encode_stage
-from lyre.indexes.engines.ray_cluster import ActorPlan, ChunkEncoder, plan_actors
+from lyre.indexes.encode_runners import ChunkEncoder
 from lyre.indexes.ingest import ingest
 from lyre.indexes.manifest import stage_record
 from lyre.indexes.stages import StageResult
+from lyre.models.engines.ray_cluster import ActorPlan, plan_actors
 
 ray = pytest.importorskip("ray")
 
@@ -83,6 +84,7 @@ def all_chunks(index: Path) -> list[tuple[np.ndarray, np.ndarray]]:
     return list(EmbeddingStore.open(index / "embeddings").iter_chunks())
 
 
+@pytest.mark.slow
 def test_ray_embeddings_equal_local_ones(local_ray, local_index, corpus, tiny_bert, tmp_path) -> None:
     index = fresh_index(tmp_path, corpus)
     report = on_ray(index, tiny_bert)
@@ -99,11 +101,12 @@ def test_ray_embeddings_equal_local_ones(local_ray, local_index, corpus, tiny_be
         assert stage_record(index, "embeddings")[key] == stage_record(local_index, "embeddings")[key]
 
 
+@pytest.mark.slow
 def test_ray_slice_then_resume_encodes_only_the_missing_chunks(
     local_ray, local_index, corpus, tiny_bert, tmp_path
 ) -> None:
     index = fresh_index(tmp_path, corpus)
-    part = on_ray(index, tiny_bert, shard_id=1, num_shards=2)
+    part = on_ray(index, tiny_bert, slice_id=1, slices=2)
     store = EmbeddingStore.open(index / "embeddings")
     assert part.work["encoded_chunks"] == 2 and store.missing_chunks() == [0, 2, 4]
     assert "still missing" in part.summary and stage_record(index, "embeddings") is None
@@ -117,15 +120,14 @@ def test_ray_slice_then_resume_encodes_only_the_missing_chunks(
 
 
 def test_nothing_missing_does_not_touch_ray(local_index, tiny_bert, monkeypatch) -> None:
-    monkeypatch.setattr(
-        "lyre.indexes.engines.ray_cluster.connect", lambda address: pytest.fail("Ray was started")
-    )
+    monkeypatch.setattr("lyre.indexes.encode_runners.connect", lambda address: pytest.fail("Ray was started"))
     report = encode_stage(
         local_index, EncodeOptions(embed_model=str(tiny_bert), chunk_rows=CHUNK_ROWS, engine="ray")
     )
     assert report.work.get("encoded_chunks", 0) == 0 and stage_record(local_index, "embeddings") is not None
 
 
+@pytest.mark.slow
 def test_worker_failure_is_one_line_and_records_nothing(local_ray, corpus, tiny_bert, tmp_path) -> None:
     broken = tmp_path / "broken-model"
     broken.mkdir()

@@ -29,7 +29,7 @@ def test_hash_is_stable_and_sensitive() -> None:
 
 
 @pytest.mark.parametrize(
-    "change", [{"pooling": "max"}, {"padding_side": "middle"}, {"dim": 33}, {"query_template": "no slot"}]
+    "change", [{"pooling": "max"}, {"padding_side": "middle"}, {"dim": 0}, {"query_template": "no slot"}]
 )
 def test_invalid_recipes_are_refused(change: dict) -> None:
     with pytest.raises(LyreError):

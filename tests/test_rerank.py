@@ -15,7 +15,7 @@ from lyre.retrieval import rerank as rerank_module
 from lyre.retrieval.options import RerankOptions, RerankRunOptions
 from lyre.retrieval.rerank import query_groups
 from lyre.retrieval.rerank_parts import GroupScores, parts_folder
-from lyre.retrieval.run_files import rerank_run_file
+from lyre.retrieval.rerank_run import rerank_run_file
 
 
 def test_query_groups_bound_the_pairs_held_at_once() -> None:
@@ -45,6 +45,7 @@ class Interrupted(Exception):
     """Stands for the process being killed between two groups."""
 
 
+@pytest.mark.slow
 def test_a_killed_rerank_resumes_with_only_the_missing_groups(
     tmp_path: Path,
     lyre: LyreCli,

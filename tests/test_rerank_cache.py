@@ -33,6 +33,7 @@ def bm25(tmp_path_factory: pytest.TempPathFactory, lyre: LyreCli, sample: Path) 
     return bm25_index_and_run(tmp_path_factory.mktemp("rerank-cache"), lyre, sample)
 
 
+@pytest.mark.slow
 def test_a_second_rerank_of_a_run_scores_no_pair_and_writes_the_same_bytes(
     bm25: tuple[Path, Path], lyre: LyreCli, sample: Path, qwen_reranker_folder: Path, tmp_path: Path
 ) -> None:
@@ -57,6 +58,7 @@ def test_a_second_rerank_of_a_run_scores_no_pair_and_writes_the_same_bytes(
     assert kept == pairs
 
 
+@pytest.mark.slow
 def test_a_rerank_after_a_search_reads_the_pairs_the_search_scored(
     bm25: tuple[Path, Path], lyre: LyreCli, sample: Path, qwen_reranker_folder: Path, tmp_path: Path
 ) -> None:

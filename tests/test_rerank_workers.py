@@ -25,16 +25,16 @@ from lyre.formats.queries import read_queries
 from lyre.formats.records import Query, Run
 from lyre.formats.runs import rank_order, write_run
 from lyre.indexes.docstore import DocStore
-from lyre.indexes.engines import visible_gpus
 from lyre.indexes.ingest import ingest
+from lyre.models.engines import visible_gpus
 from lyre.retrieval import rerank as rerank_module
 from lyre.retrieval.cache import CACHE_DIR, DATABASE, CacheOptions, SearchCache, content_key, text_hash
 from lyre.retrieval.options import RerankOptions, RerankRunOptions
 from lyre.retrieval.plan import LoadedReranker, load_reranker
 from lyre.retrieval.rerank import _group_pairs, query_groups, rerank
 from lyre.retrieval.rerank_parts import GroupScores, parts_folder
+from lyre.retrieval.rerank_run import rerank_run_file
 from lyre.retrieval.rerank_workers import DeviceRerankers, Pairs, device_kind
-from lyre.retrieval.run_files import rerank_run_file
 
 QUERIES = 8
 DEPTH = 6
@@ -112,6 +112,7 @@ def rerank_with(
     )
 
 
+@pytest.mark.slow
 def test_workers_score_every_group_once_as_this_process_does(
     workers: DeviceRerankers, in_process: LoadedReranker, first_stage: Run, queries: list[Query], index: Path
 ) -> None:
@@ -132,6 +133,7 @@ def test_workers_score_every_group_once_as_this_process_does(
     assert workers.settings.to_dict() == {**settings, "device": device_kind(settings["device"])}
 
 
+@pytest.mark.slow
 def test_two_workers_keep_the_same_groups_and_write_the_same_run(
     workers: DeviceRerankers,
     in_process: LoadedReranker,
@@ -180,6 +182,7 @@ class Watched:
         """The module's workers outlive one test."""
 
 
+@pytest.mark.slow
 def test_a_run_killed_in_this_process_resumes_on_workers_with_only_the_missing_groups(
     workers: DeviceRerankers,
     in_process: LoadedReranker,
@@ -201,6 +204,7 @@ def test_a_run_killed_in_this_process_resumes_on_workers_with_only_the_missing_g
     assert run_bytes(resumed, tmp_path / "resumed.run") == run_bytes(whole, tmp_path / "whole.run")
 
 
+@pytest.mark.slow
 def test_engine_local_with_several_devices_reranks_a_run_file_on_workers(
     in_process: LoadedReranker,
     first_stage: Run,
@@ -225,6 +229,7 @@ def test_engine_local_with_several_devices_reranks_a_run_file_on_workers(
     assert len(multiprocessing.active_children()) == children  # both workers stopped
 
 
+@pytest.mark.slow
 def test_a_worker_error_comes_back_as_its_one_line_and_stops_the_workers(
     qwen_reranker_folder: Path, options: RerankOptions
 ) -> None:
@@ -238,6 +243,7 @@ def test_a_worker_error_comes_back_as_its_one_line_and_stops_the_workers(
         list(scorers.score_groups([(0, [("alarm", "short")])], Counts()))
 
 
+@pytest.mark.slow
 def test_a_dying_worker_is_one_line_that_says_how_to_resume(
     qwen_reranker_folder: Path, options: RerankOptions, tmp_path: Path
 ) -> None:
@@ -249,6 +255,7 @@ def test_a_dying_worker_is_one_line_that_says_how_to_resume(
         DeviceRerankers.start(["cpu"], broken, replace(options, rerank_model=str(broken)))
 
 
+@pytest.mark.slow
 def test_the_engine_is_checked_before_anything_loads(
     index: Path, sample: Path, first_stage: Run, tmp_path: Path, lyre: LyreCli
 ) -> None:
@@ -290,6 +297,7 @@ def local_ray() -> Iterator[object]:
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_ray_actors_write_the_in_process_run(
     local_ray: object,
     index: Path,
@@ -345,6 +353,7 @@ def cached_rerank(
     return reranked, cache.summary()
 
 
+@pytest.mark.slow
 def test_workers_are_sent_only_the_pairs_the_cache_lacks(
     index: Path,
     queries: list[Query],

@@ -56,6 +56,7 @@ def test_yes_no_ids_are_single_qwen_tokens(reranker):
     assert reranker.tokenizer.padding_side == "left"
 
 
+@pytest.mark.slow
 def test_scores_equal_independent_reference(reranker):
     model, tokenizer = reranker.model, reranker.tokenizer
     scores = reranker.score_pairs(PAIRS)
@@ -112,6 +113,7 @@ def test_query_longer_than_max_length_is_one_line_error(reranker):
         tiny.score("word " * 100, ["doc"])
 
 
+@pytest.mark.slow
 def test_qwen3_template_changes_the_prompt(qwen_reranker_folder, reranker):
     qwen3 = Reranker.from_pretrained(
         qwen_reranker_folder, template="qwen3-reranker", instruction=INSTRUCTION, device="cpu"

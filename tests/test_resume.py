@@ -157,6 +157,7 @@ def test_killed_in_every_stage_then_rerun_equals_an_uninterrupted_build(
         assert search(lyre, setup, index, mode) == search(lyre, setup, reference, mode), mode
 
 
+@pytest.mark.slow
 def test_search_refuses_an_index_killed_during_ingest(lyre: LyreCli, setup: dict[str, Path]) -> None:
     index = setup["root"] / "killed-in-ingest"
     status = kill_when(

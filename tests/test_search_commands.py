@@ -59,6 +59,7 @@ SEARCH_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("args", "message"), SEARCH_CASES, ids=[" ".join(case[0]) for case in SEARCH_CASES])
 def test_invalid_search_options_fail_before_any_work(
     setup: tuple[Path, Path], lyre: LyreCli, sample: Path, tmp_path: Path, args: list[str], message: str
@@ -99,7 +100,7 @@ def test_invalid_rerank_options_fail_before_any_work(
 
 FUSE_CASES = [
     (["--fusion", "linear", "--weights", "a,b"], "--weights a,b: must be comma-separated numbers"),
-    (["--fusion", "linear", "--weights", "0.5"], "--weights 0.5: has 1 values for 2 runs"),
+    (["--fusion", "linear", "--weights", "0.5"], "--weights 0.5: has 1 value for 2 runs"),
     (["--fusion", "linear", "--weights", "-1,2"], "--weights -1,2: must not be negative"),
     (["--weights", "1,1"], "--weights 1,1: apply to linear fusion only (not rrf)"),
     (["--rrf-k", "0"], "--rrf-k 0: must be at least 1"),
@@ -128,6 +129,7 @@ def test_fuse_with_weights_is_the_linear_registry_fusion(lyre: LyreCli, tmp_path
     assert "lyre.fuse-linear0.25,0.75" in (tmp_path / "f.run").read_text()
 
 
+@pytest.mark.slow
 def test_outputs_never_replace_inputs(
     setup: tuple[Path, Path], lyre: LyreCli, sample: Path, tmp_path: Path
 ) -> None:
@@ -152,6 +154,7 @@ def test_outputs_never_replace_inputs(
     assert {path: path.read_bytes() for path in inputs} == inputs and snapshot(index) == before
 
 
+@pytest.mark.slow
 def test_rerank_refuses_run_queries_missing_from_the_query_file_unless_told(
     setup: tuple[Path, Path], lyre: LyreCli, sample: Path, tmp_path: Path, qwen_reranker_folder: Path
 ) -> None:

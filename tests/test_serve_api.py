@@ -404,7 +404,7 @@ BAD_REQUESTS = [
     ),
     ("/api/search?q=bread&rerank_depth=-1", 400, "rerank_depth -1: must be between 0 and 0"),
     ("/api/search?q=%20%20", 400, "q '  ': is empty"),
-    ("/api/search?q=" + "a" * 2001, 400, "q of 2001 characters: is longer than 2000"),
+    ("/api/search?q=" + "a" * 2001, 400, "q of 2,001 characters: is longer than 2,000"),
     ("/api/search", 422, "q: Field required"),
     ("/api/search?q=bread&qid=", 400, "qid '': must be non-empty"),
     ("/api/doc/D999", 404, "document 'D999' is not in the index"),
@@ -463,7 +463,7 @@ def test_bodies_over_the_limit_and_broken_json_are_refused(bm25_server: Any) -> 
         "/api/search", None, raw=json.dumps({"queries": ["word " * 1000]}).encode()
     )
     assert got == 413
-    assert_one_line_error(answer, "request body over 4 KiB")
+    assert_one_line_error(answer, "request body over 4.0 KiB")
     got, answer = bm25_server.post("/api/search", None, raw=b'{"queries": ["bread"')
     assert got == 422
     assert_one_line_error(answer, "JSON decode error")

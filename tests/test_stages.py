@@ -77,6 +77,7 @@ def index(built: Path, tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("family", "args", "named"),
     [
@@ -86,7 +87,7 @@ def index(built: Path, tmp_path: Path) -> Path:
         ("bm25", ["--bm25-method", "bm42"], "--bm25-method bm42"),
         ("bm25", ["--stemmer", "klingon"], "--stemmer klingon"),
         ("encode", ["--chunk-rows", "0"], "--chunk-rows 0: must be at least 1"),
-        ("encode", ["--shard-id", "2", "--num-shards", "2"], "--shard-id 2: must be below --num-shards"),
+        ("encode", ["--slice-id", "2", "--slices", "2"], "--slice-id 2: must be below --slices (2)"),
         ("encode", ["--engine", "ray", "--pooling", "mean"], "--pooling mean: engine ray"),
         ("encode", ["--dtype", "int4"], "--dtype int4"),
         ("dense", ["--recall-target", "2"], "--recall-target 2.0: must be at most 1"),
@@ -94,7 +95,7 @@ def index(built: Path, tmp_path: Path) -> Path:
         ("dense", ["--nprobe", "0"], "--nprobe 0: must be at least 1"),
         ("dense", ["--nprobe", "-3"], "--nprobe -3: must be at least 1"),
         ("dense", ["--index-type", "ivfpq"], "needs at least 256 vectors to train its PQ codebooks"),
-        ("dense", ["--index-type", "ivfpq"], "and this index has 120; use flat"),
+        ("dense", ["--index-type", "ivfpq"], "and this index has 120 vectors; use flat"),
     ],
 )
 def test_an_invalid_option_fails_before_any_file_changes_or_model_loads(
@@ -160,7 +161,7 @@ def test_a_changed_dense_option_rebuilds_dense_alone(index: Path, model: Path, l
     out = lyre(
         "-q", "index", SAMPLE / "corpus.jsonl", "--out", index, "--embed-model", model, "--shard-rows", "50"
     )
-    assert "dense: exact flat index over 120 vectors in 3 shard(s)" in out.stdout
+    assert "dense: exact flat index over 120 vectors in 3 shards" in out.stdout
     assert changed(before, listing(index)) == {"dense", "manifest.json"}
 
 
@@ -173,6 +174,7 @@ def test_a_changed_bm25_option_rebuilds_bm25_alone_and_keeps_embeddings(
     assert changed(before, listing(index)) == {"bm25", "manifest.json"}
 
 
+@pytest.mark.slow
 def test_encode_with_its_own_chunk_size_is_finished_by_index(
     tmp_path: Path, model: Path, lyre: LyreCli
 ) -> None:
@@ -187,16 +189,20 @@ def test_encode_with_its_own_chunk_size_is_finished_by_index(
     assert len(chunks) == 3  # 120 rows in chunks of 50, as `lyre encode` started them
 
 
+@pytest.mark.slow
 def test_a_slice_encodes_its_chunks_and_leaves_dense_to_the_finalize_run(
     tmp_path: Path, model: Path, lyre: LyreCli
 ) -> None:
     index = tmp_path / "index"
     lyre("-q", "index", SAMPLE / "corpus.jsonl", "--out", index, "--bm25-only")
-    lyre("-q", "encode", "--index", index, "--embed-model", model, "--chunk-rows", "50", "--shard-id", "0",
-         "--num-shards", "2")  # fmt: skip
+    lyre("-q", "encode", "--index", index, "--embed-model", model, "--chunk-rows", "50", "--slice-id", "0",
+         "--slices", "2")  # fmt: skip
     corpus = SAMPLE / "corpus.jsonl"
+    # The flags' former names still work for one release (hidden from --help), with a note.
     sliced = lyre("-q", "index", corpus, "--out", index, "--embed-model", model, "--shard-id", "1",
-                  "--num-shards", "2").stdout  # fmt: skip
-    assert "left to the finalize step" in sliced and not (index / "dense").exists()
+                  "--num-shards", "2")  # fmt: skip
+    assert "left to the finalize step" in sliced.stdout and not (index / "dense").exists()
+    assert "note: --shard-id is now --slice-id" in sliced.stderr
+    assert "note: --num-shards is now --slices" in sliced.stderr
     final = lyre("-q", "index", SAMPLE / "corpus.jsonl", "--out", index, "--embed-model", model).stdout
     assert "embeddings: up to date" in final and "dense: exact flat index" in final

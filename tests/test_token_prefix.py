@@ -26,6 +26,7 @@ def qwen() -> Any:
     return AutoTokenizer.from_pretrained(qwen_tokenizer_dir())
 
 
+@pytest.mark.slow
 def test_the_two_proven_families_are_recognised(minilm: Any, qwen: Any) -> None:
     bert, byte_level = cut_rule(minilm), cut_rule(qwen)
     assert bert is not None and bert.family == "bert" and "[MASK]" in bert.added

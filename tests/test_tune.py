@@ -42,7 +42,7 @@ def test_grid_values_and_ranges_take_their_options_types() -> None:
         (["fusion=0:1:0.5"], "fusion is not numeric"),
         (["weight=1:0:0.1"], "step > 0 and stop >= start"),
         (["weight=0:1:0"], "step > 0 and stop >= start"),
-        (["weight=0:1:1e-9"], "values (at most 10000)"),
+        (["weight=0:1:1e-9"], "values (at most 10,000)"),
         (["k=10", "k=20"], "k repeated"),
         (["weight=0.5,2"], "weight=2: gives weight 2.0: must be at most 1"),
         (["fusion=rrf,comb"], "fusion=comb: gives fusion comb: is not known"),
@@ -133,6 +133,7 @@ def index(tmp_path_factory: pytest.TempPathFactory, lyre: LyreCli, sample: Path)
     return out
 
 
+@pytest.mark.slow
 def test_tune_writes_settings_that_search_applies_and_scores_as_reported(
     index: Path, lyre: LyreCli, sample: Path, tmp_path: Path
 ) -> None:
@@ -149,9 +150,14 @@ def test_tune_writes_settings_that_search_applies_and_scores_as_reported(
     means = [row["mean"] for row in record["table"]]
     assert means == sorted(means, reverse=True) and len(record["cross_validated"]["folds"]) == 3
     assert f"{means[0]:.4f}" == table[0][1]
-    assert "first stages: 1 distinct" in first.stderr and "{'aligned': 0} computed" not in first.stderr
+    assert (
+        "first stages: 1 distinct" in first.stderr
+        and "aligned hybrid lists read, 0 computed" not in first.stderr
+    )
     second = lyre(*tune)
-    assert second.stdout == first.stdout and "{'aligned': 0} computed" in second.stderr  # from the cache
+    assert (
+        second.stdout == first.stdout and "30 aligned hybrid lists read, 0 computed" in second.stderr
+    )  # cached
 
     run = tmp_path / "tuned.run"
     queries, qrels = sample / "queries.tsv", sample / "qrels.tsv"

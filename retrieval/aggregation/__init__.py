@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from lyre.basics.declared import check_options, option
 from lyre.basics.errors import OptionError
-from lyre.basics.options import check_options, option
 from lyre.formats.records import Run
 from lyre.formats.runs import rank_order
 from lyre.retrieval.aggregation.best_passages import best_passages

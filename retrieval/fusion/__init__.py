@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from lyre.basics.declared import OptionSpec, check_value, option
 from lyre.basics.errors import LyreError, OptionError
-from lyre.basics.options import OptionSpec, check_value, option
 from lyre.formats.records import Run
 from lyre.retrieval.fusion.aligned import Aligned, fuse_runs, ranked
 from lyre.retrieval.fusion.linear import DEFAULT_NORMALIZATION, linear, linear_scores

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from lyre.basics.errors import LyreError, OptionError
+from lyre.basics.numbers import count
 from lyre.formats.records import Run
 from lyre.retrieval.fusion.aligned import Aligned, fuse_runs
 from lyre.retrieval.normalization import normalizer
@@ -61,7 +62,11 @@ def check_weights(weights: Sequence[float], runs: int, text: str | None = None) 
     the user typed them, for the message."""
     shown = text if text is not None else ",".join(f"{weight:g}" for weight in weights)
     if len(weights) != runs:
-        raise OptionError("weights", shown, f"has {len(weights)} values for {runs} runs; give one per run")
+        raise OptionError(
+            "weights",
+            shown,
+            f"has {count(len(weights), 'values')} for {count(runs, 'runs')}; give one per run",
+        )
     if any(not (math.isfinite(weight) and weight >= 0) for weight in weights):
         raise OptionError("weights", shown, "must not be negative (each a finite number >= 0)")
     if not any(weights):
@@ -88,6 +93,9 @@ def _weights(runs: int, weights: Sequence[float] | None) -> Sequence[float]:
     if weights is None:
         return [1.0 / runs] * runs if runs else []
     if len(weights) != runs:
-        raise LyreError(f"linear fusion got {len(weights)} weights for {runs} runs; give one weight per run")
+        raise LyreError(
+            f"linear fusion got {count(len(weights), 'weights')} for {count(runs, 'runs')}; "
+            "give one weight per run"
+        )
     check_weights(weights, runs)
     return weights

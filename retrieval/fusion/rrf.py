@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from lyre.basics.errors import LyreError
+from lyre.basics.numbers import count
 from lyre.formats.records import Run
 from lyre.retrieval.fusion.aligned import Aligned, evaluated_order, fuse_runs
 
@@ -44,4 +45,6 @@ def rrf_scores(aligned: Aligned, k: float = DEFAULT_K) -> np.ndarray:
 
 def _check_k(k: float) -> None:
     if not 0 <= k <= MAX_K:
-        raise LyreError(f"RRF k must be between 0 and {MAX_K:,} (got {k}); the usual value is {DEFAULT_K}")
+        raise LyreError(
+            f"RRF k must be between 0 and {count(MAX_K)} (got {k}); the usual value is {DEFAULT_K}"
+        )

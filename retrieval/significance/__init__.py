@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 from lyre.basics.errors import LyreError
 from lyre.retrieval.significance import bootstrap, randomization, t_test, wilcoxon
+from lyre.retrieval.significance.differences import as_differences
 
 PValue = Callable[..., float]
 Interval = Callable[..., tuple[float, float]]
@@ -79,14 +79,6 @@ def resample_bytes(samples: int) -> int:
     """Memory a Monte Carlo test or interval needs for ``samples`` draws: every resampled mean (the
     percentile interval sorts them) and one block of draws."""
     return samples * 8 + bootstrap.BLOCK_BYTES
-
-
-def as_differences(differences: np.ndarray) -> np.ndarray:
-    """The differences as a 1-d float64 array; fewer than two queries cannot be tested."""
-    values = np.asarray(differences, dtype=np.float64).reshape(-1)
-    if values.size < 2:
-        raise LyreError(f"a paired test needs at least 2 queries, got {values.size}; check the qrels")
-    return values
 
 
 __all__ = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+from lyre.retrieval.significance.differences import as_differences
 
 _BLOCK_ELEMENTS = 1 << 22
 BLOCK_BYTES = _BLOCK_ELEMENTS * 16
@@ -26,8 +27,6 @@ def _resampled_means(values: np.ndarray, samples: int, seed: int) -> Iterator[np
 
 def p_value(differences: np.ndarray, *, samples: int = 10_000, seed: int = 0) -> float:
     """Two-sided p-value, (1 + #{|resampled mean| >= |observed mean|}) / (1 + samples)."""
-    from lyre.retrieval.significance import as_differences
-
     values = as_differences(differences)
     observed = abs(float(values.mean()))
     extreme = sum(
@@ -41,8 +40,6 @@ def interval(
     differences: np.ndarray, *, confidence: float = 0.95, samples: int = 10_000, seed: int = 0
 ) -> tuple[float, float]:
     """Percentile interval of the mean difference over ``samples`` resamples of the queries."""
-    from lyre.retrieval.significance import as_differences
-
     values = as_differences(differences)
     means = np.empty(samples)
     start = 0

@@ -9,6 +9,7 @@ Flips are drawn in blocks so memory stays bounded for many queries.
 from __future__ import annotations
 
 import numpy as np
+from lyre.retrieval.significance.differences import as_differences
 
 _BLOCK_ELEMENTS = 1 << 22
 _TOLERANCE = 1e-12
@@ -17,8 +18,6 @@ _TOLERANCE = 1e-12
 
 def p_value(differences: np.ndarray, *, samples: int = 10_000, seed: int = 0) -> float:
     """Two-sided Monte Carlo p-value of the mean difference from ``samples`` random sign flips."""
-    from lyre.retrieval.significance import as_differences
-
     values = as_differences(differences)
     observed = abs(float(values.mean()))
     rng = np.random.default_rng(seed)

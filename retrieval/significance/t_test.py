@@ -9,11 +9,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+from lyre.retrieval.significance.differences import as_differences
 
 
 def _mean_and_error(differences: np.ndarray) -> tuple[float, float]:
-    from lyre.retrieval.significance import as_differences
-
     values = as_differences(differences)
     return float(values.mean()), float(values.std(ddof=1)) / math.sqrt(values.size)
 

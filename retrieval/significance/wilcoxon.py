@@ -6,11 +6,11 @@ When every difference is 0 the runs agree on every query and p = 1 (scipy refuse
 from __future__ import annotations
 
 import numpy as np
+from lyre.retrieval.significance.differences import as_differences
 
 
 def p_value(differences: np.ndarray, *, samples: int = 0, seed: int = 0) -> float:
     """Two-sided p-value of the signed-rank test (``samples`` and ``seed`` are unused)."""
-    from lyre.retrieval.significance import as_differences
     from scipy import stats
 
     values = as_differences(differences)

@@ -3,7 +3,7 @@
 A command's settings are plain frozen dataclasses whose fields are made with :func:`option`. The library
 reads the defaults from them; :func:`check_options` checks every declared range and choice (before any
 work, so a typo never costs an hour of encoding); the CLI builds its flags, defaults and help from the same
-fields (``cli/options.py``). Nothing else states a default.
+fields (``cli/flags.py``). Nothing else states a default.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from lyre.basics import progress
 from lyre.basics.errors import LyreError
 from lyre.basics.progress import ProgressSink
+from lyre.models.loading import cpu_threads
 
 POLL_SECONDS = 2.0
 """How often the parent looks for a dead worker while no message arrives."""
@@ -77,8 +78,7 @@ class DevicePool:
     """
 
     def __init__(self, devices: Sequence[str], factory: WorkerFactory, role: str, resume_hint: str) -> None:
-        import torch.multiprocessing as mp
-        from lyre.models.loading import cpu_threads
+        import torch.multiprocessing as mp  # heavy: imported by a pool being started, never by --help
 
         if not devices:
             raise ValueError("a device pool needs at least one device")

@@ -1,23 +1,28 @@
-"""One encode job as every engine sees it, the runner contract, and the one way a chunk is encoded."""
+"""One encode job as every engine sees it, the runner contract, and the one way a chunk is encoded.
+
+The encode stage (:mod:`indexes.encode`) decides *what* is encoded: the recipe, the chunk layout, which
+chunks are missing, the records and the manifest. A runner (:mod:`indexes.encode_runners`) decides only
+*who* encodes them, and every runner writes a chunk through :func:`encode_chunk`, so a chunk is byte for
+byte the same whoever encoded it, and a run killed under one engine resumes under another.
+"""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import numpy as np
 from lyre.basics.errors import LyreError
+from lyre.basics.numbers import count
 from lyre.basics.progress import ProgressSink
 from lyre.formats.records import document_text
+from lyre.indexes.docstore import DocStore
 from lyre.indexes.embeddings import EmbeddingStore
 from lyre.indexes.manifest import DOCSTORE, EMBEDDINGS
+from lyre.models.embedder import Embedder
 from lyre.models.recipes import EmbedRecipe
-
-if TYPE_CHECKING:
-    from lyre.indexes.docstore import DocStore
-    from lyre.models.embedder import Embedder
 
 
 @dataclass(frozen=True)
@@ -35,8 +40,6 @@ class EncodeJob:
 
     def open_store(self) -> tuple[DocStore, EmbeddingStore]:
         """The store to read and the embedding store to write (created by the encode stage)."""
-        from lyre.indexes.docstore import DocStore
-
         return DocStore.open(self.index_dir / self.store), EmbeddingStore.open(self.index_dir / EMBEDDINGS)
 
 
@@ -58,7 +61,8 @@ def encode_chunk(
     ]
     if len(texts) != stop - start:
         raise LyreError(
-            f"docstore returned {len(texts)} documents for rows {start}..{stop}; rebuild it with `lyre index`"
+            f"{docstore.folder}: returned {count(len(texts), 'rows')} for rows {start}..{stop}; "
+            "rebuild it with `lyre index`"
         )
     ids = embedder.tokenize(texts)
     tokens = sum(len(sequence) for sequence in ids)
