@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 from lyre.indexes.embeddings import EmbeddingStore, StoreSpec
 from lyre.indexes.manifest import record_stage
 from lyre.indexes.metadata import StageRecord
@@ -45,3 +46,21 @@ def numpy_top(vectors: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndar
     scores = queries @ vectors.astype(np.float16).astype(np.float32).T
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return order, np.take_along_axis(scores, order, axis=1)
+
+
+@pytest.fixture(scope="module")
+def vectors() -> np.ndarray:
+    """The index's vectors: N clustered unit vectors."""
+    return clustered(N, seed=1)
+
+
+@pytest.fixture(scope="module")
+def queries() -> np.ndarray:
+    """40 query vectors around the same centres."""
+    return clustered(40, seed=2)
+
+
+@pytest.fixture
+def index_dir(tmp_path: Path, vectors: np.ndarray) -> Path:
+    """A fresh index folder whose embeddings stage holds ``vectors``."""
+    return write_store(tmp_path / "idx", vectors)

@@ -1,14 +1,13 @@
 """Where a dense search runs (indexes/dense_placement.py): faiss-gpu where it sees a GPU, else torch where
 torch sees one, else Faiss CPU; the first line says which and why, and what cannot be placed falls back."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 faiss = pytest.importorskip("faiss")
 
-from dense_fixtures import IVFPQ, N, clustered, numpy_top, write_store  # noqa: E402
+import dense_fixtures  # noqa: E402
+from dense_fixtures import IVFPQ, numpy_top  # noqa: E402
 from lyre.basics.errors import LyreError  # noqa: E402
 from lyre.indexes import dense_placement  # noqa: E402
 from lyre.indexes.dense_search import DenseIndex  # noqa: E402
@@ -16,20 +15,9 @@ from lyre.indexes.dense_stage import DenseOptions, build_dense  # noqa: E402
 
 faiss.omp_set_num_threads(1)  # on a shared 2-core machine, OpenMP barriers cost more than they save
 
-
-@pytest.fixture(scope="module")
-def vectors() -> np.ndarray:
-    return clustered(N, seed=1)
-
-
-@pytest.fixture(scope="module")
-def queries() -> np.ndarray:
-    return clustered(40, seed=2)
-
-
-@pytest.fixture
-def index_dir(tmp_path: Path, vectors: np.ndarray) -> Path:
-    return write_store(tmp_path / "idx", vectors)
+vectors = dense_fixtures.vectors  # the shared fixture
+queries = dense_fixtures.queries  # the shared fixture
+index_dir = dense_fixtures.index_dir  # the shared fixture
 
 
 def test_the_engine_follows_the_machine_and_says_so(index_dir, capsys):

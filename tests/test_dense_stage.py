@@ -1,27 +1,18 @@
 """The dense stage (indexes/dense_stage.py): the index type chosen from the number of vectors and said, a
 summary that counts what was built, and no dense index over an incomplete embedding store."""
 
-from pathlib import Path
-
-import numpy as np
 import pytest
 
 pytest.importorskip("faiss")
 
-from dense_fixtures import IVFPQ, N, clustered, write_store
+import dense_fixtures
+from dense_fixtures import IVFPQ, write_store
 from lyre.basics.errors import LyreError
 from lyre.indexes.dense_stage import DenseOptions, build_dense
 from lyre.indexes.manifest import stage_record
 
-
-@pytest.fixture(scope="module")
-def vectors() -> np.ndarray:
-    return clustered(N, seed=1)
-
-
-@pytest.fixture
-def index_dir(tmp_path: Path, vectors: np.ndarray) -> Path:
-    return write_store(tmp_path / "idx", vectors)
+vectors = dense_fixtures.vectors  # the shared fixture
+index_dir = dense_fixtures.index_dir  # the shared fixture
 
 
 def test_auto_is_flat_for_a_small_corpus_and_says_so(index_dir, capsys):

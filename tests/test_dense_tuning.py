@@ -1,29 +1,21 @@
 """Tuning IVF-PQ at build time (indexes/dense_tuning.py): exact search over the store is numpy's, and the
 tuned nprobe reaches the recall target and is recorded."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 pytest.importorskip("faiss")
 
-from dense_fixtures import IVFPQ, N, clustered, numpy_top, write_store
+import dense_fixtures
+from dense_fixtures import IVFPQ, clustered, numpy_top
 from lyre.indexes.dense_search import DenseIndex
 from lyre.indexes.dense_stage import DenseOptions, build_dense
 from lyre.indexes.dense_tuning import exact_search, overlap_at
 from lyre.indexes.embeddings import EmbeddingStore
 from lyre.indexes.manifest import stage_record
 
-
-@pytest.fixture(scope="module")
-def vectors() -> np.ndarray:
-    return clustered(N, seed=1)
-
-
-@pytest.fixture
-def index_dir(tmp_path: Path, vectors: np.ndarray) -> Path:
-    return write_store(tmp_path / "idx", vectors)
+vectors = dense_fixtures.vectors  # the shared fixture
+index_dir = dense_fixtures.index_dir  # the shared fixture
 
 
 def test_overlap_counts_the_true_rows_found():
