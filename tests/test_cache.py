@@ -271,17 +271,16 @@ def test_a_read_only_index_folder_searches_without_the_cache(
 
 @pytest.mark.slow
 def test_a_cached_search_refuses_changed_query_model_weights_as_an_uncached_one_does(
-    lyre: LyreCli, sample: Path, tmp_path: Path
+    lyre: LyreCli, sample: Path, tmp_path: Path, tiny_bert: Path
 ) -> None:
     """Query vectors read from the cache were made by the recorded model; the folder is still checked,
     so replacing its weights stops a cached search with the line an uncached search prints."""
     import shutil
 
-    from lyre.models.loading import resolve_model
     from safetensors.torch import load_file, save_file
 
     folder = tmp_path / "model"
-    shutil.copytree(resolve_model("sentence-transformers/all-MiniLM-L6-v2"), folder)
+    shutil.copytree(tiny_bert, folder)
     index = tmp_path / "index"
     lyre("-q", "index", sample / "corpus.jsonl", "--out", index, "--embed-model", folder)
     args = ["-q", "search", "--index", index, "--queries", sample / "queries.tsv", "--rerank-depth", "0"]
