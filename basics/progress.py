@@ -13,16 +13,33 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
+from lyre.basics.errors import LyreError
 from lyre.basics.numbers import count, rate
 
 _quiet = False
+_option_name: Callable[[str], str] = str
+"""How a status line names an option (:func:`basics.errors.opt`): the parameter name, unless the command
+line says how its user typed it (:func:`set_option_names`)."""
 
 
 def set_quiet(quiet: bool) -> None:
     global _quiet
     _quiet = quiet
+
+
+def set_option_names(name: Callable[[str], str]) -> None:
+    """Name options in status lines as ``name`` does (the CLI: as flags of the running command)."""
+    global _option_name
+    _option_name = name
+
+
+def say_error(prefix: str, error: LyreError) -> None:
+    """:func:`say` a problem lyre works around (``prefix: message``), its options named as the user
+    gives them: a notice is read like an error, so it must offer the flag, not the parameter."""
+    say(f"{prefix}: {error.render(_option_name)}")
 
 
 def is_quiet() -> bool:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import importlib
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
 import typer
+from lyre.basics import progress
 from lyre.basics.errors import LyreError
 from lyre.cli.common import Quiet
 from lyre.cli.flags import flag_of, flags_from_options
@@ -96,21 +97,29 @@ def __getattr__(name: str) -> typer.Typer:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def render_error(error: LyreError, argv: list[str]) -> str:
-    """The message with each named option shown as a flag of the command being run (``--rerank-depth``);
-    an option that command does not have is named in words, so no message ever offers a flag that
-    does not exist."""
-    group = typer.main.get_command(app_for(argv))
-    word = command_word(argv)
-    commands = group.commands if isinstance(group, typer.core.TyperGroup) else {}
-    command = commands.get(word) if word else None
-    flags = {flag for param in command.params for flag in param.opts} if command else set()
+def option_namer(argv: list[str]) -> Callable[[str], str]:
+    """How messages name an option: as a flag of the command being run (``--rerank-depth``), or in words
+    for an option that command does not have, so no message ever offers a flag that does not exist.
+    The command's flags are looked up on the first message, never on a run that says nothing."""
+
+    @cache
+    def flags() -> set[str]:
+        group = typer.main.get_command(app_for(argv))
+        word = command_word(argv)
+        commands = group.commands if isinstance(group, typer.core.TyperGroup) else {}
+        command = commands.get(word) if word else None
+        return {flag for param in command.params for flag in param.opts} if command else set()
 
     def name(option: str) -> str:
         flag = flag_of(option)
-        return flag if flag in flags else f"the {option.replace('_', ' ')} setting"
+        return flag if flag in flags() else f"the {option.replace('_', ' ')} setting"
 
-    return error.render(name)
+    return name
+
+
+def render_error(error: LyreError, argv: list[str]) -> str:
+    """The message with each named option shown as :func:`option_namer` names it."""
+    return error.render(option_namer(argv))
 
 
 def usage_line(error: ClickException) -> str:
@@ -124,6 +133,7 @@ def usage_line(error: ClickException) -> str:
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     argv = sys.argv[1:]
+    progress.set_option_names(option_namer(argv))
     try:
         status = app_for(argv)(args=argv, prog_name="lyre", standalone_mode=False)
     except NoArgsIsHelpError as error:

@@ -85,7 +85,7 @@ def without_missing_reranker(rerank_options: RerankOptions) -> RerankOptions:
     try:
         locate_reranker(rerank_options, optional=False)
     except LyreError as error:
-        progress.say(f"serving without reranking: {error}")
+        progress.say_error("serving without reranking", error)
         return replace(rerank_options, rerank_depth=0)
     return rerank_options
 

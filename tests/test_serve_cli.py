@@ -51,6 +51,7 @@ def test_lyre_serve_is_ready_serves_holds_the_index_and_stops_on_ctrl_c(
         _, stderr = server.communicate(timeout=60)
     assert server.returncode == 0, stderr
     assert "serving without reranking" in stderr and "Traceback" not in stderr
+    assert "then pass --rerank-model DIR" in stderr  # the notice offers the flag, as errors do
     with holding_write_lock(index):
         pass  # the read lock went with the server
 
