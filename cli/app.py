@@ -133,7 +133,8 @@ def usage_line(error: ClickException) -> str:
 def main() -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
     argv = sys.argv[1:]
-    progress.set_option_names(option_namer(argv))
+    name_option = option_namer(argv)  # one namer for notices and the error line: flags looked up once
+    progress.set_option_names(name_option)
     try:
         status = app_for(argv)(args=argv, prog_name="lyre", standalone_mode=False)
     except NoArgsIsHelpError as error:
@@ -143,7 +144,7 @@ def main() -> None:
         print(f"error: {usage_line(error)}", file=sys.stderr)
         sys.exit(error.exit_code)
     except LyreError as error:
-        print(f"error: {render_error(error, argv)}", file=sys.stderr)
+        print(f"error: {error.render(name_option)}", file=sys.stderr)
         sys.exit(error.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         print("error: interrupted; rerun the same command to continue where it stopped", file=sys.stderr)

@@ -139,24 +139,21 @@ class IngestStage:
         stage checks its options against before any work (``DenseStage.count_corpus``). Stopping at the
         count that decides keeps it cheap (256 records for an IVF-PQ index); a bad record is refused here
         as ingest would refuse it (or skipped, with ``on_error`` skip)."""
-        reader = open_corpus(
+        return sum(1 for _ in islice(self._reader(options), limit))
+
+    def _reader(self, options: IngestOptions) -> CorpusReader:
+        """The corpus opened with the field mapping and error policy of ``options``."""
+        return open_corpus(
             self.corpus,
             id_field=options.id_field,
             title_field=options.title_field,
             text_field=options.text_field,
             on_error=options.on_error,
         )
-        return sum(1 for _ in islice(reader, limit))
 
     def build(self, index_dir: Path, options: IngestOptions, invalidate: Invalidate) -> StageResult:
         started = time.perf_counter()
-        reader = open_corpus(
-            self.corpus,
-            id_field=options.id_field,
-            title_field=options.title_field,
-            text_field=options.text_field,
-            on_error=options.on_error,
-        )
+        reader = self._reader(options)
         progress.say(f"ingest {reader.path} ({reader.format}): fields {reader.mapping.describe()}")
         temp = temp_dir_beside(index_dir / DOCSTORE)  # a killed ingest's is swept under the write lock
         try:

@@ -20,6 +20,19 @@ SAMPLE = REPOSITORY / "data" / "sample"
 DATA_VARIABLE = "LYRE_DATA"
 
 
+def change_at(value: dict, path: tuple[str, ...], new: object) -> None:
+    """Set the entry of ``value`` that the keys ``path`` lead to to ``new``, or delete it when ``new`` is
+    ``KeyError``: one damaged field of a JSON record, for the tests that read it back."""
+    *parents, last = path
+    target = value
+    for part in parents:
+        target = target[part]
+    if new is KeyError:
+        del target[last]
+    else:
+        target[last] = new
+
+
 def shared_data_root() -> Path:
     """``$LYRE_DATA`` when set, otherwise ``shared/data`` beside the repository."""
     configured = os.environ.get(DATA_VARIABLE)

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import REPOSITORY, SAMPLE, LyreCli, one_line_error
+from helpers import REPOSITORY, SAMPLE, LyreCli, change_at, one_line_error
 from lyre.basics.errors import LyreError
 from lyre.indexes.bm25_format import read_vocabulary
 from lyre.indexes.bm25_search import BM25Index
@@ -280,17 +280,7 @@ def test_a_recorded_store_spec_of_the_wrong_shape_is_refused(dense_index: Path) 
 
 
 def _set(path: tuple[str, ...], new: object) -> Callable[[dict], None]:
-    def change(manifest: dict) -> None:
-        *parents, last = path
-        target = manifest
-        for part in parents:
-            target = target[part]
-        if new is KeyError:
-            del target[last]
-        else:
-            target[last] = new
-
-    return change
+    return lambda manifest: change_at(manifest, path, new)
 
 
 MANIFESTS = {

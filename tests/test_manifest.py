@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import change_at
 from lyre.basics.errors import LyreError
 from lyre.indexes.manifest import (
     Manifest,
@@ -107,14 +108,8 @@ def _manifest(*changes: tuple[tuple[str, ...], object]) -> bytes:
     or KeyError to delete it) applied."""
     value = {"format": 3, "stages": {"docstore": {"complete": True, **record_of("docstore").to_dict()}}}
     value["stages"]["docstore"]["files"] = {"docstore/docstore.json": {"size": 5, "sha256": "ab" * 32}}
-    for (*parents, last), new in changes:
-        target = value
-        for part in parents:
-            target = target[part]
-        if new is KeyError:
-            del target[last]
-        else:
-            target[last] = new
+    for path, new in changes:
+        change_at(value, path, new)
     return json.dumps(value).encode()
 
 

@@ -45,6 +45,23 @@ class Interrupted(Exception):
     """Stands for the process being killed between two groups."""
 
 
+SCORE_PAIRS = Reranker.score_pairs
+"""The real scoring, kept before any test replaces it."""
+
+
+def dying_after(scored: list[int], groups: int) -> Callable[..., np.ndarray]:
+    """``Reranker.score_pairs`` that appends each group's pair count to ``scored`` and raises
+    :class:`Interrupted` once ``groups`` groups are scored (the process killed between two groups)."""
+
+    def score(self: Reranker, pairs: list[tuple[str, str]], progress: object = None) -> np.ndarray:
+        if len(scored) == groups:
+            raise Interrupted
+        scored.append(len(pairs))
+        return SCORE_PAIRS(self, pairs, progress=progress)
+
+    return score
+
+
 @pytest.mark.slow
 def test_a_killed_rerank_resumes_with_only_the_missing_groups(
     tmp_path: Path,
@@ -65,26 +82,16 @@ def test_a_killed_rerank_resumes_with_only_the_missing_groups(
     rerank_to(uninterrupted)
     assert not parts_folder(uninterrupted).exists()
 
-    score_pairs = Reranker.score_pairs
     scored: list[int] = []
 
-    def dying_after(groups: int) -> Callable[..., np.ndarray]:
-        def score(self: Reranker, pairs: list[tuple[str, str]], progress: object = None) -> np.ndarray:
-            if len(scored) == groups:
-                raise Interrupted
-            scored.append(len(pairs))
-            return score_pairs(self, pairs, progress=progress)
-
-        return score
-
     resumed = tmp_path / "resumed.run"
-    monkeypatch.setattr(Reranker, "score_pairs", dying_after(3))
+    monkeypatch.setattr(Reranker, "score_pairs", dying_after(scored, 3))
     with pytest.raises(Interrupted):
         rerank_to(resumed)
     assert not resumed.exists() and GroupScores(parts_folder(resumed)).done() == [0, 1, 2]
 
     scored.clear()
-    monkeypatch.setattr(Reranker, "score_pairs", dying_after(10**6))
+    monkeypatch.setattr(Reranker, "score_pairs", dying_after(scored, 10**6))
     rerank_to(resumed)
     assert len(scored) == 5 and sum(scored) == 30 * 5 - 3 * 20  # only the 5 missing groups
     assert resumed.read_bytes() == uninterrupted.read_bytes()
@@ -134,26 +141,16 @@ def test_a_rerank_resumed_over_another_index_scores_every_group_again(
     over_other = tmp_path / "other.run"
     rerank_to(other_index, over_other)
 
-    score_pairs = Reranker.score_pairs
     scored: list[int] = []
 
-    def dying_after(groups: int) -> Callable[..., np.ndarray]:
-        def score(self: Reranker, pairs: list[tuple[str, str]], progress: object = None) -> np.ndarray:
-            if len(scored) == groups:
-                raise Interrupted
-            scored.append(len(pairs))
-            return score_pairs(self, pairs, progress=progress)
-
-        return score
-
     out = tmp_path / "mixed.run"
-    monkeypatch.setattr(Reranker, "score_pairs", dying_after(3))
+    monkeypatch.setattr(Reranker, "score_pairs", dying_after(scored, 3))
     with pytest.raises(Interrupted):
         rerank_to(first_index, out)
     assert GroupScores(parts_folder(out)).done() == [0, 1, 2]
 
     scored.clear()
-    monkeypatch.setattr(Reranker, "score_pairs", dying_after(10**6))
+    monkeypatch.setattr(Reranker, "score_pairs", dying_after(scored, 10**6))
     rerank_to(other_index, out)
     assert len(scored) == 8 and sum(scored) == 30 * 2  # every group, none read from A's
     assert out.read_bytes() == over_other.read_bytes()
