@@ -60,6 +60,13 @@ def option(
     return dataclasses.field(default=default, metadata={SPEC_KEY: spec})
 
 
+def spec_field(default: Any, spec: OptionSpec, help: str | None = None) -> Any:
+    """A dataclass field that declares an option from a registry's ``spec`` (a fusion or feedback
+    parameter), with ``help`` in place of the spec's where given."""
+    declared = dataclasses.replace(spec, help=help) if help is not None else spec
+    return dataclasses.field(default=default, metadata={SPEC_KEY: declared})
+
+
 def option_spec(field: dataclasses.Field[Any]) -> OptionSpec | None:
     """The declaration of ``field``, or None for a plain field."""
     return field.metadata.get(SPEC_KEY)

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lyre.basics.declared import OptionSpec, check_value, option
+from lyre.basics.declared import OptionSpec, check_value, option, spec_field
 from lyre.basics.errors import OptionError, opt
 from lyre.retrieval.feedback import bo1, dense_rocchio, rm3, rocchio
 
@@ -41,9 +41,7 @@ class Param:
 
     def field(self) -> Any:
         """This parameter as a declared option field with the method's default (a parameter of one method)."""
-        spec = self.spec
-        help = f"{spec.help} (default: {self.origin})"
-        return option(self.default, help, minimum=spec.minimum, maximum=spec.maximum, above=spec.above)
+        return spec_field(self.default, self.spec, help=f"{self.spec.help} (default: {self.origin})")
 
     def check(self, method: str, value: Any) -> None:
         """Raise :class:`OptionError` naming the option and the method when ``value`` is out of range."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from lyre.basics.declared import OptionSpec, check_value, option
+from lyre.basics.declared import OptionSpec, check_value, spec_field
 from lyre.basics.errors import LyreError, OptionError
 from lyre.formats.records import Run
 from lyre.retrieval.fusion.aligned import Aligned, fuse_runs, ranked
@@ -36,10 +36,7 @@ class Param:
 
     def field(self) -> Any:
         """This parameter as a declared option field (the CLI flag of :attr:`option`)."""
-        spec = self.spec
-        return option(
-            self.default, spec.help, minimum=spec.minimum, maximum=spec.maximum, choices=spec.choices
-        )
+        return spec_field(self.default, self.spec)
 
     def check(self, value: Any) -> None:
         """Raise :class:`OptionError`, naming the option that set the value, when it is out of range."""
